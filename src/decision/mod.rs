@@ -1,0 +1,204 @@
+//! The decision engine: from a policy, the history of one pause, the newest measurements and the
+//! time spent at the pause, to a verdict per check and series and one action.
+//!
+//! Pure: no I/O, no clock, no Kubernetes or network types. Everything it needs is passed in, so
+//! every rule is unit-tested without a server (see the tests in each submodule).
+
+mod check;
+mod policy;
+mod rule;
+
+pub use check::{CheckResult, SeriesResult, judge};
+pub use policy::{Action, DeadlineAction, History, Policy, decide};
+pub use rule::{Comparison, Rule, RuleError, Tolerance, num};
+
+use std::collections::BTreeMap;
+
+/// Labels of one series, sorted; empty for a scalar or an aggregated result.
+pub type Labels = BTreeMap<String, String>;
+
+/// One value of a query result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn new(labels: &[(&str, &str)], value: f64) -> Self {
+        Sample {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        }
+    }
+}
+
+/// What a source returned for one query: its series, or why it could not answer.
+pub type Answer = Result<Vec<Sample>, String>;
+
+/// Everything measured for one check at one evaluation.
+#[derive(Clone, Debug, Default)]
+pub struct Measurement {
+    /// The check's value(s) for the revision under test. For a ratio check, the numerator.
+    pub value: Option<Answer>,
+    /// For a ratio check: the denominator.
+    pub denominator: Option<Answer>,
+    /// For a canary-versus-stable check: the same query for the stable revision.
+    pub baseline: Option<Answer>,
+    /// For a ratio check compared with stable: the stable revision's denominator.
+    pub baseline_denominator: Option<Answer>,
+    /// The minimum-samples query, when the check has one.
+    pub samples: Option<Answer>,
+}
+
+/// What to do when a check has no data (empty result, NaN/Inf, too few samples).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NoDataPolicy {
+    /// Not a pass and not a failure: the gate waits for data (and its deadline policy applies).
+    #[default]
+    Hold,
+    /// Counts as a failing check.
+    Fail,
+    /// The check is left out of this evaluation. A gate still needs one check that passed on
+    /// data before it promotes.
+    Skip,
+}
+
+/// How one check is judged.
+#[derive(Clone, Debug)]
+pub struct CheckPolicy {
+    pub name: String,
+    pub rule: Rule,
+    pub no_data: NoDataPolicy,
+    /// Fewer samples than this (per series, or in total) is NoData, never a pass.
+    pub min_samples: Option<f64>,
+    /// The value is numerator / denominator (see [`check::ratio`]).
+    pub ratio: bool,
+}
+
+/// The verdict for one series, one check, or one whole evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+    NoData(String),
+    /// The source could not answer: never counted as a failure.
+    Error(String),
+}
+
+impl Verdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "Pass",
+            Verdict::Fail(_) => "Fail",
+            Verdict::NoData(_) => "NoData",
+            Verdict::Error(_) => "Error",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Verdict::Pass => "",
+            Verdict::Fail(r) | Verdict::NoData(r) | Verdict::Error(r) => r,
+        }
+    }
+}
+
+/// Combines the checks of one evaluation: any failure fails it; otherwise any source error makes
+/// it an error; otherwise missing data (under `Hold`) holds it; it passes only when at least one
+/// check passed on real data.
+pub fn combine(results: &[CheckResult]) -> Verdict {
+    let named = |pick: fn(&Verdict) -> bool| -> Vec<String> {
+        results
+            .iter()
+            .filter(|r| !r.skipped && pick(&r.verdict))
+            .map(|r| format!("{}: {}", r.name, r.verdict.reason()))
+            .collect()
+    };
+    let failed = named(|v| matches!(v, Verdict::Fail(_)));
+    if !failed.is_empty() {
+        return Verdict::Fail(failed.join("; "));
+    }
+    let errors = named(|v| matches!(v, Verdict::Error(_)));
+    if !errors.is_empty() {
+        return Verdict::Error(errors.join("; "));
+    }
+    let missing = named(|v| matches!(v, Verdict::NoData(_)));
+    if !missing.is_empty() {
+        return Verdict::NoData(missing.join("; "));
+    }
+    if results
+        .iter()
+        .any(|r| r.verdict == Verdict::Pass && !r.skipped)
+    {
+        Verdict::Pass
+    } else {
+        Verdict::NoData("no check had data to judge".into())
+    }
+}
+
+/// `{model="a", route="b"}`, the way PromQL prints a label set.
+pub fn format_labels(labels: &Labels) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, verdict: Verdict) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            verdict,
+            skipped: false,
+            series: vec![],
+        }
+    }
+
+    #[test]
+    fn a_failure_outranks_errors_and_missing_data() {
+        let v = combine(&[
+            result("a", Verdict::Error("down".into())),
+            result("b", Verdict::Fail("too high".into())),
+            result("c", Verdict::NoData("empty".into())),
+        ]);
+        assert_eq!(v, Verdict::Fail("b: too high".into()));
+    }
+
+    #[test]
+    fn an_error_outranks_missing_data() {
+        let v = combine(&[
+            result("a", Verdict::NoData("empty".into())),
+            result("b", Verdict::Error("down".into())),
+        ]);
+        assert_eq!(v, Verdict::Error("b: down".into()));
+    }
+
+    #[test]
+    fn skipped_checks_alone_never_pass() {
+        let mut skipped = result("a", Verdict::NoData("empty".into()));
+        skipped.skipped = true;
+        assert_eq!(
+            combine(&[skipped.clone()]),
+            Verdict::NoData("no check had data to judge".into())
+        );
+        assert_eq!(
+            combine(&[skipped, result("b", Verdict::Pass)]),
+            Verdict::Pass
+        );
+        assert!(matches!(combine(&[]), Verdict::NoData(_)));
+    }
+
+    #[test]
+    fn labels_print_like_promql() {
+        let s = Sample::new(&[("model", "mistral-small"), ("code", "404")], 1.0);
+        assert_eq!(
+            format_labels(&s.labels),
+            r#"{code="404", model="mistral-small"}"#
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! Evidence sources, at the I/O edge: they turn a compiled check and a revision into a
+//! [`Measurement`] for the decision engine.
+
+pub mod credentials;
+pub mod prometheus;
+
+use crate::decision::{Answer, Measurement};
+use crate::policy::GateCheck;
+use crate::template::{self, Vars};
+
+/// Runs every query one check needs for one evaluation, concurrently.
+pub async fn measure(check: &GateCheck, client: &prometheus::Client, canary: &Vars) -> Measurement {
+    let stable = canary.for_stable();
+    let baseline = check.judge.rule.needs_baseline();
+    let run = |q: Option<&String>, vars: &Vars, wanted: bool| {
+        let rendered = q.filter(|_| wanted).map(|q| template::render(q, vars));
+        async move {
+            match rendered {
+                None => None,
+                Some(Err(e)) => Some(Err(e.to_string()) as Answer),
+                Some(Ok(promql)) => Some(client.query(&promql, check.timeout).await),
+            }
+        }
+    };
+    let (value, denominator, base, base_denominator, samples) = futures::join!(
+        run(Some(&check.query), canary, true),
+        run(check.denominator.as_ref(), canary, true),
+        run(Some(&check.query), &stable, baseline),
+        run(check.denominator.as_ref(), &stable, baseline),
+        run(check.samples_query.as_ref(), canary, true),
+    );
+    Measurement {
+        value,
+        denominator,
+        baseline: base,
+        baseline_denominator: base_denominator,
+        samples,
+    }
+}

@@ -1,0 +1,251 @@
+//! A minimal client for the Prometheus HTTP API's instant queries, as spoken by Prometheus,
+//! VictoriaMetrics, Thanos, Mimir and Cortex.
+//!
+//! Only what gating needs: `/api/v1/query` over GET, bearer or basic auth, an extra CA, a
+//! timeout. Results become [`Sample`]s; `NaN`/`±Inf` are kept as such (the decision engine makes
+//! them NoData). Errors are one line for status and Events and never contain credentials.
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+
+use crate::decision::{Answer, Labels, Sample};
+
+/// Credentials and trust for one source, already read from their Secrets.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// A complete `Authorization` header value (`Bearer …` or `Basic …`).
+    pub authorization: Option<String>,
+    /// PEM bundle of extra CAs.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.debug_struct("Credentials")
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    authorization: Option<HeaderValue>,
+}
+
+impl Client {
+    pub fn new(address: &str, credentials: &Credentials) -> Result<Client, String> {
+        let mut builder =
+            reqwest::Client::builder().user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &credentials.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("the CA bundle is not valid PEM: {e}"))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let authorization = match &credentials.authorization {
+            Some(value) => {
+                let mut v = HeaderValue::from_str(value)
+                    .map_err(|_| "the credential is not a valid header value".to_string())?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        let http = builder
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            base: address.trim_end_matches('/').to_string(),
+            authorization,
+        })
+    }
+
+    /// Runs an instant query.
+    pub async fn query(&self, promql: &str, timeout: Duration) -> Answer {
+        let mut request = self
+            .http
+            .get(format!("{}/api/v1/query", self.base))
+            .query(&[("query", promql)])
+            .timeout(timeout);
+        if let Some(auth) = &self.authorization {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| describe_transport(&self.base, &e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| describe_transport(&self.base, &e))?;
+        parse(status.as_u16(), &body)
+    }
+}
+
+fn describe_transport(base: &str, e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "unreachable"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display includes the URL, which holds the query; keep the message short.
+    let cause = std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| e.to_string());
+    format!("{base} {what}: {cause}")
+}
+
+#[derive(Deserialize)]
+struct Response {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    #[serde(default)]
+    metric: Labels,
+    value: (f64, String),
+}
+
+/// Parses an API response (any HTTP status: errors come as JSON with 4xx/5xx too).
+pub fn parse(http_status: u16, body: &[u8]) -> Answer {
+    let response: Response = serde_json::from_slice(body).map_err(|_| {
+        let snippet: String = String::from_utf8_lossy(body).chars().take(120).collect();
+        format!("HTTP {http_status}, not a Prometheus API response: {snippet:?}")
+    })?;
+    if response.status != "success" {
+        return Err(format!(
+            "query rejected (HTTP {http_status}, {}): {}",
+            response.error_type.as_deref().unwrap_or("error"),
+            response.error.as_deref().unwrap_or("no message")
+        ));
+    }
+    let data = response.data.ok_or("a success response without data")?;
+    match data.result_type.as_str() {
+        "vector" => {
+            let samples: Vec<VectorSample> = serde_json::from_value(data.result)
+                .map_err(|e| format!("malformed vector result: {e}"))?;
+            samples
+                .into_iter()
+                .map(|s| {
+                    Ok(Sample {
+                        labels: s.metric,
+                        value: number(&s.value.1)?,
+                    })
+                })
+                .collect()
+        }
+        "scalar" => {
+            let (_, v): (f64, String) = serde_json::from_value(data.result)
+                .map_err(|e| format!("malformed scalar result: {e}"))?;
+            Ok(vec![Sample {
+                labels: Labels::new(),
+                value: number(&v)?,
+            }])
+        }
+        other => Err(format!(
+            "a {other} result cannot be judged; write an instant query that returns a vector or scalar"
+        )),
+    }
+}
+
+/// Prometheus encodes sample values as strings, including `NaN`, `+Inf` and `-Inf`.
+fn number(text: &str) -> Result<f64, String> {
+    match text {
+        "NaN" => Ok(f64::NAN),
+        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        t => t
+            .parse()
+            .map_err(|_| format!("sample value {t:?} is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_results_keep_their_labels() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"model":"a"},"value":[1700000000.1,"0.25"]},
+            {"metric":{"model":"b"},"value":[1700000000.1,"NaN"]}]}}"#;
+        let samples = parse(200, body).expect("parses");
+        assert_eq!(samples[0], Sample::new(&[("model", "a")], 0.25));
+        assert!(samples[1].value.is_nan());
+    }
+
+    #[test]
+    fn an_empty_vector_is_an_empty_answer_not_an_error() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(parse(200, body), Ok(vec![]));
+    }
+
+    #[test]
+    fn scalars_and_infinities() {
+        let body =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"+Inf"]}}"#;
+        assert_eq!(parse(200, body).expect("parses")[0].value, f64::INFINITY);
+    }
+
+    #[test]
+    fn rejected_queries_and_garbage_are_errors() {
+        let body = br#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected end of input"}"#;
+        assert_eq!(
+            parse(400, body),
+            Err(
+                "query rejected (HTTP 400, bad_data): 1:5: parse error: unexpected end of input"
+                    .into()
+            )
+        );
+        let err = parse(502, b"<html>Bad Gateway</html>").expect_err("not JSON");
+        assert!(
+            err.starts_with("HTTP 502, not a Prometheus API response"),
+            "{err}"
+        );
+        let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert!(
+            parse(200, matrix)
+                .expect_err("matrix")
+                .contains("instant query")
+        );
+        let bad_value = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}"#;
+        assert!(parse(200, bad_value).is_err());
+    }
+
+    #[test]
+    fn credentials_never_print() {
+        let c = Credentials {
+            authorization: Some("Bearer s3cr3t".into()),
+            ca_pem: None,
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,405 @@
+//! The `RolloutGate` resource: a gating policy attached to unmodified Rollouts by name or selector.
+//!
+//! The schema carries CEL validation rules so nonsense is rejected at admission with a message a
+//! person understands; [`crate::policy`] turns a spec into the decision engine's pure types.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A duration such as `30s`, `2m`, `1h30m`.
+const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
+
+/// Attaches evidence-based promotion to the Rollouts it selects, at the pauses it selects.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "RolloutGate",
+    namespaced,
+    status = "RolloutGateStatus",
+    shortname = "gate",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Rollouts","type":"integer","jsonPath":".status.gatedRollouts"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Last decision","type":"string","jsonPath":".status.lastDecision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.prometheus) || self.checks.all(c, has(c.prometheus))",
+     "message": "every check needs a Prometheus source: set spec.prometheus, or prometheus on each check"},
+    {"rule": "self.checks.all(c, self.checks.exists_one(d, d.name == c.name))",
+     "message": "check names must be unique"},
+]))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutGateSpec {
+    /// Which Rollouts in this namespace the gate applies to.
+    pub rollouts: RolloutSelector,
+    /// Which pauses are gated. Default: every canary `pause` step and the blue-green
+    /// pre-promotion pause.
+    #[serde(default)]
+    pub pauses: PauseSelector,
+    /// `Enforce` promotes and aborts; `DryRun` decides, records and reports, and patches nothing.
+    #[serde(default)]
+    pub mode: Mode,
+    /// How often a Rollout waiting at a gated pause is evaluated. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub interval: Option<String>,
+    /// Minimum time at a pause before a promotion. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub bake_time: Option<String>,
+    /// Passing evaluations required in a row before a promotion. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub required_passes: Option<i32>,
+    /// Failing evaluations tolerated at one pause; one more aborts. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub failure_limit: Option<i32>,
+    /// Source errors in a row tolerated before the gate holds and warns. Errors never abort.
+    /// Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub error_limit: Option<i32>,
+    /// How long a pause may last without a decision, and what happens then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
+    /// The default Prometheus-compatible source (Prometheus, VictoriaMetrics, Thanos, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+    /// The evidence. Every check must pass for an evaluation to pass.
+    #[schemars(length(min = 1, max = 32))]
+    pub checks: Vec<Check>,
+}
+
+/// Exactly one of `name` or `selector`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.name) != has(self.selector)", "message": "set exactly one of rollouts.name or rollouts.selector"},
+]))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSelector {
+    /// One Rollout, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Every Rollout whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseSelector {
+    /// Canary step indexes (into `spec.strategy.canary.steps`) to gate. Empty: every pause step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub steps: Vec<i32>,
+    /// Gate the blue-green pre-promotion pause. Default true.
+    #[serde(default = "yes")]
+    pub blue_green: bool,
+}
+
+impl Default for PauseSelector {
+    fn default() -> Self {
+        PauseSelector {
+            steps: Vec::new(),
+            blue_green: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deadline {
+    /// Time at a pause after which the deadline action applies, e.g. `30m`.
+    #[schemars(regex(pattern = DURATION))]
+    pub after: String,
+    /// `Hold` (stop evaluating and warn; a person decides) or `Abort`. Default `Hold`.
+    #[serde(default)]
+    pub action: DeadlineAction,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum DeadlineAction {
+    #[default]
+    Hold,
+    Abort,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL of the HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub address: String,
+    /// Per-query timeout. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub timeout: Option<String>,
+    /// Credentials and trust, read from Secrets in the gate's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PrometheusAuth>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.bearerToken) && has(self.basicAuth))", "message": "use bearerToken or basicAuth, not both"},
+]))]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusAuth {
+    /// `Authorization: Bearer <token>` with the token from this Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretKey>,
+    /// Basic auth from a Secret with `username` and `password` keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<SecretName>,
+    /// A PEM CA bundle to trust for HTTPS, from this Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretKey>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct SecretKey {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct SecretName {
+    pub name: String,
+}
+
+/// One piece of evidence. Queries are templated per revision: `{{ hash }}`, `{{ podRegex }}`,
+/// `{{ namespace }}`, `{{ rollout }}`, `{{ canaryHash }}`, `{{ stableHash }}`,
+/// `{{ canaryPodRegex }}`, `{{ stablePodRegex }}`, `{{ step }}`; values are escaped for PromQL.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.query) != has(self.ratio)", "message": "set exactly one of query or ratio"},
+    {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable)].filter(x, x).size() == 1",
+     "message": "set exactly one pass rule: threshold, condition or againstStable"},
+]))]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// Unique within the gate; appears in status, Events and metrics.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// A PromQL query; a vector result is judged series by series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The value is numerator / denominator, series by series. A series missing from the
+    /// numerator counts as 0 (no errors); a missing or zero denominator is NoData.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<Ratio>,
+    /// Pass when `value <op> value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
+    /// Pass when this CEL expression is true. Variables: `value`, and `stable` and `samples`
+    /// when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Evaluate the query for the stable revision too; pass while the canary stays within
+    /// these bounds of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub against_stable: Option<StableTolerance>,
+    /// What no data means: `Hold` (default), `Fail`, or `Skip`.
+    #[serde(default)]
+    pub no_data: NoData,
+    /// Fewer samples than `count` is NoData, never a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<MinSamples>,
+    /// A source for this check only, instead of `spec.prometheus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct Ratio {
+    pub numerator: String,
+    pub denominator: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct Threshold {
+    pub op: Op,
+    pub value: f64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum Op {
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.maxIncrease) || has(self.maxRatio) || has(self.maxDecrease) || has(self.minRatio)",
+     "message": "againstStable needs at least one of maxIncrease, maxRatio, maxDecrease, minRatio"},
+]))]
+#[serde(rename_all = "camelCase")]
+pub struct StableTolerance {
+    /// canary <= stable + maxIncrease
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_increase: Option<f64>,
+    /// canary <= stable × maxRatio
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio: Option<f64>,
+    /// canary >= stable − maxDecrease
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_decrease: Option<f64>,
+    /// canary >= stable × minRatio
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ratio: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum NoData {
+    #[default]
+    Hold,
+    Fail,
+    Skip,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct MinSamples {
+    /// A query for the number of samples (e.g. requests) behind the value, templated like the
+    /// check's query. Series are matched to the check's series by labels; a single unlabelled
+    /// result applies to every series.
+    pub query: String,
+    #[schemars(range(min = 0.0))]
+    pub count: f64,
+}
+
+/// What the gate saw and did.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutGateStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the spec is valid and the gate is working) and `SourceReachable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// How many Rollouts the gate currently selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gated_rollouts: Option<i64>,
+    /// One line on the newest decision, for `kubectl get gate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+    /// Per gated Rollout, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollouts: BTreeMap<String, GatedRollout>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum GatePhase {
+    /// Not at a gated pause.
+    #[default]
+    Waiting,
+    Evaluating,
+    Holding,
+    Promoted,
+    Aborted,
+    /// DryRun: a decision was made and not applied.
+    DryRun,
+    /// A person (or another tool) promoted, aborted or paused first; the gate stood down.
+    StoodDown,
+}
+
+/// The gate's record of one Rollout at one pause. It is also what a restarted controller
+/// resumes from.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatedRollout {
+    /// The canary's pod-template-hash.
+    #[serde(default)]
+    pub revision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<String>,
+    /// Canary step index; absent for a blue-green pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i32>,
+    #[serde(default)]
+    pub phase: GatePhase,
+    /// When the phase began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// When the pause began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_started: Option<String>,
+    #[serde(default)]
+    pub evaluations: i32,
+    #[serde(default)]
+    pub pass_streak: i32,
+    #[serde(default)]
+    pub failures: i32,
+    #[serde(default)]
+    pub errors: i32,
+    #[serde(default)]
+    pub error_streak: i32,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluation: Option<EvaluationRecord>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationRecord {
+    pub time: String,
+    /// Pass, Fail, NoData or Error.
+    pub verdict: String,
+    pub checks: Vec<CheckRecord>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRecord {
+    pub name: String,
+    pub verdict: String,
+    /// The rule, e.g. `<= 0.05`.
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Each series judged (at most 20 are kept; failing ones first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<SeriesRecord>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesRecord {
+    /// `{model="mistral-small"}`; `{}` for a single aggregated value.
+    pub labels: String,
+    /// Absent when not finite (NaN, ±Inf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<f64>,
+    pub verdict: String,
+}

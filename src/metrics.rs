@@ -1,0 +1,135 @@
+//! tollgate's own metrics, served on `/metrics` in the OpenMetrics text format.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// promote, abort, hold, wait
+    pub action: String,
+    /// Enforce or DryRun
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub evaluations: Family<VerdictLabels, Counter>,
+    pub source_latency: Histogram,
+    pub source_errors: Counter,
+    pub reconcile_errors: Family<KindLabels, Counter>,
+    pub stale_decisions: Counter,
+    pub malformed_rollouts: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            decisions: Family::default(),
+            evaluations: Family::default(),
+            source_latency: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            source_errors: Counter::default(),
+            reconcile_errors: Family::default(),
+            stale_decisions: Counter::default(),
+            malformed_rollouts: Counter::default(),
+        };
+        registry.register(
+            "decisions",
+            "Decisions made, by action and mode",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "evaluations",
+            "Gate evaluations, by verdict",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "source_request_duration_seconds",
+            "Latency of evidence source queries",
+            m.source_latency.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Evidence source queries that failed",
+            m.source_errors.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors, by kind",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "stale_decisions",
+            "Promotes and aborts refused because the Rollout changed after the evidence was read",
+            m.stale_decisions.clone(),
+        );
+        registry.register(
+            "malformed_rollouts",
+            "Rollout objects that could not be read and were skipped",
+            m.malformed_rollouts.clone(),
+        );
+        if let Ok(mut slot) = m.registry.lock() {
+            *slot = registry;
+        }
+        m
+    }
+}
+
+impl Metrics {
+    pub fn decision(&self, action: &str, mode: &str) {
+        let labels = DecisionLabels {
+            action: action.into(),
+            mode: mode.into(),
+        };
+        self.decisions.get_or_create(&labels).inc();
+    }
+
+    pub fn evaluation(&self, verdict: &str) {
+        self.evaluations
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.into(),
+            })
+            .inc();
+    }
+
+    pub fn source_query(&self, took: Duration, ok: bool) {
+        self.source_latency.observe(took.as_secs_f64());
+        if !ok {
+            self.source_errors.inc();
+        }
+    }
+
+    pub fn reconcile_error(&self, kind: &str) {
+        self.reconcile_errors
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}

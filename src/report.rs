@@ -1,0 +1,180 @@
+//! Turning an evaluation into what people read: status records, one-line summaries, Event text.
+//! Pure functions of the decision engine's results.
+
+use crate::decision::{CheckResult, Rule, SeriesResult, Verdict, format_labels, num};
+use crate::gate::{CheckRecord, EvaluationRecord, SeriesRecord};
+
+/// Series kept per check in status; failing ones first. Events and logs name every failure.
+const MAX_SERIES: usize = 20;
+
+pub fn evaluation_record(
+    time: String,
+    verdict: &Verdict,
+    checks: &[(CheckResult, &Rule)],
+) -> EvaluationRecord {
+    EvaluationRecord {
+        time,
+        verdict: verdict.name().to_string(),
+        checks: checks
+            .iter()
+            .map(|(r, rule)| check_record(r, rule))
+            .collect(),
+    }
+}
+
+fn check_record(result: &CheckResult, rule: &Rule) -> CheckRecord {
+    let mut series: Vec<&SeriesResult> = result.series.iter().collect();
+    // Failing, then no-data, then errors, then passing: the interesting ones survive the cap.
+    series.sort_by_key(|s| match s.verdict {
+        Verdict::Fail(_) => 0,
+        Verdict::NoData(_) => 1,
+        Verdict::Error(_) => 2,
+        Verdict::Pass => 3,
+    });
+    let verdict = if result.skipped {
+        "Skipped".to_string()
+    } else {
+        result.verdict.name().to_string()
+    };
+    CheckRecord {
+        name: result.name.clone(),
+        verdict,
+        rule: rule.describe(),
+        reason: result.verdict.reason().to_string(),
+        series: series
+            .into_iter()
+            .take(MAX_SERIES)
+            .map(|s| SeriesRecord {
+                labels: format_labels(&s.labels),
+                value: s.value,
+                stable: s.stable,
+                samples: s.samples,
+                verdict: s.verdict.name().to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// `error-rate 0.004 <= 0.05 on 312 samples`, or `error-rate: 3 series pass`.
+pub fn check_summary(result: &CheckResult, rule: &Rule) -> String {
+    match result.series.as_slice() {
+        [one] => {
+            let value = one.value.map(num).unwrap_or_else(|| "no value".into());
+            let stable = one
+                .stable
+                .map(|s| format!(" (stable {})", num(s)))
+                .unwrap_or_default();
+            let samples = one
+                .samples
+                .map(|s| format!(" on {} samples", num(s)))
+                .unwrap_or_default();
+            format!(
+                "{} {value}{stable} {}{samples}",
+                result.name,
+                rule.describe()
+            )
+        }
+        [] => format!("{}: {}", result.name, result.verdict.reason()),
+        many => {
+            let passing = many.iter().filter(|s| s.verdict == Verdict::Pass).count();
+            format!(
+                "{}: {passing}/{} series {}",
+                result.name,
+                many.len(),
+                rule.describe()
+            )
+        }
+    }
+}
+
+/// The failing label sets of a check, for messages that must name them.
+pub fn failing_series(result: &CheckResult) -> Vec<String> {
+    result
+        .series
+        .iter()
+        .filter(|s| matches!(s.verdict, Verdict::Fail(_)))
+        .map(|s| format_labels(&s.labels))
+        .collect()
+}
+
+/// Where a Rollout is, in words: `step 1 of litellm (rev 67b4ccbdb4)`.
+pub fn pause_name(rollout: &str, step: Option<i32>, revision: &str) -> String {
+    match step {
+        Some(step) => format!("step {step} of {rollout} (rev {revision})"),
+        None => format!("the blue-green pause of {rollout} (rev {revision})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{CheckPolicy, Comparison, Measurement, NoDataPolicy, Sample, judge};
+
+    fn rule() -> Rule {
+        Rule::Threshold {
+            op: Comparison::Le,
+            value: 0.05,
+        }
+    }
+
+    fn result(series: Vec<Sample>, samples: Option<Vec<Sample>>) -> CheckResult {
+        let p = CheckPolicy {
+            name: "error-rate".into(),
+            rule: rule(),
+            no_data: NoDataPolicy::Hold,
+            min_samples: samples.as_ref().map(|_| 1.0),
+            ratio: false,
+        };
+        judge(
+            &p,
+            &Measurement {
+                value: Some(Ok(series)),
+                samples: samples.map(Ok),
+                ..Measurement::default()
+            },
+        )
+    }
+
+    #[test]
+    fn single_series_summary_has_value_rule_and_samples() {
+        let r = result(
+            vec![Sample::new(&[], 0.004)],
+            Some(vec![Sample::new(&[], 312.0)]),
+        );
+        assert_eq!(
+            check_summary(&r, &rule()),
+            "error-rate 0.004 <= 0.05 on 312 samples"
+        );
+    }
+
+    #[test]
+    fn multi_series_summary_counts_and_failures_are_named() {
+        let r = result(
+            vec![
+                Sample::new(&[("model", "a")], 0.0),
+                Sample::new(&[("model", "b")], 1.0),
+            ],
+            None,
+        );
+        assert_eq!(check_summary(&r, &rule()), "error-rate: 1/2 series <= 0.05");
+        assert_eq!(failing_series(&r), vec![r#"{model="b"}"#.to_string()]);
+        let record = evaluation_record("t".into(), &r.verdict, &[(r.clone(), &rule())]);
+        assert_eq!(record.verdict, "Fail");
+        assert_eq!(
+            record.checks[0].series[0].labels, r#"{model="b"}"#,
+            "failures first"
+        );
+    }
+
+    #[test]
+    fn pause_names() {
+        assert_eq!(
+            pause_name("litellm", Some(1), "67b4"),
+            "step 1 of litellm (rev 67b4)"
+        );
+        assert_eq!(
+            pause_name("api", None, "abc"),
+            "the blue-green pause of api (rev abc)"
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Per-revision templating of queries: `{{ hash }}`, `{{ podRegex }}`, `{{ namespace }}`, …
+//!
+//! Every value is escaped for a PromQL double-quoted string, so a template such as
+//! `rollouts_pod_template_hash="{{ hash }}"` can never be broken out of, whatever a name holds.
+//! Pod-name regexes are additionally escaped as RE2 literals before the string escaping.
+
+use std::fmt;
+
+/// What a query can be templated with, for the revision being measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Vars {
+    pub namespace: String,
+    pub rollout: String,
+    /// The revision this query measures (the canary's hash, or the stable's for a baseline).
+    pub hash: String,
+    pub canary_hash: String,
+    pub stable_hash: String,
+    pub step: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateError {
+    Unknown { name: String },
+    Unterminated { at: usize },
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateError::Unknown { name } => {
+                write!(
+                    f,
+                    "unknown template variable {{{{ {name} }}}} (known: {})",
+                    NAMES.join(", ")
+                )
+            }
+            TemplateError::Unterminated { at } => {
+                write!(f, "'{{{{' at byte {at} has no closing '}}}}'")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// Every variable a template may use.
+pub const NAMES: &[&str] = &[
+    "namespace",
+    "rollout",
+    "hash",
+    "podRegex",
+    "canaryHash",
+    "stableHash",
+    "canaryPodRegex",
+    "stablePodRegex",
+    "step",
+];
+
+impl Vars {
+    fn value(&self, name: &str) -> Option<String> {
+        let pods = |hash: &str| {
+            format!(
+                "{}-{}-[a-z0-9]+",
+                regex_literal(&self.rollout),
+                regex_literal(hash)
+            )
+        };
+        Some(match name {
+            "namespace" => self.namespace.clone(),
+            "rollout" => self.rollout.clone(),
+            "hash" => self.hash.clone(),
+            "podRegex" => pods(&self.hash),
+            "canaryHash" => self.canary_hash.clone(),
+            "stableHash" => self.stable_hash.clone(),
+            "canaryPodRegex" => pods(&self.canary_hash),
+            "stablePodRegex" => pods(&self.stable_hash),
+            "step" => self.step.map(|s| s.to_string()).unwrap_or_default(),
+            _ => return None,
+        })
+    }
+
+    /// The same variables, measuring the stable revision instead.
+    pub fn for_stable(&self) -> Vars {
+        Vars {
+            hash: self.stable_hash.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Renders `template` with `vars`, escaping every value for a PromQL string literal.
+pub fn render(template: &str, vars: &Vars) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    let mut offset = 0;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or(TemplateError::Unterminated { at: offset + start })?;
+        let name = after[..end].trim();
+        let value = vars.value(name).ok_or_else(|| TemplateError::Unknown {
+            name: name.to_string(),
+        })?;
+        out.push_str(&promql_string(&value));
+        let consumed = start + 2 + end + 2;
+        offset += consumed;
+        rest = &rest[consumed..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Checks a template without values: every variable known, every `{{` closed.
+pub fn validate(template: &str) -> Result<(), TemplateError> {
+    render(template, &Vars::default()).map(|_| ())
+}
+
+/// Escapes a value for the inside of a PromQL double-quoted string.
+pub fn promql_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes RE2 metacharacters so `value` matches only itself.
+pub fn regex_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars {
+            namespace: "llm".into(),
+            rollout: "litellm".into(),
+            hash: "67b4ccbdb4".into(),
+            canary_hash: "67b4ccbdb4".into(),
+            stable_hash: "5d9f8c7b6a".into(),
+            step: Some(1),
+        }
+    }
+
+    #[test]
+    fn renders_revision_variables() {
+        let q = r#"sum(rate(http_requests_total{namespace="{{namespace}}", rollouts_pod_template_hash="{{ hash }}"}[1m]))"#;
+        assert_eq!(
+            render(q, &vars()).expect("renders"),
+            r#"sum(rate(http_requests_total{namespace="llm", rollouts_pod_template_hash="67b4ccbdb4"}[1m]))"#
+        );
+        assert_eq!(
+            render("{{stableHash}}/{{step}}", &vars()).expect("renders"),
+            "5d9f8c7b6a/1"
+        );
+        assert_eq!(
+            render("{{hash}}", &vars().for_stable()).expect("renders"),
+            "5d9f8c7b6a"
+        );
+    }
+
+    #[test]
+    fn pod_regex_is_escaped_twice() {
+        let mut v = vars();
+        v.rollout = "api.v2".into();
+        // RE2 escapes the dot; the PromQL string escape doubles the backslash.
+        assert_eq!(
+            render(r#"pod=~"{{podRegex}}""#, &v).expect("renders"),
+            r#"pod=~"api\\.v2-67b4ccbdb4-[a-z0-9]+""#
+        );
+    }
+
+    #[test]
+    fn hostile_values_cannot_break_out_of_the_string() {
+        let mut v = vars();
+        v.namespace = r#"x"} or vector(1) or {a=""#.into();
+        let q = render(r#"up{namespace="{{namespace}}"}"#, &v).expect("renders");
+        assert_eq!(q, r#"up{namespace="x\"} or vector(1) or {a=\""}"#);
+        v.namespace = "a\\\nb".into();
+        assert_eq!(render("{{namespace}}", &v).expect("renders"), "a\\\\\\nb");
+    }
+
+    #[test]
+    fn unknown_and_unterminated_variables_are_errors() {
+        assert_eq!(
+            render("{{ canary }}", &vars()),
+            Err(TemplateError::Unknown {
+                name: "canary".into()
+            })
+        );
+        assert_eq!(
+            render("ab{{hash", &vars()),
+            Err(TemplateError::Unterminated { at: 2 })
+        );
+        let msg = TemplateError::Unknown { name: "x".into() }.to_string();
+        assert!(
+            msg.contains("{{ x }}") && msg.contains("canaryHash"),
+            "{msg}"
+        );
+        assert!(validate("{{hash}} {{ podRegex }}").is_ok());
+    }
+
+    #[test]
+    fn text_without_variables_is_unchanged() {
+        assert_eq!(
+            render(r#"sum(up{job="a"})"#, &vars()).expect("renders"),
+            r#"sum(up{job="a"})"#
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests against the local stack (`scripts/cluster up`): a real kube-apiserver, the real
+//! Argo Rollouts controller, KWOK nodes and a real Prometheus. Run through `scripts/test`.
+
+mod support;
+
+mod admission;
+mod stack;

@@ -1,0 +1,61 @@
+//! The stack's Prometheus: registering scrape targets at run time and reading values back.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+/// A scrape target registered through `file_sd_configs`; removed again by [`Target::remove`].
+pub struct Target {
+    path: PathBuf,
+}
+
+impl Target {
+    /// Asks Prometheus to scrape `addr`, with `test_id` as a target label.
+    pub fn register(test_id: &str, addr: SocketAddr) -> Self {
+        let dir = std::env::var("TOLLGATE_PROM_TARGETS_DIR")
+            .expect("TOLLGATE_PROM_TARGETS_DIR is set by scripts/cluster env");
+        let path = PathBuf::from(dir).join(format!("{test_id}.json"));
+        let body = json!([{"targets": [addr.to_string()], "labels": {"test_id": test_id}}]);
+        // Written whole and renamed, so Prometheus never reads half a file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body.to_string()).expect("write scrape target");
+        std::fs::rename(&tmp, &path).expect("publish scrape target");
+        Target { path }
+    }
+
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub fn url() -> String {
+    std::env::var("PROMETHEUS_URL").expect("PROMETHEUS_URL is set by scripts/cluster env")
+}
+
+/// Runs an instant query; returns each series' labels and value.
+pub async fn query(promql: &str) -> Result<Vec<(Value, f64)>, String> {
+    let resp: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", url()))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp["status"] != "success" {
+        return Err(format!("query failed: {resp}"));
+    }
+    let result = resp["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok(result
+        .into_iter()
+        .filter_map(|s| {
+            let value = s["value"][1].as_str()?.parse::<f64>().ok()?;
+            Some((s["metric"].clone(), value))
+        })
+        .collect())
+}

@@ -17,6 +17,9 @@ pub enum Error {
     #[error("{0} has no namespace or name")]
     Unnamed(&'static str),
 
+    #[error("I/O: {0}")]
+    Io(String),
+
     #[error("writing YAML: {0}")]
     Yaml(String),
 
@@ -38,6 +41,7 @@ impl Error {
             Error::Unnamed(_) => "unnamed",
             Error::Serialize { .. } => "serialize",
             Error::Yaml(_) => "yaml",
+            Error::Io(_) => "io",
         }
     }
 }

@@ -2,6 +2,7 @@
 #![deny(warnings)]
 
 pub mod actuate;
+pub mod controller;
 pub mod decision;
 pub mod error;
 pub mod evidence;

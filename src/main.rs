@@ -1,4 +1,7 @@
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Evidence-gated promotion and rollback for Argo Rollouts.
 #[derive(Parser)]
@@ -12,18 +15,67 @@ struct Cli {
 enum Command {
     /// Print the RolloutGate CustomResourceDefinition as YAML.
     Crd,
+    /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
+    Run {
+        /// Address for /metrics, /healthz and /readyz.
+        #[arg(long, env = "TOLLGATE_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// Log format.
+        #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Instance name reported on Events (the pod name in a cluster).
+        #[arg(long, env = "POD_NAME", default_value = "tollgate")]
+        instance: String,
+        /// Watch only this namespace (a namespaced install); every namespace by default.
+        #[arg(long, env = "TOLLGATE_NAMESPACE")]
+        namespace: Option<String>,
+    },
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::Run {
+            listen,
+            log_format,
+            instance,
+            namespace,
+        } => run(
+            log_format,
+            tollgate::controller::Config {
+                listen,
+                instance,
+                namespace,
+            },
+        ),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tollgate: {e}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
+}
+
+fn run(format: LogFormat, config: tollgate::controller::Config) -> tollgate::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| tollgate::Error::Io(e.to_string()))?;
+    runtime.block_on(tollgate::controller::run(config))
 }

@@ -160,6 +160,12 @@ fn resolve(
     let denominator =
         denominator.ok_or_else(|| Verdict::NoData("the denominator was not measured".into()))?;
     let denominator = denominator.clone().map_err(Verdict::Error)?;
+    if denominator.is_empty() {
+        return Err(Verdict::NoData(
+            "the denominator returned no series (no traffic yet, or the metric does not exist)"
+                .into(),
+        ));
+    }
     let numerators = index(&value);
     Ok(denominator
         .into_iter()

@@ -8,8 +8,13 @@ use crate::decision::{Answer, Measurement};
 use crate::policy::GateCheck;
 use crate::template::{self, Vars};
 
-/// Runs every query one check needs for one evaluation, concurrently.
-pub async fn measure(check: &GateCheck, client: &prometheus::Client, canary: &Vars) -> Measurement {
+/// Runs every query one check needs for one evaluation, concurrently, all at instant `at`.
+pub async fn measure(
+    check: &GateCheck,
+    client: &prometheus::Client,
+    canary: &Vars,
+    at: f64,
+) -> Measurement {
     let stable = canary.for_stable();
     let baseline = check.judge.rule.needs_baseline();
     let run = |q: Option<&String>, vars: &Vars, wanted: bool| {
@@ -18,7 +23,7 @@ pub async fn measure(check: &GateCheck, client: &prometheus::Client, canary: &Va
             match rendered {
                 None => None,
                 Some(Err(e)) => Some(Err(e.to_string()) as Answer),
-                Some(Ok(promql)) => Some(client.query(&promql, check.timeout).await),
+                Some(Ok(promql)) => Some(client.query(&promql, at, check.timeout).await),
             }
         }
     };

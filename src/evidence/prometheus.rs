@@ -71,12 +71,13 @@ impl Client {
         })
     }
 
-    /// Runs an instant query.
-    pub async fn query(&self, promql: &str, timeout: Duration) -> Answer {
+    /// Runs an instant query evaluated at `at` (Unix seconds). Every query of one evaluation uses
+    /// the same instant, so a numerator and its denominator describe the same moment.
+    pub async fn query(&self, promql: &str, at: f64, timeout: Duration) -> Answer {
         let mut request = self
             .http
             .get(format!("{}/api/v1/query", self.base))
-            .query(&[("query", promql)])
+            .query(&[("query", promql), ("time", &format!("{at:.3}"))])
             .timeout(timeout);
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());

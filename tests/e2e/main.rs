@@ -4,4 +4,6 @@
 mod support;
 
 mod admission;
+mod gating;
+mod races;
 mod stack;

@@ -51,10 +51,7 @@ async fn canary_promoted_through_both_pauses_with_the_plugin_patch() {
     ns.wait_ready_pods(name, &[(&canary, 1), (&stable, 4)])
         .await;
 
-    let at_first = ns.get_rollout(name).await;
-    actuate::apply(&ns.rollouts(), &at_first, Action::Promote)
-        .await
-        .expect("first promote");
+    ns.act(name, Action::Promote).await;
     let second = ns
         .wait_phase(name, "second canary pause", |p| {
             *p == Phase::CanaryPause { step: 3 }
@@ -75,9 +72,7 @@ async fn canary_promoted_through_both_pauses_with_the_plugin_patch() {
     })
     .await;
 
-    actuate::apply(&ns.rollouts(), &second, Action::Promote)
-        .await
-        .expect("second promote");
+    ns.act(name, Action::Promote).await;
     let done = ns
         .wait_phase(name, "Healthy on v2", |p| *p == Phase::Healthy)
         .await;
@@ -103,6 +98,7 @@ async fn stale_promote_is_refused_by_the_api_server() {
     let ns = TestNamespace::new("stack-stale").await;
     let name = "stale";
     canary_at_first_pause(&ns, name).await;
+    ns.quiescent(name).await;
     let seen = ns.get_rollout(name).await;
     // Someone else changes the Rollout after we read it (a label is enough to bump resourceVersion).
     let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
@@ -132,10 +128,7 @@ async fn canary_abort_returns_to_stable() {
     let ns = TestNamespace::new("stack-abort").await;
     let name = "abortme";
     let (stable, canary) = canary_at_first_pause(&ns, name).await;
-    let paused = ns.get_rollout(name).await;
-    actuate::apply(&ns.rollouts(), &paused, Action::Abort)
-        .await
-        .expect("abort");
+    ns.act(name, Action::Abort).await;
     let aborted = ns
         .wait_phase(name, "Degraded after abort", |p| *p == Phase::Aborted)
         .await;
@@ -206,14 +199,9 @@ async fn blue_green_promote_switches_the_active_selector() {
     let selectors = status.blue_green.clone().unwrap_or_default();
     assert_eq!(selectors.active_selector.as_deref(), Some(blue.as_str()));
     assert_eq!(selectors.preview_selector.as_deref(), Some(green.as_str()));
-    // As a person would: look at the preview pods before promoting. Promoting within milliseconds
-    // of the pause can lose the promote inside Argo (see "Argo's informer write-back" in the README).
     ns.wait_ready_pods(name, &[(&blue, 2), (&green, 2)]).await;
-    let paused = ns.get_rollout(name).await;
 
-    actuate::apply(&ns.rollouts(), &paused, Action::Promote)
-        .await
-        .expect("promote");
+    ns.act(name, Action::Promote).await;
     wait_for("active selector on the new hash", STEP_TIMEOUT, || async {
         let r = ns.get_rollout(name).await;
         let active = r

@@ -1,8 +1,11 @@
 //! Shared helpers for the end-to-end suite: a client for the local stack, one namespace per test,
 //! polling with deadlines, and Rollout manifests shaped like the ones in the problem statement.
 
+pub mod controller;
 pub mod exporter;
 pub mod prom;
+pub mod scenario;
+pub mod traffic;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -148,6 +151,44 @@ impl TestNamespace {
             }
         })
         .await
+    }
+
+    /// Waits until Argo has stopped writing to the Rollout (its resourceVersion holds still for a
+    /// second). A person acts seconds after a pause appears, never in the same millisecond;
+    /// acting inside Argo's own burst of writes can be lost in its informer (see the README).
+    pub async fn quiescent(&self, name: &str) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut last = None;
+        let mut still = 0;
+        while still < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "Argo kept writing {name} for {STEP_TIMEOUT:?}"
+            );
+            let seen = self.get_rollout(name).await.metadata.resource_version;
+            if seen == last {
+                still += 1;
+            } else {
+                still = 0;
+                last = seen;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Sends the plugin's patch for `action` the way a person would: once Argo is quiet, computed
+    /// from a fresh read, read again if the Rollout changed in between (409).
+    pub async fn act(&self, name: &str, action: tollgate::actuate::Action) {
+        self.quiescent(name).await;
+        for _ in 0..5 {
+            let fresh = self.get_rollout(name).await;
+            match tollgate::actuate::apply(&self.rollouts(), &fresh, action).await {
+                Ok(_) => return,
+                Err(tollgate::Error::Kube(kube::Error::Api(s))) if s.code == 409 => continue,
+                Err(e) => panic!("{} failed: {e}", action.verb()),
+            }
+        }
+        panic!("{} kept conflicting", action.verb());
     }
 
     /// Ready pods per pod-template-hash, for pods of `app`.

@@ -1,0 +1,605 @@
+//! Reconciling one Rollout against the gate that selects it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::context::Context;
+use super::tracker::{PauseKey, Tracker};
+use crate::actuate::{self, FIELD_MANAGER};
+use crate::decision::{self, CheckResult, Measurement, Verdict};
+use crate::evidence::{self, credentials};
+use crate::gate::{GatePhase, GatedRollout, Mode, PauseSelector, RolloutGate};
+use crate::policy::{self, Gate};
+use crate::report;
+use crate::rollout::{BLUE_GREEN_PAUSE, CANARY_PAUSE, Phase, Rollout};
+use crate::template::Vars;
+use crate::{Error, Result};
+
+/// How long Argo may take to observe a promote before tollgate nudges it (see the README on
+/// Argo's informer write-back).
+const NUDGE_AFTER: Duration = Duration::from_secs(5);
+const UNPAUSING_RECHECK: Duration = Duration::from_secs(2);
+
+pub async fn reconcile(rollout: &Rollout, ctx: &Context) -> Result<Action> {
+    let gates = ctx.gates_for(rollout);
+    match gates.as_slice() {
+        [] => {
+            forget(rollout, ctx);
+            Ok(Action::await_change())
+        }
+        [gate] => one_gate(rollout, gate, ctx).await,
+        many => conflict(rollout, many, ctx).await,
+    }
+}
+
+fn key(rollout: &Rollout) -> (String, String) {
+    (rollout.namespace().unwrap_or_default(), rollout.name_any())
+}
+
+/// No gate selects the Rollout (any more): tollgate does nothing to it.
+fn forget(rollout: &Rollout, ctx: &Context) {
+    if let Ok(mut trackers) = ctx.trackers.lock()
+        && trackers.remove(&key(rollout)).is_some()
+    {
+        tracing::info!(rollout = %rollout.name_any(), "no RolloutGate selects this Rollout any more; standing down");
+    }
+}
+
+async fn conflict(rollout: &Rollout, gates: &[Arc<RolloutGate>], ctx: &Context) -> Result<Action> {
+    forget(rollout, ctx);
+    let names: Vec<String> = gates.iter().map(|g| g.name_any()).collect();
+    let message = format!(
+        "selected by {} RolloutGates ({}); tollgate takes no action until exactly one selects it",
+        names.len(),
+        names.join(", ")
+    );
+    for gate in gates {
+        let previous = entry_of(gate, &rollout.name_any());
+        if previous.as_ref().map(|e| e.message.as_str()) == Some(message.as_str()) {
+            continue;
+        }
+        let entry = GatedRollout {
+            phase: GatePhase::Holding,
+            since: Some(now()),
+            message: message.clone(),
+            ..previous.unwrap_or_default()
+        };
+        ctx.patch_gate_status(gate, &rollout.name_any(), Some(&entry), json!({}))
+            .await?;
+        ctx.event(
+            rollout,
+            gate,
+            EventType::Warning,
+            "ConflictingGates",
+            message.clone(),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+fn entry_of(gate: &RolloutGate, rollout: &str) -> Option<GatedRollout> {
+    gate.status
+        .as_ref()
+        .and_then(|s| s.rollouts.get(rollout).cloned())
+}
+
+async fn one_gate(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -> Result<Action> {
+    let compiled = match policy::compile(&gate.spec) {
+        Ok(c) => c,
+        Err(problem) => return invalid_gate(rollout, gate, problem, ctx).await,
+    };
+    match gated_pause(rollout, &compiled.pauses, gate) {
+        Some(pause) => at_pause(rollout, gate, &compiled, pause, ctx).await,
+        None => away_from_pause(rollout, gate, ctx).await,
+    }
+}
+
+async fn invalid_gate(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    problem: String,
+    ctx: &Context,
+) -> Result<Action> {
+    forget(rollout, ctx);
+    let message = format!("invalid gate, tollgate takes no action: {problem}");
+    let already = gate
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.message == message);
+    if !already {
+        let extra = json!({"conditions": [condition("Ready", false, "InvalidSpec", &message)],
+            "observedGeneration": gate.metadata.generation});
+        let entry = GatedRollout {
+            phase: GatePhase::Holding,
+            since: Some(now()),
+            message: message.clone(),
+            ..entry_of(gate, &rollout.name_any()).unwrap_or_default()
+        };
+        ctx.patch_gate_status(gate, &rollout.name_any(), Some(&entry), extra)
+            .await?;
+        ctx.event(rollout, gate, EventType::Warning, "InvalidGate", message)
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// The pause this Rollout waits at, if the gate gates it.
+fn gated_pause(rollout: &Rollout, pauses: &PauseSelector, gate: &RolloutGate) -> Option<PauseKey> {
+    let status = rollout.status_or_default();
+    let (reason, step) = match rollout.phase() {
+        Phase::CanaryPause { step } if pauses.steps.is_empty() || pauses.steps.contains(&step) => {
+            (CANARY_PAUSE, Some(step))
+        }
+        Phase::BlueGreenPause if pauses.blue_green => (BLUE_GREEN_PAUSE, None),
+        _ => return None,
+    };
+    let started = status
+        .pause_conditions
+        .iter()
+        .find(|c| c.reason == reason)
+        .and_then(|c| c.start_time.clone())
+        .unwrap_or_default();
+    Some(PauseKey {
+        revision: status.current_pod_hash?,
+        step,
+        started,
+        gate_uid: gate.uid().unwrap_or_default(),
+        gate_generation: gate.metadata.generation.unwrap_or_default(),
+    })
+}
+
+async fn away_from_pause(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -> Result<Action> {
+    let k = key(rollout);
+    let tracker = ctx.trackers.lock().ok().and_then(|t| t.get(&k).cloned());
+    if let Some(mut t) = tracker.filter(|t| t.acted_at.is_some() && argo_has_not_observed(rollout))
+    {
+        if !t.nudged && t.acted_at.is_some_and(|at| at.elapsed() > NUDGE_AFTER) {
+            nudge(rollout, ctx).await?;
+            t.nudged = true;
+        }
+        store(ctx, k, t);
+        return Ok(Action::requeue(UNPAUSING_RECHECK));
+    }
+    if let Ok(mut trackers) = ctx.trackers.lock() {
+        trackers.remove(&k);
+    }
+    let previous = entry_of(gate, &rollout.name_any());
+    let update = match &previous {
+        Some(e)
+            if matches!(e.phase, GatePhase::Evaluating | GatePhase::Holding)
+                && !e.revision.is_empty() =>
+        {
+            let message = stood_down_message(rollout, e);
+            ctx.event(
+                rollout,
+                gate,
+                EventType::Normal,
+                "StoodDown",
+                message.clone(),
+            )
+            .await;
+            Some(GatedRollout {
+                phase: GatePhase::StoodDown,
+                since: Some(now()),
+                message,
+                ..e.clone()
+            })
+        }
+        Some(_) => None,
+        None => Some(GatedRollout {
+            phase: GatePhase::Waiting,
+            since: Some(now()),
+            message: "not at a gated pause".into(),
+            ..GatedRollout::default()
+        }),
+    };
+    if let Some(entry) = update {
+        ctx.patch_gate_status(gate, &rollout.name_any(), Some(&entry), ready_extra(gate))
+            .await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// A promote (pause cleared, Argo not yet moving) or abort (not yet Degraded) that Argo has not
+/// acted on.
+fn argo_has_not_observed(rollout: &Rollout) -> bool {
+    match rollout.phase() {
+        Phase::Unpausing => true,
+        Phase::Aborted => rollout.status_or_default().phase.as_deref() != Some("Degraded"),
+        _ => false,
+    }
+}
+
+/// Why a pause the gate was evaluating ended without it.
+fn stood_down_message(rollout: &Rollout, was: &GatedRollout) -> String {
+    let status = rollout.status_or_default();
+    let pause = report::pause_name(&rollout.name_any(), was.step, &was.revision);
+    if status.abort {
+        format!("{pause} was aborted by someone else; tollgate stood down")
+    } else if status.current_pod_hash.as_deref() != Some(was.revision.as_str()) {
+        format!(
+            "a new revision ({}) replaced {pause}; its evidence was discarded",
+            status.current_pod_hash.unwrap_or_default()
+        )
+    } else if rollout.spec.paused == Some(true) {
+        format!("{pause} was paused by hand (spec.paused); tollgate stood down")
+    } else {
+        format!("{pause} was promoted by someone else; tollgate stood down")
+    }
+}
+
+/// A metadata-only change, so Argo's informer receives a fresh event for the Rollout.
+async fn nudge(rollout: &Rollout, ctx: &Context) -> Result<()> {
+    let api: Api<Rollout> =
+        Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    let body = json!({"metadata": {"annotations": {"tollgate.dev/nudged-at": now()}}});
+    api.patch(
+        &rollout.name_any(),
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Merge(&body),
+    )
+    .await?;
+    tracing::info!(rollout = %rollout.name_any(), "Argo has not observed the promote yet; nudged the Rollout");
+    Ok(())
+}
+
+async fn at_pause(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    compiled: &Gate,
+    pause: PauseKey,
+    ctx: &Context,
+) -> Result<Action> {
+    let k = key(rollout);
+    let entry = entry_of(gate, &rollout.name_any());
+    let existing = ctx.trackers.lock().ok().and_then(|t| t.get(&k).cloned());
+    let mut tracker = match existing {
+        Some(t) if t.pause == pause => t,
+        Some(t)
+            if t.pause.revision == pause.revision
+                && t.pause.step == pause.step
+                && t.pause.started == pause.started =>
+        {
+            // The gate changed mid-pause: evidence judged under the old policy does not count.
+            let note = format!(
+                "the gate changed (generation {}) during {}; evaluation starts over",
+                pause.gate_generation,
+                report::pause_name(&k.1, pause.step, &pause.revision)
+            );
+            ctx.event(rollout, gate, EventType::Normal, "GateChanged", note)
+                .await;
+            Tracker::fresh(pause)
+        }
+        _ => Tracker::resume(pause, entry.as_ref()),
+    };
+    if tracker.finished.is_some() {
+        store(ctx, k, tracker);
+        return Ok(Action::await_change());
+    }
+    let now_instant = Instant::now();
+    if tracker.next_due > now_instant {
+        let wait = tracker.next_due - now_instant;
+        store(ctx, k, tracker);
+        return Ok(Action::requeue(wait));
+    }
+    let outcome =
+        evaluate_and_act(rollout, gate, compiled, &mut tracker, entry.as_ref(), ctx).await;
+    store(ctx, k, tracker);
+    outcome
+}
+
+fn store(ctx: &Context, key: (String, String), tracker: Tracker) {
+    if let Ok(mut trackers) = ctx.trackers.lock() {
+        trackers.insert(key, tracker);
+    }
+}
+
+/// What the gate did at this evaluation.
+enum Outcome {
+    Applied(GatePhase),
+    /// The Rollout changed after the evidence was read: nothing was patched.
+    Stale(String),
+}
+
+async fn evaluate_and_act(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    compiled: &Gate,
+    tracker: &mut Tracker,
+    entry: Option<&GatedRollout>,
+    ctx: &Context,
+) -> Result<Action> {
+    let pause = tracker.pause.clone();
+    let results = gather(rollout, compiled, &pause, ctx).await;
+    let verdict = decision::combine(&results);
+    ctx.metrics.evaluation(verdict.name());
+    let at_pause = since(&pause.started);
+    let (history, action) = decision::decide(&compiled.policy, tracker.history, &verdict, at_pause);
+    tracker.history = history;
+    let mode = match compiled.mode {
+        Mode::Enforce => "Enforce",
+        Mode::DryRun => "DryRun",
+    };
+    ctx.metrics.decision(action.name(), mode);
+    let name = rollout.name_any();
+    let where_ = report::pause_name(&name, pause.step, &pause.revision);
+    let summaries: Vec<String> = results
+        .iter()
+        .zip(&compiled.checks)
+        .map(|(r, c)| report::check_summary(r, &c.judge.rule))
+        .collect();
+    tracing::info!(
+        rollout = %name, namespace = %rollout.namespace().unwrap_or_default(), gate = %gate.name_any(),
+        revision = %pause.revision, step = ?pause.step, verdict = verdict.name(), action = action.name(),
+        reason = action.reason(), evidence = %summaries.join("; "), "evaluated"
+    );
+
+    let (phase, message, event) = match (&action, compiled.mode) {
+        (decision::Action::Promote { reason }, Mode::Enforce) => {
+            let text = format!("promoted {where_}: {}; {reason}", summaries.join(", "));
+            match actuate_fresh(
+                rollout,
+                &pause,
+                compiled,
+                gate,
+                actuate::Action::Promote,
+                ctx,
+            )
+            .await?
+            {
+                Outcome::Applied(p) => {
+                    tracker.acted_at = Some(Instant::now());
+                    (p, text.clone(), Some((EventType::Normal, "Promoted", text)))
+                }
+                Outcome::Stale(why) => return stale(tracker, ctx, &name, why),
+            }
+        }
+        (decision::Action::Abort { reason }, Mode::Enforce) => {
+            let text = format!("aborted {where_}: {reason}");
+            match actuate_fresh(rollout, &pause, compiled, gate, actuate::Action::Abort, ctx)
+                .await?
+            {
+                Outcome::Applied(p) => {
+                    tracker.acted_at = Some(Instant::now());
+                    (p, text.clone(), Some((EventType::Warning, "Aborted", text)))
+                }
+                Outcome::Stale(why) => return stale(tracker, ctx, &name, why),
+            }
+        }
+        (
+            decision::Action::Promote { reason } | decision::Action::Abort { reason },
+            Mode::DryRun,
+        ) => {
+            let text = format!(
+                "DryRun: would {} {where_}: {}; {reason}",
+                action.name(),
+                summaries.join(", ")
+            );
+            (
+                GatePhase::DryRun,
+                text.clone(),
+                Some((EventType::Normal, "DryRun", text)),
+            )
+        }
+        (decision::Action::Wait { reason, .. }, _) => {
+            (GatePhase::Evaluating, format!("{where_}: {reason}"), None)
+        }
+        (decision::Action::Hold { reason, .. }, _) => {
+            let text = format!("holding {where_}: {reason}");
+            let kind = format!("hold:{}", verdict.name());
+            let announce = tracker.announced != kind;
+            tracker.announced = kind;
+            (
+                GatePhase::Holding,
+                text.clone(),
+                announce.then_some((EventType::Warning, "Holding", text)),
+            )
+        }
+    };
+    let after = match &action {
+        decision::Action::Wait { after, .. } => Some(*after),
+        decision::Action::Hold { after, .. } => *after,
+        _ => None,
+    };
+    if after.is_none() {
+        tracker.finished = Some(phase);
+    }
+    tracker.next_due = Instant::now() + after.unwrap_or_default();
+
+    let checks: Vec<(CheckResult, &decision::Rule)> = results
+        .iter()
+        .cloned()
+        .zip(compiled.checks.iter().map(|c| &c.judge.rule))
+        .collect();
+    let record = GatedRollout {
+        revision: pause.revision.clone(),
+        stable: rollout.status_or_default().stable_rs,
+        step: pause.step,
+        phase,
+        since: match entry {
+            Some(e) if e.phase == phase && e.revision == pause.revision && e.step == pause.step => {
+                e.since.clone()
+            }
+            _ => Some(now()),
+        },
+        pause_started: Some(pause.started.clone()),
+        evaluations: count(history.evaluations),
+        pass_streak: count(history.pass_streak),
+        failures: count(history.failures),
+        errors: count(history.errors),
+        error_streak: count(history.error_streak),
+        message: message.clone(),
+        last_evaluation: Some(report::evaluation_record(now(), &verdict, &checks)),
+    };
+    let mut extra = ready_extra(gate);
+    if let Some(obj) = extra.as_object_mut() {
+        obj.insert(
+            "conditions".into(),
+            json!([ready_condition(), reachable(&results)]),
+        );
+        if event.is_some() && phase != GatePhase::Holding {
+            obj.insert(
+                "lastDecision".into(),
+                json!(format!("{}: {}", name, truncate_line(&message))),
+            );
+        }
+    }
+    ctx.patch_gate_status(gate, &name, Some(&record), extra)
+        .await?;
+    if let Some((type_, reason, note)) = event {
+        ctx.event(rollout, gate, type_, reason, note).await;
+    }
+    Ok(match after {
+        Some(after) => Action::requeue(after),
+        None if matches!(phase, GatePhase::Promoted | GatePhase::Aborted) => {
+            Action::requeue(UNPAUSING_RECHECK)
+        }
+        None => Action::await_change(),
+    })
+}
+
+fn stale(tracker: &mut Tracker, ctx: &Context, rollout: &str, why: String) -> Result<Action> {
+    ctx.metrics.stale_decisions.inc();
+    tracing::info!(%rollout, reason = %why, "decision not applied: the Rollout changed; evaluating again");
+    tracker.next_due = Instant::now();
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// Re-reads the Rollout and acts only if it still waits at the very pause the evidence was
+/// gathered for; the patch carries that read's resourceVersion as a precondition.
+async fn actuate_fresh(
+    seen: &Rollout,
+    pause: &PauseKey,
+    compiled: &Gate,
+    gate: &RolloutGate,
+    action: actuate::Action,
+    ctx: &Context,
+) -> Result<Outcome> {
+    let api: Api<Rollout> =
+        Api::namespaced(ctx.client.clone(), &seen.namespace().unwrap_or_default());
+    let fresh = api.get(&seen.name_any()).await?;
+    if gated_pause(&fresh, &compiled.pauses, gate).as_ref() != Some(pause) {
+        return Ok(Outcome::Stale(
+            "the Rollout left the pause while evidence was gathered".into(),
+        ));
+    }
+    match actuate::apply(&api, &fresh, action).await {
+        Ok(_) => Ok(Outcome::Applied(match action {
+            actuate::Action::Promote => GatePhase::Promoted,
+            actuate::Action::Abort => GatePhase::Aborted,
+        })),
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => Ok(Outcome::Stale(
+            "the Rollout changed after it was read (409 Conflict)".into(),
+        )),
+        Err(Error::Refused { reason, .. }) => Ok(Outcome::Stale(reason)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Measures and judges every check, concurrently.
+async fn gather(
+    rollout: &Rollout,
+    compiled: &Gate,
+    pause: &PauseKey,
+    ctx: &Context,
+) -> Vec<CheckResult> {
+    let status = rollout.status_or_default();
+    let namespace = rollout.namespace().unwrap_or_default();
+    let vars = Vars {
+        namespace: namespace.clone(),
+        rollout: rollout.name_any(),
+        hash: pause.revision.clone(),
+        canary_hash: pause.revision.clone(),
+        stable_hash: status.stable_rs.unwrap_or_default(),
+        step: pause.step,
+    };
+    // One instant for every query of this evaluation, a second back so the newest scrape is in.
+    let at = Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0;
+    let work = compiled.checks.iter().map(|check| {
+        let vars = &vars;
+        let namespace = &namespace;
+        async move {
+            let started = Instant::now();
+            let measurement =
+                match credentials::read(&ctx.client, namespace, check.source.auth.as_ref()).await {
+                    Err(e) => failed(e),
+                    Ok(creds) => match ctx.source(&check.source.address, &creds) {
+                        Err(e) => failed(e),
+                        Ok(client) => evidence::measure(check, &client, vars, at).await,
+                    },
+                };
+            let result = decision::judge(&check.judge, &measurement);
+            ctx.metrics.source_query(
+                started.elapsed(),
+                !matches!(result.verdict, Verdict::Error(_)),
+            );
+            result
+        }
+    });
+    futures::future::join_all(work).await
+}
+
+fn failed(why: String) -> Measurement {
+    Measurement {
+        value: Some(Err(why)),
+        ..Measurement::default()
+    }
+}
+
+fn reachable(results: &[CheckResult]) -> serde_json::Value {
+    let errors: Vec<String> = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Error(_)))
+        .map(|r| format!("{}: {}", r.name, r.verdict.reason()))
+        .collect();
+    if errors.is_empty() {
+        condition("SourceReachable", true, "Answered", "every source answered")
+    } else {
+        condition("SourceReachable", false, "SourceError", &errors.join("; "))
+    }
+}
+
+fn ready_condition() -> serde_json::Value {
+    condition("Ready", true, "Valid", "the gate is valid and evaluating")
+}
+
+fn ready_extra(gate: &RolloutGate) -> serde_json::Value {
+    json!({"observedGeneration": gate.metadata.generation})
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: &str) -> serde_json::Value {
+    json!({
+        "type": type_, "status": if ok { "True" } else { "False" }, "reason": reason,
+        "message": message, "lastTransitionTime": now(),
+    })
+}
+
+fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+/// Time since an RFC 3339 timestamp; zero when it cannot be read (never longer than real).
+fn since(started: &str) -> Duration {
+    started
+        .parse::<Timestamp>()
+        .ok()
+        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t)).ok())
+        .unwrap_or_default()
+}
+
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn truncate_line(text: &str) -> String {
+    text.chars().take(200).collect()
+}

@@ -1,0 +1,172 @@
+//! The controller: watches Rollouts and RolloutGates, and for each Rollout selected by exactly
+//! one gate, evaluates it at every gated pause and promotes, aborts or holds.
+//!
+//! Rollouts that no gate selects are never evaluated and cost no queries: their reconcile ends
+//! at the gate lookup, and nothing requeues them.
+
+mod context;
+mod gated;
+mod housekeeping;
+mod tracker;
+
+pub use context::Context;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::gate::RolloutGate;
+use crate::rollout::Rollout;
+use crate::server::{self, Health};
+use crate::{Error, Result};
+
+pub struct Config {
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub listen: SocketAddr,
+    /// Name and instance reported on Events.
+    pub instance: String,
+    /// Watch only this namespace (a namespaced install); all namespaces when `None`.
+    pub namespace: Option<String>,
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> Result<()> {
+    let client = Client::try_default().await?;
+    let (gates, gate_writer) = reflector::store::<RolloutGate>();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        gates.clone(),
+        &config.instance,
+    ));
+    let health = Health {
+        metrics: ctx.metrics.clone(),
+        ready: Arc::new(Default::default()),
+    };
+    let server = tokio::spawn(server::serve(config.listen, health.clone()));
+
+    // The gate cache every reconcile reads from.
+    let gate_api: Api<RolloutGate> = scoped(&client, config.namespace.as_deref());
+    let gate_cache = watcher(gate_api.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(gate_writer)
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "RolloutGate watch error");
+            }
+        });
+    tokio::spawn(gate_cache);
+    gates.wait_until_ready().await.map_err(|e| Error::Refused {
+        action: "start",
+        rollout: String::new(),
+        reason: format!("RolloutGate cache never became ready: {e}"),
+    })?;
+
+    // DeserializeGuard: a Rollout that does not parse is reported and skipped instead of
+    // failing the whole watch.
+    let rollout_api: Api<DeserializeGuard<Rollout>> = scoped(&client, config.namespace.as_deref());
+    let controller = Controller::new(rollout_api, watcher::Config::default());
+    let rollouts = controller.store();
+    tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
+    let ready = health.ready.clone();
+    let rollouts_for_ready = rollouts.clone();
+    tokio::spawn(async move {
+        synced(&rollouts_for_ready).await;
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
+    });
+    let mapper_store = rollouts.clone();
+    controller
+        .watches(gate_api, watcher::Config::default(), move |gate| {
+            affected(&gate, &mapper_store)
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+    server.abort();
+    Ok(())
+}
+
+/// Waits until a store has synced. `Store::wait_until_ready` wakes only its most recent waiter
+/// when several tasks wait at once (the controller's runner waits too), so poll it in rounds.
+pub(crate) async fn synced<K>(store: &reflector::Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(Ok(())) =
+            tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await
+        {
+            return;
+        }
+    }
+}
+
+/// Every Rollout a gate change may concern: those it selects now, and those it recorded
+/// (which it may no longer select).
+fn affected(
+    gate: &RolloutGate,
+    rollouts: &reflector::Store<DeserializeGuard<Rollout>>,
+) -> Vec<ObjectRef<DeserializeGuard<Rollout>>> {
+    let ns = gate.namespace().unwrap_or_default();
+    let mut names: Vec<String> = rollouts
+        .state()
+        .iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(ns.as_str())
+                && context::selects(gate, &r.name_any(), r.labels())
+        })
+        .map(|r| r.name_any())
+        .collect();
+    if let Some(status) = &gate.status {
+        names.extend(status.rollouts.keys().cloned());
+    }
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| ObjectRef::new(&n).within(&ns))
+        .collect()
+}
+
+async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -> Result<Action> {
+    match &obj.0 {
+        Ok(rollout) => gated::reconcile(rollout, &ctx).await,
+        Err(invalid) => {
+            ctx.metrics.malformed_rollouts.inc();
+            tracing::warn!(
+                rollout = %invalid.metadata.name.clone().unwrap_or_default(),
+                namespace = %invalid.metadata.namespace.clone().unwrap_or_default(),
+                error = %invalid.error,
+                "skipping a Rollout that could not be read"
+            );
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.kind());
+    tracing::warn!(rollout = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,186 @@
+//! One gating scenario: a namespace, an exporter Prometheus scrapes, a tollgate controller, and
+//! helpers to write gates and read what tollgate recorded.
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tollgate::gate::{GatedRollout, RolloutGate};
+
+use super::controller::Tollgate;
+use super::exporter::Exporter;
+use super::prom::{self, Target};
+use super::traffic::{Behaviour, METRIC, Traffic};
+use super::{STEP_TIMEOUT, TestNamespace, wait_for};
+
+pub const MODELS: &[&str] = &["gpt-4o", "llama", "mistral-small", "qwen"];
+
+pub struct Scenario {
+    pub ns: TestNamespace,
+    pub exporter: Exporter,
+    pub id: String,
+    target: Option<Target>,
+    pub tollgate: Option<Tollgate>,
+    pub traffic: Option<Traffic>,
+}
+
+impl Scenario {
+    pub async fn new(prefix: &str) -> Scenario {
+        let ns = TestNamespace::new(prefix).await;
+        let exporter = Exporter::start().await;
+        let id = ns.name.clone();
+        let target = Some(Target::register(&id, exporter.address()));
+        let tollgate = Some(Tollgate::start(&ns.name).await);
+        Scenario {
+            ns,
+            exporter,
+            id,
+            target,
+            tollgate,
+            traffic: None,
+        }
+    }
+
+    pub fn start_traffic(&mut self, rollout: &str, canary: Behaviour, stable: Behaviour) {
+        let t = Traffic::start(
+            self.ns.rollouts(),
+            rollout,
+            self.exporter.clone(),
+            canary,
+            stable,
+        );
+        self.traffic = Some(t);
+    }
+
+    /// A per-revision, per-model PromQL selector for this scenario's traffic.
+    pub fn selector(&self, extra: &str) -> String {
+        format!(
+            r#"{METRIC}{{test_id="{}",rollouts_pod_template_hash="{{{{hash}}}}"{extra}}}"#,
+            self.id
+        )
+    }
+
+    /// The README's recommended error-rate check: everything not 2xx/3xx is an error, per model,
+    /// with a minimum number of requests behind each verdict.
+    pub fn error_rate_check(&self, limit: f64, min_samples: f64) -> Value {
+        self.error_rate_check_with(
+            json!({"threshold": {"op": "<=", "value": limit}}),
+            min_samples,
+        )
+    }
+
+    /// The same check with another pass rule (`{"againstStable": …}`, `{"condition": …}`).
+    pub fn error_rate_check_with(&self, rule: Value, min_samples: f64) -> Value {
+        let mut check = json!({
+            "name": "error-rate",
+            "ratio": {
+                "numerator": format!("sum by (model) (rate({}[15s]))", self.selector(",code!~\"[23]..\"")),
+                "denominator": format!("sum by (model) (rate({}[15s]))", self.selector("")),
+            },
+            "minSamples": {"query": format!("sum by (model) (increase({}[15s]))", self.selector("")), "count": min_samples},
+        });
+        if let (Some(c), Some(r)) = (check.as_object_mut(), rule.as_object()) {
+            c.extend(r.clone());
+        }
+        check
+    }
+
+    /// A gate for `rollout` with fast cadence, for tests.
+    pub fn gate(&self, rollout: &str, checks: Value, extra: Value) -> Value {
+        let mut spec = json!({
+            "rollouts": {"name": rollout},
+            "interval": "2s",
+            "requiredPasses": 2,
+            "prometheus": {"address": prom::url(), "timeout": "5s"},
+            "checks": checks,
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+            "metadata": {"name": format!("{rollout}-gate")}, "spec": spec})
+    }
+
+    pub fn gates(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.ns.client.clone(),
+            &self.ns.name,
+            &ApiResource::erase::<RolloutGate>(&()),
+        )
+    }
+
+    pub async fn apply_gate(&self, manifest: Value) {
+        let obj: DynamicObject = serde_json::from_value(manifest).expect("gate manifest");
+        let name = obj.metadata.name.clone().expect("gate name");
+        let api = self.gates();
+        if api.get_opt(&name).await.ok().flatten().is_some() {
+            api.patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .expect("update gate");
+        } else {
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("create gate");
+        }
+    }
+
+    /// The gate's record of `rollout`.
+    pub async fn entry(&self, gate: &str, rollout: &str) -> Option<GatedRollout> {
+        let api: Api<RolloutGate> = self.ns.api();
+        let g = api.get(gate).await.ok()?;
+        g.status.and_then(|s| s.rollouts.get(rollout).cloned())
+    }
+
+    /// Waits until the gate's record of `rollout` satisfies `accept`.
+    pub async fn wait_entry(
+        &self,
+        gate: &str,
+        rollout: &str,
+        what: &str,
+        accept: impl Fn(&GatedRollout) -> bool,
+    ) -> GatedRollout {
+        wait_for(what, STEP_TIMEOUT, || async {
+            match self.entry(gate, rollout).await {
+                Some(e) if accept(&e) => Ok(e),
+                Some(e) => Err(format!("{:?}: {}", e.phase, e.message)),
+                None => Err("no entry yet".into()),
+            }
+        })
+        .await
+    }
+
+    /// Events tollgate published about `object`, oldest first: (reason, note).
+    pub async fn events(&self, object: &str) -> Vec<(String, String)> {
+        let api: Api<Event> = self.ns.api();
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let mut ours: Vec<Event> = list
+            .into_iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some("tollgate"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+            .collect();
+        ours.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+        ours.into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
+    pub async fn finish(mut self) {
+        if let Some(t) = self.traffic.take() {
+            t.stop();
+        }
+        if let Some(t) = self.tollgate.take() {
+            t.stop().await;
+        }
+        if let Some(t) = self.target.take() {
+            t.remove();
+        }
+        self.ns.cleanup().await;
+    }
+}

@@ -1,0 +1,101 @@
+//! Synthetic traffic for a Rollout's revisions, as an exporter's counters: what the gate's
+//! Prometheus queries see. The test sets how the canary and the stable revision behave; the
+//! generator follows the Rollout's current hashes on its own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Api;
+use tollgate::rollout::Rollout;
+
+use super::exporter::Exporter;
+
+pub const METRIC: &str = "tollgate_e2e_requests_total";
+
+/// Per model: the status code each request gets.
+#[derive(Clone, Debug)]
+pub struct Behaviour {
+    pub requests_per_tick: f64,
+    pub codes: BTreeMap<String, String>,
+}
+
+impl Behaviour {
+    /// Every model answers `code`.
+    pub fn all(models: &[&str], code: &str, requests_per_tick: f64) -> Behaviour {
+        Behaviour {
+            requests_per_tick,
+            codes: models
+                .iter()
+                .map(|m| (m.to_string(), code.to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn with(mut self, model: &str, code: &str) -> Behaviour {
+        self.codes.insert(model.to_string(), code.to_string());
+        self
+    }
+}
+
+pub struct Traffic {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    pub fn start(
+        api: Api<Rollout>,
+        name: &str,
+        exporter: Exporter,
+        canary: Behaviour,
+        stable: Behaviour,
+    ) -> Traffic {
+        let canary = Arc::new(Mutex::new(canary));
+        let stable = Arc::new(Mutex::new(stable));
+        let (c, s, name) = (canary.clone(), stable.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Ok(r) = api.get(&name).await else {
+                    continue;
+                };
+                let status = r.status_or_default();
+                let (Some(current), Some(stable_hash)) =
+                    (status.current_pod_hash, status.stable_rs)
+                else {
+                    continue;
+                };
+                let snapshot = |b: &Arc<Mutex<Behaviour>>| b.lock().map(|b| b.clone()).ok();
+                if let Some(b) = snapshot(&s) {
+                    emit(&exporter, &stable_hash, &b);
+                }
+                if current != stable_hash
+                    && let Some(b) = snapshot(&c)
+                {
+                    emit(&exporter, &current, &b);
+                }
+            }
+        });
+        Traffic { task }
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+fn emit(exporter: &Exporter, hash: &str, b: &Behaviour) {
+    let per_model = b.requests_per_tick / b.codes.len().max(1) as f64;
+    for (model, code) in &b.codes {
+        exporter.add(
+            METRIC,
+            &[
+                ("rollouts_pod_template_hash", hash),
+                ("model", model),
+                ("code", code),
+            ],
+            per_model,
+        );
+    }
+}

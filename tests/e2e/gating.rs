@@ -369,3 +369,70 @@ async fn blue_green_pause_is_gated() {
     );
     s.finish().await;
 }
+
+/// Rollouts no gate selects cost nothing: while a gated Rollout is evaluated, three ungated ones
+/// wait at the same kind of pause and tollgate sends not one query for them.
+#[tokio::test]
+async fn ungated_rollouts_cost_no_queries() {
+    let mut s = Scenario::new("gate-idle").await;
+    for idle in ["idle-a", "idle-b", "idle-c"] {
+        s.ns.create_rollout(support::canary_rollout(idle)).await;
+    }
+    let name = "litellm";
+    let gate = s.gate(
+        name,
+        json!([s.error_rate_check(0.05, 5.0)]),
+        json!({"requiredPasses": 1000}),
+    );
+    canary_with_gate(&mut s, name, healthy(), gate).await;
+    for idle in ["idle-a", "idle-b", "idle-c"] {
+        s.ns.wait_phase(idle, "v1 Healthy", |p| *p == Phase::Healthy)
+            .await;
+        s.ns.bump_revision(idle, "v2").await;
+    }
+    s.ns.bump_revision(name, "v2").await;
+    for idle in ["idle-a", "idle-b", "idle-c"] {
+        s.ns.wait_phase(idle, "paused, ungated", |p| {
+            *p == Phase::CanaryPause { step: 1 }
+        })
+        .await;
+    }
+    let entry = s
+        .wait_entry("litellm-gate", name, "several evaluations", |e| {
+            e.evaluations >= 5
+        })
+        .await;
+    let metrics = s.tollgate.as_ref().expect("controller").metrics().await;
+    let evaluations: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tollgate_evaluations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let queried: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tollgate_source_request_duration_seconds_count"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(-1.0);
+    // Every evaluation and every source request belongs to the one gated Rollout. (The metrics
+    // are read after the status, so they may be one evaluation ahead of it.)
+    let gated = f64::from(entry.evaluations);
+    assert!(
+        evaluations >= gated && evaluations <= gated + 1.0,
+        "{evaluations} vs {gated}\n{metrics}"
+    );
+    // One source request per evaluation of the single check (observed just before the verdict).
+    assert!(
+        queried >= evaluations && queried <= evaluations + 1.0,
+        "{queried} vs {evaluations}"
+    );
+    let status = s.gates().get("litellm-gate").await.expect("gate");
+    let recorded = status.data["status"]["rollouts"]
+        .as_object()
+        .map(|m| m.len());
+    assert_eq!(
+        recorded,
+        Some(1),
+        "only the gated Rollout appears in the gate's status"
+    );
+    s.finish().await;
+}

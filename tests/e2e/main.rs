@@ -4,6 +4,7 @@
 mod support;
 
 mod admission;
+mod demo;
 mod gating;
 mod races;
 mod stack;

@@ -4,9 +4,49 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use serde_json::json;
 use tokio::process::{Child, Command};
+use tokio::sync::OnceCell;
 
-use super::{STEP_TIMEOUT, wait_for};
+use super::{STEP_TIMEOUT, client, wait_for};
+
+/// A kubeconfig that authenticates as the `tollgate` ServiceAccount of `deploy/rbac.yaml`, so
+/// every scenario runs the controller with exactly the permissions a real install grants.
+async fn service_account_kubeconfig() -> &'static str {
+    static PATH: OnceCell<String> = OnceCell::const_new();
+    PATH.get_or_init(|| async {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client().await, "tollgate-system");
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"expirationSeconds": 7200}}))
+                .expect("token request");
+        let token = accounts
+            .create_token_request("tollgate", &PostParams::default(), &request)
+            .await
+            .expect("a token for the tollgate ServiceAccount (scripts/install-dev creates it)")
+            .status
+            .expect("token status")
+            .token;
+        let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG");
+        let admin = kube::config::Kubeconfig::read_from(&admin).expect("admin kubeconfig");
+        let cluster = admin.clusters[0].cluster.clone().expect("cluster");
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "tollgate",
+            "clusters": [{"name": "local", "cluster": {
+                "server": cluster.server, "certificate-authority": cluster.certificate_authority}}],
+            "users": [{"name": "tollgate", "user": {"token": token}}],
+            "contexts": [{"name": "tollgate", "context": {"cluster": "local", "user": "tollgate"}}],
+        });
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/e2e-logs/tollgate-sa.kubeconfig");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("log directory");
+        std::fs::write(&path, config.to_string()).expect("write kubeconfig");
+        path.display().to_string()
+    })
+    .await
+}
 
 pub struct Tollgate {
     child: Child,
@@ -35,6 +75,7 @@ impl Tollgate {
                 namespace,
             ])
             .env("RUST_LOG", "info,kube=warn,tollgate=debug")
+            .env("KUBECONFIG", service_account_kubeconfig().await)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

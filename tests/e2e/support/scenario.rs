@@ -171,6 +171,16 @@ impl Scenario {
             .collect()
     }
 
+    /// Leaves the namespace, its Rollout and gate in place for a person to inspect.
+    pub fn keep(mut self) {
+        if let Some(t) = self.traffic.take() {
+            t.stop();
+        }
+        if let Some(t) = self.target.take() {
+            t.remove();
+        }
+    }
+
     pub async fn finish(mut self) {
         if let Some(t) = self.traffic.take() {
             t.stop();

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     pub evaluations: Family<VerdictLabels, Counter>,
     pub source_latency: Histogram,
+    /// From a promote/abort decision to the API server accepting the patch.
+    pub actuation: Histogram,
     pub source_errors: Counter,
     pub reconcile_errors: Family<KindLabels, Counter>,
     pub stale_decisions: Counter,
@@ -48,6 +50,7 @@ impl Default for Metrics {
             source_latency: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
+            actuation: Histogram::new([0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
             source_errors: Counter::default(),
             reconcile_errors: Family::default(),
             stale_decisions: Counter::default(),
@@ -67,6 +70,11 @@ impl Default for Metrics {
             "source_request_duration_seconds",
             "Latency of evidence source queries",
             m.source_latency.clone(),
+        );
+        registry.register(
+            "actuation_duration_seconds",
+            "Time from a promote or abort decision to the patch being accepted",
+            m.actuation.clone(),
         );
         registry.register(
             "source_errors",

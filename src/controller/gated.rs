@@ -116,7 +116,7 @@ async fn invalid_gate(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.message == message);
     if !already {
-        let extra = json!({"conditions": [condition("Ready", false, "InvalidSpec", &message)],
+        let extra = json!({"conditions": [condition(gate, "Ready", false, "InvalidSpec", &message)],
             "observedGeneration": gate.metadata.generation});
         let entry = GatedRollout {
             phase: GatePhase::Holding,
@@ -169,10 +169,18 @@ async fn away_from_pause(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -
         store(ctx, k, t);
         return Ok(Action::requeue(UNPAUSING_RECHECK));
     }
+    let previous = entry_of(gate, &rollout.name_any());
+    let was_evaluating = previous
+        .as_ref()
+        .is_some_and(|e| matches!(e.phase, GatePhase::Evaluating | GatePhase::Holding));
+    if was_evaluating && !rollout.generation_observed() {
+        // The spec changed and Argo has not caught up: what happened to the pause (a new
+        // revision?) is only known once it has.
+        return Ok(Action::requeue(UNPAUSING_RECHECK));
+    }
     if let Ok(mut trackers) = ctx.trackers.lock() {
         trackers.remove(&k);
     }
-    let previous = entry_of(gate, &rollout.name_any());
     let update = match &previous {
         Some(e)
             if matches!(e.phase, GatePhase::Evaluating | GatePhase::Holding)
@@ -305,7 +313,8 @@ fn store(ctx: &Context, key: (String, String), tracker: Tracker) {
 
 /// What the gate did at this evaluation.
 enum Outcome {
-    Applied(GatePhase),
+    /// Applied, with the moment the request left for the API server.
+    Applied(GatePhase, Instant),
     /// The Rollout changed after the evidence was read: nothing was patched.
     Stale(String),
 }
@@ -324,6 +333,7 @@ async fn evaluate_and_act(
     ctx.metrics.evaluation(verdict.name());
     let at_pause = since(&pause.started);
     let (history, action) = decision::decide(&compiled.policy, tracker.history, &verdict, at_pause);
+    let decided = Instant::now();
     tracker.history = history;
     let mode = match compiled.mode {
         Mode::Enforce => "Enforce",
@@ -344,33 +354,32 @@ async fn evaluate_and_act(
     );
 
     let (phase, message, event) = match (&action, compiled.mode) {
-        (decision::Action::Promote { reason }, Mode::Enforce) => {
-            let text = format!("promoted {where_}: {}; {reason}", summaries.join(", "));
-            match actuate_fresh(
-                rollout,
-                &pause,
-                compiled,
-                gate,
-                actuate::Action::Promote,
-                ctx,
-            )
-            .await?
-            {
-                Outcome::Applied(p) => {
+        (
+            decision::Action::Promote { reason } | decision::Action::Abort { reason },
+            Mode::Enforce,
+        ) => {
+            let (act, text, type_, word) = match action {
+                decision::Action::Promote { .. } => (
+                    actuate::Action::Promote,
+                    format!("promoted {where_}: {}; {reason}", summaries.join(", ")),
+                    EventType::Normal,
+                    "Promoted",
+                ),
+                _ => (
+                    actuate::Action::Abort,
+                    format!("aborted {where_}: {reason}"),
+                    EventType::Warning,
+                    "Aborted",
+                ),
+            };
+            match actuate_seen(rollout, act, ctx).await? {
+                Outcome::Applied(p, sent) => {
+                    let took = decided.elapsed();
+                    let send_ms = sent.duration_since(decided).as_secs_f64() * 1000.0;
+                    ctx.metrics.actuation.observe(took.as_secs_f64());
+                    tracing::info!(rollout = %name, action = act.verb(), send_ms, actuation_ms = took.as_secs_f64() * 1000.0, "applied");
                     tracker.acted_at = Some(Instant::now());
-                    (p, text.clone(), Some((EventType::Normal, "Promoted", text)))
-                }
-                Outcome::Stale(why) => return stale(tracker, ctx, &name, why),
-            }
-        }
-        (decision::Action::Abort { reason }, Mode::Enforce) => {
-            let text = format!("aborted {where_}: {reason}");
-            match actuate_fresh(rollout, &pause, compiled, gate, actuate::Action::Abort, ctx)
-                .await?
-            {
-                Outcome::Applied(p) => {
-                    tracker.acted_at = Some(Instant::now());
-                    (p, text.clone(), Some((EventType::Warning, "Aborted", text)))
+                    (p, text.clone(), Some((type_, word, text)))
                 }
                 Outcome::Stale(why) => return stale(tracker, ctx, &name, why),
             }
@@ -444,7 +453,7 @@ async fn evaluate_and_act(
     if let Some(obj) = extra.as_object_mut() {
         obj.insert(
             "conditions".into(),
-            json!([ready_condition(), reachable(&results)]),
+            json!([ready_condition(gate), reachable(gate, &results)]),
         );
         if event.is_some() && phase != GatePhase::Holding {
             obj.insert(
@@ -474,31 +483,23 @@ fn stale(tracker: &mut Tracker, ctx: &Context, rollout: &str, why: String) -> Re
     Ok(Action::requeue(Duration::from_millis(200)))
 }
 
-/// Re-reads the Rollout and acts only if it still waits at the very pause the evidence was
-/// gathered for; the patch carries that read's resourceVersion as a precondition.
-async fn actuate_fresh(
-    seen: &Rollout,
-    pause: &PauseKey,
-    compiled: &Gate,
-    gate: &RolloutGate,
-    action: actuate::Action,
-    ctx: &Context,
-) -> Result<Outcome> {
+/// Sends the patch with the resourceVersion of the very object the evidence was gathered for:
+/// if Argo or a person changed the Rollout since, the API server refuses it (409) and the gate
+/// evaluates again. One round trip, no re-read: the precondition is the guard.
+async fn actuate_seen(seen: &Rollout, action: actuate::Action, ctx: &Context) -> Result<Outcome> {
     let api: Api<Rollout> =
         Api::namespaced(ctx.client.clone(), &seen.namespace().unwrap_or_default());
-    let fresh = api.get(&seen.name_any()).await?;
-    if gated_pause(&fresh, &compiled.pauses, gate).as_ref() != Some(pause) {
-        return Ok(Outcome::Stale(
-            "the Rollout left the pause while evidence was gathered".into(),
-        ));
-    }
-    match actuate::apply(&api, &fresh, action).await {
-        Ok(_) => Ok(Outcome::Applied(match action {
-            actuate::Action::Promote => GatePhase::Promoted,
-            actuate::Action::Abort => GatePhase::Aborted,
-        })),
+    let sent = Instant::now();
+    match actuate::apply(&api, seen, action).await {
+        Ok(_) => Ok(Outcome::Applied(
+            match action {
+                actuate::Action::Promote => GatePhase::Promoted,
+                actuate::Action::Abort => GatePhase::Aborted,
+            },
+            sent,
+        )),
         Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => Ok(Outcome::Stale(
-            "the Rollout changed after it was read (409 Conflict)".into(),
+            "the Rollout changed after the evidence was read (409 Conflict)".into(),
         )),
         Err(Error::Refused { reason, .. }) => Ok(Outcome::Stale(reason)),
         Err(e) => Err(e),
@@ -555,31 +556,67 @@ fn failed(why: String) -> Measurement {
     }
 }
 
-fn reachable(results: &[CheckResult]) -> serde_json::Value {
+fn reachable(gate: &RolloutGate, results: &[CheckResult]) -> serde_json::Value {
     let errors: Vec<String> = results
         .iter()
         .filter(|r| matches!(r.verdict, Verdict::Error(_)))
         .map(|r| format!("{}: {}", r.name, r.verdict.reason()))
         .collect();
     if errors.is_empty() {
-        condition("SourceReachable", true, "Answered", "every source answered")
+        condition(
+            gate,
+            "SourceReachable",
+            true,
+            "Answered",
+            "every source answered",
+        )
     } else {
-        condition("SourceReachable", false, "SourceError", &errors.join("; "))
+        condition(
+            gate,
+            "SourceReachable",
+            false,
+            "SourceError",
+            &errors.join("; "),
+        )
     }
 }
 
-fn ready_condition() -> serde_json::Value {
-    condition("Ready", true, "Valid", "the gate is valid and evaluating")
+fn ready_condition(gate: &RolloutGate) -> serde_json::Value {
+    condition(
+        gate,
+        "Ready",
+        true,
+        "Valid",
+        "the gate is valid and evaluating",
+    )
 }
 
 fn ready_extra(gate: &RolloutGate) -> serde_json::Value {
     json!({"observedGeneration": gate.metadata.generation})
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str) -> serde_json::Value {
+/// A status condition; `lastTransitionTime` moves only when the status flips.
+fn condition(
+    gate: &RolloutGate,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) -> serde_json::Value {
+    let status = if ok { "True" } else { "False" };
+    let since = gate
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+        })
+        .map(|c| c.last_transition_time.0.to_string())
+        .unwrap_or_else(now);
     json!({
-        "type": type_, "status": if ok { "True" } else { "False" }, "reason": reason,
-        "message": message, "lastTransitionTime": now(),
+        "type": type_, "status": status, "reason": reason,
+        "message": message, "lastTransitionTime": since, "observedGeneration": gate.metadata.generation,
     })
 }
 

@@ -28,6 +28,8 @@ use crate::rollout::Rollout;
 use crate::server::{self, Health};
 use crate::{Error, Result};
 
+const MAX_CONCURRENT_RECONCILES: u16 = 16;
+
 pub struct Config {
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub listen: SocketAddr,
@@ -83,7 +85,11 @@ pub async fn run(config: Config) -> Result<()> {
     // DeserializeGuard: a Rollout that does not parse is reported and skipped instead of
     // failing the whole watch.
     let rollout_api: Api<DeserializeGuard<Rollout>> = scoped(&client, config.namespace.as_deref());
-    let controller = Controller::new(rollout_api, watcher::Config::default());
+    // Bounded parallelism: at most this many Rollouts are evaluated at once, so a thousand pauses
+    // starting together queue instead of multiplying buffers and connections.
+    let controller = Controller::new(rollout_api, watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES),
+    );
     let rollouts = controller.store();
     tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
     let ready = health.ready.clone();
@@ -169,4 +175,22 @@ fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, ctx: Arc<Con
     ctx.metrics.reconcile_error(error.kind());
     tracing::warn!(rollout = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_rollout_is_an_invalid_object_not_a_watch_error() {
+        let bad = serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "broken", "namespace": "ns"},
+            "spec": {"replicas": "five"},
+        });
+        let guarded: DeserializeGuard<Rollout> =
+            serde_json::from_value(bad).expect("the guard always parses");
+        let invalid = guarded.0.expect_err("the Rollout itself does not parse");
+        assert_eq!(invalid.metadata.name.as_deref(), Some("broken"));
+    }
 }

@@ -127,17 +127,26 @@ impl Rule {
     }
 }
 
+thread_local! {
+    // Building CEL's standard library is most of the cost of a fresh context; each evaluation
+    // gets a cheap inner scope over this one instead.
+    static ROOT: cel::Context<'static, 'static> = cel::Context::default();
+}
+
 impl Condition {
     fn judge(&self, inputs: Inputs) -> Result<Option<String>, RuleError> {
-        let mut context = cel::Context::default();
-        context.add_variable_from_value("value", inputs.value);
-        if let Some(stable) = inputs.stable {
-            context.add_variable_from_value("stable", stable);
-        }
-        if let Some(samples) = inputs.samples {
-            context.add_variable_from_value("samples", samples);
-        }
-        match self.program.execute(&context) {
+        let outcome = ROOT.with(|root| {
+            let mut context = root.new_inner_scope();
+            context.add_variable_from_value("value", inputs.value);
+            if let Some(stable) = inputs.stable {
+                context.add_variable_from_value("stable", stable);
+            }
+            if let Some(samples) = inputs.samples {
+                context.add_variable_from_value("samples", samples);
+            }
+            self.program.execute(&context)
+        });
+        match outcome {
             Ok(cel::Value::Bool(true)) => Ok(None),
             Ok(cel::Value::Bool(false)) => Ok(Some(format!(
                 "{} is false for value {}",

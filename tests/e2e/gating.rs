@@ -9,23 +9,7 @@ use crate::support::traffic::Behaviour;
 use crate::support::{self, STEP_TIMEOUT, wait_for};
 
 fn healthy() -> Behaviour {
-    Behaviour::all(MODELS, "200", 8.0)
-}
-
-/// A canary Rollout at v1 and Healthy, with traffic flowing and the given gate applied.
-async fn canary_with_gate(
-    s: &mut Scenario,
-    name: &str,
-    canary: Behaviour,
-    gate: serde_json::Value,
-) -> String {
-    s.ns.create_rollout(support::canary_rollout(name)).await;
-    let v1 =
-        s.ns.wait_phase(name, "v1 Healthy", |p| *p == Phase::Healthy)
-            .await;
-    s.start_traffic(name, canary, healthy());
-    s.apply_gate(gate).await;
-    v1.status_or_default().stable_rs.expect("stable hash")
+    Behaviour::healthy(MODELS)
 }
 
 /// (a) A healthy canary with zero errors goes through both pauses to Healthy with no human.
@@ -34,7 +18,7 @@ async fn healthy_canary_is_promoted_through_both_pauses() {
     let mut s = Scenario::new("gate-healthy").await;
     let name = "litellm";
     let gate = s.gate(name, json!([s.error_rate_check(0.05, 5.0)]), json!({}));
-    canary_with_gate(&mut s, name, healthy(), gate).await;
+    s.canary_with_gate(name, healthy(), gate).await;
     s.ns.bump_revision(name, "v2").await;
     let done =
         s.ns.wait_phase(name, "promoted to Healthy by tollgate", |p| {
@@ -77,27 +61,11 @@ async fn healthy_canary_is_promoted_through_both_pauses() {
         metrics.contains("tollgate_source_request_duration_seconds_count"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("tollgate_actuation_duration_seconds_count 2"),
+        "{metrics}"
+    );
     s.finish().await;
-}
-
-/// Waits for the gate's record of `rollout` to reach `phase`, and returns it.
-async fn recorded(s: &Scenario, rollout: &str, phase: GatePhase) -> tollgate::gate::GatedRollout {
-    s.wait_entry(
-        &format!("{rollout}-gate"),
-        rollout,
-        &format!("{phase:?}"),
-        |e| e.phase == phase,
-    )
-    .await
-}
-
-async fn events_named(s: &Scenario, object: &str, reason: &str) -> Vec<String> {
-    s.events(object)
-        .await
-        .into_iter()
-        .filter(|(r, _)| r == reason)
-        .map(|(_, note)| note)
-        .collect()
 }
 
 /// Argo finished processing an abort: Degraded, canary scaled away, stable at full size.
@@ -126,12 +94,14 @@ async fn canary_answering_4xx_is_aborted_at_the_first_pause() {
     let mut s = Scenario::new("gate-4xx").await;
     let name = "litellm";
     let gate = s.gate(name, json!([s.error_rate_check(0.05, 5.0)]), json!({}));
-    let stable = canary_with_gate(&mut s, name, Behaviour::all(MODELS, "404", 8.0), gate).await;
+    let stable = s
+        .canary_with_gate(name, Behaviour::all(MODELS, "404", 8.0), gate)
+        .await;
     s.ns.bump_revision(name, "v2").await;
-    let entry = recorded(&s, name, GatePhase::Aborted).await;
+    let entry = s.recorded(name, GatePhase::Aborted).await;
     assert_eq!(entry.step, Some(1));
     assert_rolled_back(&s, name, &stable).await;
-    let aborted = events_named(&s, name, "Aborted").await;
+    let aborted = s.notes(name, "Aborted").await;
     assert_eq!(aborted.len(), 1, "{aborted:?}");
     assert!(
         aborted[0].starts_with("aborted step 1 of litellm"),
@@ -160,9 +130,9 @@ async fn a_missing_metric_holds_then_meets_the_deadline() {
         json!([missing]),
         json!({"deadline": {"after": "20s", "action": "Abort"}}),
     );
-    let stable = canary_with_gate(&mut s, name, healthy(), gate).await;
+    let stable = s.canary_with_gate(name, healthy(), gate).await;
     s.ns.bump_revision(name, "v2").await;
-    let holding = recorded(&s, name, GatePhase::Holding).await;
+    let holding = s.recorded(name, GatePhase::Holding).await;
     assert!(
         holding
             .message
@@ -176,21 +146,15 @@ async fn a_missing_metric_holds_then_meets_the_deadline() {
         .expect("an evaluation")
         .checks[0];
     assert_eq!(check.verdict, "NoData");
-    let r = s.ns.get_rollout(name).await;
-    assert_eq!(
-        r.phase(),
-        Phase::CanaryPause { step: 1 },
-        "never promoted: {}",
-        support::describe(&r)
-    );
-    let holds = events_named(&s, name, "Holding").await;
+    s.ns.assert_paused_at(name, 1).await; // never promoted
+    let holds = s.notes(name, "Holding").await;
     assert_eq!(
         holds.len(),
         1,
         "a hold is announced once, not every evaluation: {holds:?}"
     );
 
-    let aborted = recorded(&s, name, GatePhase::Aborted).await;
+    let aborted = s.recorded(name, GatePhase::Aborted).await;
     assert!(
         aborted
             .message
@@ -208,7 +172,8 @@ async fn too_little_traffic_holds() {
     let mut s = Scenario::new("gate-quiet").await;
     let name = "litellm";
     let gate = s.gate(name, json!([s.error_rate_check(0.05, 1000.0)]), json!({}));
-    canary_with_gate(&mut s, name, Behaviour::all(MODELS, "200", 0.4), gate).await;
+    s.canary_with_gate(name, Behaviour::all(MODELS, "200", 0.4), gate)
+        .await;
     s.ns.bump_revision(name, "v2").await;
     let entry = s
         .wait_entry(
@@ -223,13 +188,7 @@ async fn too_little_traffic_holds() {
         )
         .await;
     assert_eq!(entry.pass_streak, 0);
-    let r = s.ns.get_rollout(name).await;
-    assert_eq!(
-        r.phase(),
-        Phase::CanaryPause { step: 1 },
-        "{}",
-        support::describe(&r)
-    );
+    s.ns.assert_paused_at(name, 1).await;
     s.finish().await;
 }
 
@@ -241,9 +200,9 @@ async fn one_broken_label_value_is_aborted_and_named() {
     let name = "litellm";
     let gate = s.gate(name, json!([s.error_rate_check(0.3, 5.0)]), json!({}));
     let broken = Behaviour::all(MODELS, "200", 8.0).with("mistral-small", "500");
-    let stable = canary_with_gate(&mut s, name, broken, gate).await;
+    let stable = s.canary_with_gate(name, broken, gate).await;
     s.ns.bump_revision(name, "v2").await;
-    let entry = recorded(&s, name, GatePhase::Aborted).await;
+    let entry = s.recorded(name, GatePhase::Aborted).await;
     assert!(
         entry
             .message
@@ -271,23 +230,17 @@ async fn dry_run_patches_nothing_and_says_what_it_would_do() {
         json!([s.error_rate_check(0.05, 5.0)]),
         json!({"mode": "DryRun"}),
     );
-    canary_with_gate(&mut s, name, Behaviour::all(MODELS, "503", 8.0), gate).await;
+    s.canary_with_gate(name, Behaviour::all(MODELS, "503", 8.0), gate)
+        .await;
     s.ns.bump_revision(name, "v2").await;
-    recorded(&s, name, GatePhase::DryRun).await;
-    let notes = events_named(&s, name, "DryRun").await;
+    s.recorded(name, GatePhase::DryRun).await;
+    let notes = s.notes(name, "DryRun").await;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
         notes[0].starts_with("DryRun: would abort step 1 of litellm"),
         "{notes:?}"
     );
-    let r = s.ns.get_rollout(name).await;
-    assert!(!r.status_or_default().abort, "DryRun must not abort");
-    assert_eq!(
-        r.phase(),
-        Phase::CanaryPause { step: 1 },
-        "{}",
-        support::describe(&r)
-    );
+    s.ns.assert_paused_at(name, 1).await; // not aborted: DryRun patches nothing
     s.finish().await;
 }
 
@@ -309,7 +262,7 @@ async fn canary_versus_stable_promotes_a_canary_no_worse_than_stable() {
     s.ns.bump_revision(name, "v2").await;
     s.ns.wait_phase(name, "promoted to Healthy", |p| *p == Phase::Healthy)
         .await;
-    let promoted = events_named(&s, name, "Promoted").await;
+    let promoted = s.notes(name, "Promoted").await;
     assert_eq!(promoted.len(), 2, "{promoted:?}");
     let entry = s.entry("litellm-gate", name).await.expect("entry");
     let series = &entry.last_evaluation.expect("evaluation").checks[0].series;
@@ -359,7 +312,7 @@ async fn blue_green_pause_is_gated() {
         .blue_green
         .and_then(|b| b.active_selector);
     assert_eq!(active.as_deref(), Some(green.as_str()));
-    let promoted = events_named(&s, name, "Promoted").await;
+    let promoted = s.notes(name, "Promoted").await;
     assert_eq!(promoted.len(), 1, "{promoted:?}");
     assert!(
         promoted[0].starts_with(&format!(
@@ -384,7 +337,7 @@ async fn ungated_rollouts_cost_no_queries() {
         json!([s.error_rate_check(0.05, 5.0)]),
         json!({"requiredPasses": 1000}),
     );
-    canary_with_gate(&mut s, name, healthy(), gate).await;
+    s.canary_with_gate(name, healthy(), gate).await;
     for idle in ["idle-a", "idle-b", "idle-c"] {
         s.ns.wait_phase(idle, "v1 Healthy", |p| *p == Phase::Healthy)
             .await;

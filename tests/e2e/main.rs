@@ -7,4 +7,5 @@ mod admission;
 mod demo;
 mod gating;
 mod races;
+mod sources;
 mod stack;

@@ -10,29 +10,10 @@ use tollgate::rollout::Phase;
 use crate::support::controller::Tollgate;
 use crate::support::scenario::{MODELS, Scenario};
 use crate::support::traffic::Behaviour;
-use crate::support::{self, STEP_TIMEOUT, wait_for};
+use crate::support::{STEP_TIMEOUT, wait_for};
 
 fn healthy() -> Behaviour {
-    Behaviour::all(MODELS, "200", 8.0)
-}
-
-async fn start(s: &mut Scenario, name: &str, canary: Behaviour, gate: serde_json::Value) -> String {
-    s.ns.create_rollout(support::canary_rollout(name)).await;
-    let v1 =
-        s.ns.wait_phase(name, "v1 Healthy", |p| *p == Phase::Healthy)
-            .await;
-    s.start_traffic(name, canary, healthy());
-    s.apply_gate(gate).await;
-    v1.status_or_default().stable_rs.expect("stable hash")
-}
-
-async fn notes(s: &Scenario, object: &str, reason: &str) -> Vec<String> {
-    s.events(object)
-        .await
-        .into_iter()
-        .filter(|(r, _)| r == reason)
-        .map(|(_, n)| n)
-        .collect()
+    Behaviour::healthy(MODELS)
 }
 
 /// (i) A person promotes while tollgate is still gathering evidence: tollgate stands down for
@@ -46,7 +27,7 @@ async fn a_human_promote_first_makes_tollgate_stand_down_without_skipping_a_step
         json!([s.error_rate_check(0.05, 5.0)]),
         json!({"requiredPasses": 1000}),
     );
-    start(&mut s, name, healthy(), gate).await;
+    s.canary_with_gate(name, healthy(), gate).await;
     s.ns.bump_revision(name, "v2").await;
     s.wait_entry("litellm-gate", name, "evaluating step 1", |e| {
         e.step == Some(1) && e.evaluations >= 2
@@ -68,22 +49,16 @@ async fn a_human_promote_first_makes_tollgate_stand_down_without_skipping_a_step
         entry.evaluations < 5,
         "evidence of step 1 must not carry over: {entry:?}"
     );
-    let stood_down = notes(&s, name, "StoodDown").await;
+    let stood_down = s.notes(name, "StoodDown").await;
     assert_eq!(
         stood_down,
         vec![format!(
             "step 1 of litellm (rev {hash}) was promoted by someone else; tollgate stood down"
         )]
     );
-    assert!(notes(&s, name, "Promoted").await.is_empty());
+    assert!(s.notes(name, "Promoted").await.is_empty());
     // Still waiting at step 3: nothing skipped past it.
-    let r = s.ns.get_rollout(name).await;
-    assert_eq!(
-        r.phase(),
-        Phase::CanaryPause { step: 3 },
-        "{}",
-        support::describe(&r)
-    );
+    s.ns.assert_paused_at(name, 3).await;
     s.finish().await;
 }
 
@@ -98,7 +73,7 @@ async fn a_new_revision_mid_pause_discards_evidence_and_promotes_only_the_newest
         json!([s.error_rate_check(0.05, 5.0)]),
         json!({"requiredPasses": 4}),
     );
-    start(&mut s, name, healthy(), gate).await;
+    s.canary_with_gate(name, healthy(), gate).await;
     s.ns.bump_revision(name, "v2").await;
     let v2 = s
         .wait_entry("litellm-gate", name, "v2 passing at step 1", |e| {
@@ -112,13 +87,13 @@ async fn a_new_revision_mid_pause_discards_evidence_and_promotes_only_the_newest
             .await;
     let v3 = done.status_or_default().stable_rs.expect("stable");
     assert_ne!(v2, v3);
-    let promoted = notes(&s, name, "Promoted").await;
+    let promoted = s.notes(name, "Promoted").await;
     assert_eq!(promoted.len(), 2, "{promoted:?}");
     assert!(
         promoted.iter().all(|n| n.contains(&v3) && !n.contains(&v2)),
         "{promoted:?}"
     );
-    let stood_down = notes(&s, name, "StoodDown").await;
+    let stood_down = s.notes(name, "StoodDown").await;
     assert!(
         stood_down
             .iter()
@@ -134,13 +109,9 @@ async fn two_gates_for_one_rollout_take_no_action() {
     let mut s = Scenario::new("race-twogates").await;
     let name = "litellm";
     let gate = s.gate(name, json!([s.error_rate_check(0.05, 5.0)]), json!({}));
-    let stable = start(
-        &mut s,
-        name,
-        Behaviour::all(MODELS, "500", 8.0),
-        gate.clone(),
-    )
-    .await;
+    let stable = s
+        .canary_with_gate(name, Behaviour::all(MODELS, "500", 8.0), gate.clone())
+        .await;
     let mut second = gate;
     second["metadata"]["name"] = json!("by-label");
     second["spec"]["rollouts"] = json!({"selector": {"matchLabels": {"app": name}}});
@@ -151,7 +122,7 @@ async fn two_gates_for_one_rollout_take_no_action() {
     })
     .await;
     let warning = wait_for("a ConflictingGates Event", STEP_TIMEOUT, || async {
-        let found = notes(&s, name, "ConflictingGates").await;
+        let found = s.notes(name, "ConflictingGates").await;
         found
             .into_iter()
             .next()
@@ -191,7 +162,9 @@ async fn editing_the_gate_mid_pause_restarts_the_evaluation() {
         json!([s.error_rate_check(0.05, 5.0)]),
         json!({"mode": "DryRun"}),
     );
-    let stable = start(&mut s, name, Behaviour::all(MODELS, "500", 8.0), dry).await;
+    let stable = s
+        .canary_with_gate(name, Behaviour::all(MODELS, "500", 8.0), dry)
+        .await;
     s.ns.bump_revision(name, "v2").await;
     s.wait_entry("litellm-gate", name, "dry-run decision", |e| {
         e.phase == GatePhase::DryRun
@@ -207,7 +180,7 @@ async fn editing_the_gate_mid_pause_restarts_the_evaluation() {
         e.phase == GatePhase::Aborted
     })
     .await;
-    assert_eq!(notes(&s, name, "GateChanged").await.len(), 1);
+    assert_eq!(s.notes(name, "GateChanged").await.len(), 1);
     s.ns.wait_ready_pods(name, &[(&stable, 5)]).await;
     s.finish().await;
 }
@@ -223,7 +196,7 @@ async fn a_restart_mid_pause_resumes_and_never_double_promotes() {
         json!([s.error_rate_check(0.05, 5.0)]),
         json!({"requiredPasses": 6}),
     );
-    start(&mut s, name, healthy(), gate).await;
+    s.canary_with_gate(name, healthy(), gate).await;
     s.ns.bump_revision(name, "v2").await;
     let before = s
         .wait_entry("litellm-gate", name, "a pass streak at step 1", |e| {
@@ -253,7 +226,7 @@ async fn a_restart_mid_pause_resumes_and_never_double_promotes() {
     }
     s.ns.wait_phase(name, "Healthy", |p| *p == Phase::Healthy)
         .await;
-    let promoted = notes(&s, name, "Promoted").await;
+    let promoted = s.notes(name, "Promoted").await;
     assert_eq!(
         promoted.len(),
         2,

@@ -95,6 +95,12 @@ impl Tollgate {
         Tollgate { child, metrics_url }
     }
 
+    /// The process id, for resource measurements (benches/scale.rs).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops the process (as a crash or a rolling restart would) and waits for it to exit.
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();

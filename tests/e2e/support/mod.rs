@@ -191,6 +191,12 @@ impl TestNamespace {
         panic!("{} kept conflicting", action.verb());
     }
 
+    /// Asserts the Rollout waits at canary step `step` (nothing promoted it, nothing skipped).
+    pub async fn assert_paused_at(&self, name: &str, step: i32) {
+        let r = self.get_rollout(name).await;
+        assert_eq!(r.phase(), Phase::CanaryPause { step }, "{}", describe(&r));
+    }
+
     /// Ready pods per pod-template-hash, for pods of `app`.
     pub async fn ready_pods_by_hash(&self, app: &str) -> std::collections::BTreeMap<String, usize> {
         let pods = self

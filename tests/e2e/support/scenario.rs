@@ -4,7 +4,8 @@
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tollgate::gate::{GatedRollout, RolloutGate};
+use tollgate::gate::{GatePhase, GatedRollout, RolloutGate};
+use tollgate::rollout::Phase;
 
 use super::controller::Tollgate;
 use super::exporter::Exporter;
@@ -49,6 +50,36 @@ impl Scenario {
             stable,
         );
         self.traffic = Some(t);
+    }
+
+    /// A canary Rollout at v1 and Healthy, with traffic flowing (the stable revision healthy)
+    /// and the given gate applied. Returns the stable hash.
+    pub async fn canary_with_gate(&mut self, name: &str, canary: Behaviour, gate: Value) -> String {
+        self.ns.create_rollout(super::canary_rollout(name)).await;
+        let v1 = self
+            .ns
+            .wait_phase(name, "v1 Healthy", |p| *p == Phase::Healthy)
+            .await;
+        self.start_traffic(name, canary, Behaviour::healthy(MODELS));
+        self.apply_gate(gate).await;
+        v1.status_or_default().stable_rs.expect("stable hash")
+    }
+
+    /// Waits for the gate `<rollout>-gate`'s record of `rollout` to reach `phase`.
+    pub async fn recorded(&self, rollout: &str, phase: GatePhase) -> GatedRollout {
+        let gate = format!("{rollout}-gate");
+        self.wait_entry(&gate, rollout, &format!("{phase:?}"), |e| e.phase == phase)
+            .await
+    }
+
+    /// The notes of tollgate's Events about `object` with `reason`, oldest first.
+    pub async fn notes(&self, object: &str, reason: &str) -> Vec<String> {
+        self.events(object)
+            .await
+            .into_iter()
+            .filter(|(r, _)| r == reason)
+            .map(|(_, note)| note)
+            .collect()
     }
 
     /// A per-revision, per-model PromQL selector for this scenario's traffic.

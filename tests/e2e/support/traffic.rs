@@ -32,6 +32,11 @@ impl Behaviour {
         }
     }
 
+    /// Every model answers 200.
+    pub fn healthy(models: &[&str]) -> Behaviour {
+        Behaviour::all(models, "200", 8.0)
+    }
+
     pub fn with(mut self, model: &str, code: &str) -> Behaviour {
         self.codes.insert(model.to_string(), code.to_string());
         self

@@ -1,0 +1,329 @@
+//! tollgate at scale on the real stack: 1,000 gated Rollouts waiting at a pause, evaluated every
+//! 30 s by one controller. Prints tollgate's CPU and memory beside the Argo Rollouts controller's
+//! in the same run, then releases every gate at once and reports the time from each promote
+//! decision to the accepted patch.
+//!
+//!     scripts/bench            (or, with the stack up: cargo bench --bench scale)
+//!
+//! Knobs: TOLLGATE_BENCH_ROLLOUTS (1000), TOLLGATE_BENCH_WINDOW_SECONDS (90).
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tollgate::gate::RolloutGate;
+use tollgate::rollout::{Phase, Rollout};
+
+use support::controller::Tollgate;
+use support::exporter::Exporter;
+use support::{TestNamespace, prom};
+
+const PER_GATE: usize = 10;
+const METRIC: &str = "tollgate_bench_error_ratio";
+
+fn rollout(i: usize) -> serde_json::Value {
+    let name = format!("r{i:04}");
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": name, "labels": {"app": name, "group": format!("g{:03}", i / PER_GATE)}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name, "version": "v1"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.local/app:v1"}]}},
+            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
+        },
+    })
+}
+
+fn gate(group: usize, test_id: &str, required_passes: u32) -> serde_json::Value {
+    json!({
+        "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+        "metadata": {"name": format!("g{group:03}")},
+        "spec": {
+            "rollouts": {"selector": {"matchLabels": {"group": format!("g{group:03}")}}},
+            "interval": "30s",
+            "requiredPasses": required_passes,
+            "prometheus": {"address": prom::url()},
+            "checks": [{
+                "name": "error-rate",
+                "query": format!("max({METRIC}{{test_id=\"{test_id}\",rollouts_pod_template_hash=\"{{{{hash}}}}\"}})"),
+                "threshold": {"op": "<=", "value": 0.05},
+            }],
+        },
+    })
+}
+
+async fn count_phases(api: &Api<Rollout>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    if let Ok(list) = api.list(&ListParams::default()).await {
+        for r in list.items {
+            *counts.entry(format!("{:?}", r.phase())).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+async fn wait_all(api: &Api<Rollout>, n: usize, what: &str, phase: &str) {
+    let started = Instant::now();
+    loop {
+        let counts = count_phases(api).await;
+        if counts.get(phase).copied().unwrap_or(0) >= n {
+            println!(
+                "  {n} Rollouts {what} after {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "{what}: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// (user + system CPU seconds, RSS MiB, peak RSS MiB) of a process.
+fn usage(pid: u32) -> (f64, f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        ticks / clock_ticks(),
+        kib("VmRSS:") / 1024.0,
+        kib("VmHWM:") / 1024.0,
+    )
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn argo_pid() -> u32 {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/cluster/pids/60-argo-rollouts.pid");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the Argo Rollouts controller's pid (is the stack up?)")
+}
+
+fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn evaluated(gates: &Api<RolloutGate>) -> usize {
+    let list = gates
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.iter()
+        .filter_map(|g| g.status.as_ref())
+        .flat_map(|s| s.rollouts.values())
+        .filter(|e| e.evaluations >= 1)
+        .count()
+}
+
+/// (count, p50, p99, max) of the numbers logged as `key<value>`.
+fn percentiles(log: &str, key: &str) -> (usize, f64, f64, f64) {
+    let mut values: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split(key).nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let i = ((values.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        values.get(i).copied().unwrap_or(f64::NAN)
+    };
+    (values.len(), at(0.5), at(0.99), at(1.0))
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("TOLLGATE_BENCH_ROLLOUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let window: u64 = std::env::var("TOLLGATE_BENCH_WINDOW_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(90);
+    let ns = TestNamespace::new("bench-scale").await;
+    println!(
+        "tollgate scale benchmark: {n} Rollouts in {}, {} gates",
+        ns.name,
+        n.div_ceil(PER_GATE)
+    );
+    let exporter = Exporter::start().await;
+    let target = prom::Target::register(&ns.name, exporter.address());
+    let dynamic = ApiResource::erase::<Rollout>(&());
+    let raw: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &dynamic);
+    let rollouts = ns.rollouts();
+
+    stream::iter(0..n)
+        .for_each_concurrent(16, |i| {
+            let raw = raw.clone();
+            async move {
+                let obj: DynamicObject = serde_json::from_value(rollout(i)).expect("manifest");
+                raw.create(&PostParams::default(), &obj)
+                    .await
+                    .expect("create rollout");
+            }
+        })
+        .await;
+    wait_all(&rollouts, n, "Healthy on v1", "Healthy").await;
+    stream::iter(0..n)
+        .for_each_concurrent(16, |i| {
+            let ns = &ns;
+            async move { ns.bump_revision(&format!("r{i:04}"), "v2").await }
+        })
+        .await;
+    wait_all(
+        &rollouts,
+        n,
+        "paused at the gated step",
+        &format!("{:?}", Phase::CanaryPause { step: 1 }),
+    )
+    .await;
+    for r in rollouts
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        if let Some(hash) = r.status_or_default().current_pod_hash {
+            exporter.set(METRIC, &[("rollouts_pod_template_hash", &hash)], 0.01);
+        }
+    }
+
+    let gates_raw: Api<DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &ApiResource::erase::<RolloutGate>(&()),
+    );
+    for g in 0..n.div_ceil(PER_GATE) {
+        let obj: DynamicObject = serde_json::from_value(gate(g, &ns.name, 1000)).expect("gate");
+        gates_raw
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create gate");
+    }
+    let tollgate = Tollgate::start(&ns.name).await;
+    let pid = tollgate.pid().expect("tollgate pid");
+    let gates: Api<RolloutGate> = ns.api();
+    let started = Instant::now();
+    while evaluated(&gates).await < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "not every Rollout was evaluated"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!(
+        "  every Rollout evaluated once after {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let argo = argo_pid();
+    let (t0, a0) = (usage(pid), usage(argo));
+    let m0 = metric_sum(&tollgate.metrics().await, "tollgate_evaluations_total{");
+    let clock = Instant::now();
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let secs = clock.elapsed().as_secs_f64();
+    let (t1, a1) = (usage(pid), usage(argo));
+    let m1 = metric_sum(&tollgate.metrics().await, "tollgate_evaluations_total{");
+    let cores = |a: (f64, f64, f64), b: (f64, f64, f64)| (b.0 - a.0) / secs;
+    println!("\nsteady state, {n} gated Rollouts, interval 30s, measured over {secs:.0}s:");
+    println!(
+        "  evaluations/s            {:>8.1}   (expected {:.1})",
+        (m1 - m0) / secs,
+        n as f64 / 30.0
+    );
+    println!(
+        "  tollgate CPU             {:>8.3} cores (target < 0.2)",
+        cores(t0, t1)
+    );
+    println!(
+        "  tollgate RSS             {:>8.1} MiB   (peak {:.1} MiB; target < 64)",
+        t1.1, t1.2
+    );
+    println!("  argo-rollouts CPU        {:>8.3} cores", cores(a0, a1));
+    println!(
+        "  argo-rollouts RSS        {:>8.1} MiB   (peak {:.1} MiB)",
+        a1.1, a1.2
+    );
+    println!("  tollgate / argo RSS      {:>8.2}x", t1.1 / a1.1.max(1.0));
+
+    // Release the gates one after another, 100 ms apart (10 Rollouts each): every Rollout is
+    // promoted at its next evaluation, while the rest stay under load.
+    for g in 0..n.div_ceil(PER_GATE) {
+        let obj: DynamicObject = serde_json::from_value(gate(g, &ns.name, 1)).expect("gate");
+        gates_raw
+            .patch(
+                &format!("g{g:03}"),
+                &PatchParams::apply("bench").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .expect("release gate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    loop {
+        let m = tollgate.metrics().await;
+        let done = metric_sum(&m, "tollgate_actuation_duration_seconds_count");
+        if done as usize >= n || started.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let log = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/e2e-logs/{}.log", ns.name));
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let send = percentiles(&log, "send_ms=");
+    let accepted = percentiles(&log, "actuation_ms=");
+    println!("\ngates released 100 ms apart, {} promotions:", accepted.0);
+    println!(
+        "  decision -> request sent       p50 / p99 / max {:>7.3} / {:.3} / {:.3} ms",
+        send.1, send.2, send.3
+    );
+    println!(
+        "  decision -> patch accepted     p50 / p99 / max {:>7.1} / {:.1} / {:.1} ms (target p99 < 100 ms)",
+        accepted.1, accepted.2, accepted.3
+    );
+    tollgate.stop().await;
+    target.remove();
+    ns.cleanup().await;
+}

@@ -238,3 +238,49 @@ async fn a_restart_mid_pause_resumes_and_never_double_promotes() {
     );
     s.finish().await;
 }
+
+/// Deleting the gate mid-pause stops all action: no more evaluations, the Rollout stays paused
+/// for a person to decide.
+#[tokio::test]
+async fn deleting_the_gate_mid_pause_stops_all_action() {
+    let mut s = Scenario::new("race-delete").await;
+    let name = "litellm";
+    // Failing evidence, tolerated for now: left alone, this gate would abort on the 4th failure.
+    let gate = s.gate(
+        name,
+        json!([s.error_rate_check(0.05, 5.0)]),
+        json!({"failureLimit": 3, "interval": "1s"}),
+    );
+    s.canary_with_gate(name, Behaviour::all(MODELS, "500", 8.0), gate)
+        .await;
+    s.ns.bump_revision(name, "v2").await;
+    s.wait_entry("litellm-gate", name, "a first failing evaluation", |e| {
+        e.failures >= 1
+    })
+    .await;
+    s.gates()
+        .delete("litellm-gate", &Default::default())
+        .await
+        .expect("delete the gate");
+    let tollgate = s.tollgate.as_ref().expect("controller");
+    let evaluations = |m: String| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with("tollgate_evaluations_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // One evaluation may already be under way when the deletion lands.
+    let baseline = evaluations(tollgate.metrics().await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = evaluations(tollgate.metrics().await);
+        assert!(
+            now <= baseline + 1.0,
+            "still evaluating after the gate was deleted: {baseline} -> {now}"
+        );
+    }
+    // Four failures would have aborted by now (interval 1 s); without the gate nothing acts.
+    s.ns.assert_paused_at(name, 1).await;
+    s.finish().await;
+}

@@ -26,19 +26,10 @@ async fn healthy_canary_is_promoted_through_both_pauses() {
         })
         .await;
     let new_hash = done.status_or_default().current_pod_hash.expect("hash");
-    let entry = s
-        .entry("litellm-gate", name)
-        .await
-        .expect("gate recorded the rollout");
-    assert_eq!(entry.phase, GatePhase::Promoted, "{}", entry.message);
+    let entry = s.recorded(name, GatePhase::Promoted).await;
+    assert_eq!(entry.step, Some(3), "{}", entry.message);
     assert_eq!(entry.revision, new_hash);
-    let promoted: Vec<String> = s
-        .events(name)
-        .await
-        .into_iter()
-        .filter(|(reason, _)| reason == "Promoted")
-        .map(|(_, note)| note)
-        .collect();
+    let promoted = s.wait_notes(name, "Promoted", 2).await;
     assert_eq!(promoted.len(), 2, "one promotion per pause: {promoted:?}");
     assert!(
         promoted[0].starts_with(&format!("promoted step 1 of litellm (rev {new_hash})")),
@@ -101,7 +92,7 @@ async fn canary_answering_4xx_is_aborted_at_the_first_pause() {
     let entry = s.recorded(name, GatePhase::Aborted).await;
     assert_eq!(entry.step, Some(1));
     assert_rolled_back(&s, name, &stable).await;
-    let aborted = s.notes(name, "Aborted").await;
+    let aborted = s.wait_notes(name, "Aborted", 1).await;
     assert_eq!(aborted.len(), 1, "{aborted:?}");
     assert!(
         aborted[0].starts_with("aborted step 1 of litellm"),
@@ -147,7 +138,7 @@ async fn a_missing_metric_holds_then_meets_the_deadline() {
         .checks[0];
     assert_eq!(check.verdict, "NoData");
     s.ns.assert_paused_at(name, 1).await; // never promoted
-    let holds = s.notes(name, "Holding").await;
+    let holds = s.wait_notes(name, "Holding", 1).await;
     assert_eq!(
         holds.len(),
         1,
@@ -234,7 +225,7 @@ async fn dry_run_patches_nothing_and_says_what_it_would_do() {
         .await;
     s.ns.bump_revision(name, "v2").await;
     s.recorded(name, GatePhase::DryRun).await;
-    let notes = s.notes(name, "DryRun").await;
+    let notes = s.wait_notes(name, "DryRun", 1).await;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
         notes[0].starts_with("DryRun: would abort step 1 of litellm"),
@@ -262,7 +253,7 @@ async fn canary_versus_stable_promotes_a_canary_no_worse_than_stable() {
     s.ns.bump_revision(name, "v2").await;
     s.ns.wait_phase(name, "promoted to Healthy", |p| *p == Phase::Healthy)
         .await;
-    let promoted = s.notes(name, "Promoted").await;
+    let promoted = s.wait_notes(name, "Promoted", 2).await;
     assert_eq!(promoted.len(), 2, "{promoted:?}");
     let entry = s.entry("litellm-gate", name).await.expect("entry");
     let series = &entry.last_evaluation.expect("evaluation").checks[0].series;
@@ -312,7 +303,7 @@ async fn blue_green_pause_is_gated() {
         .blue_green
         .and_then(|b| b.active_selector);
     assert_eq!(active.as_deref(), Some(green.as_str()));
-    let promoted = s.notes(name, "Promoted").await;
+    let promoted = s.wait_notes(name, "Promoted", 1).await;
     assert_eq!(promoted.len(), 1, "{promoted:?}");
     assert!(
         promoted[0].starts_with(&format!(

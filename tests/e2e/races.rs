@@ -49,7 +49,7 @@ async fn a_human_promote_first_makes_tollgate_stand_down_without_skipping_a_step
         entry.evaluations < 5,
         "evidence of step 1 must not carry over: {entry:?}"
     );
-    let stood_down = s.notes(name, "StoodDown").await;
+    let stood_down = s.wait_notes(name, "StoodDown", 1).await;
     assert_eq!(
         stood_down,
         vec![format!(
@@ -87,13 +87,13 @@ async fn a_new_revision_mid_pause_discards_evidence_and_promotes_only_the_newest
             .await;
     let v3 = done.status_or_default().stable_rs.expect("stable");
     assert_ne!(v2, v3);
-    let promoted = s.notes(name, "Promoted").await;
+    let promoted = s.wait_notes(name, "Promoted", 2).await;
     assert_eq!(promoted.len(), 2, "{promoted:?}");
     assert!(
         promoted.iter().all(|n| n.contains(&v3) && !n.contains(&v2)),
         "{promoted:?}"
     );
-    let stood_down = s.notes(name, "StoodDown").await;
+    let stood_down = s.wait_notes(name, "StoodDown", 1).await;
     assert!(
         stood_down
             .iter()
@@ -180,7 +180,7 @@ async fn editing_the_gate_mid_pause_restarts_the_evaluation() {
         e.phase == GatePhase::Aborted
     })
     .await;
-    assert_eq!(s.notes(name, "GateChanged").await.len(), 1);
+    assert_eq!(s.wait_notes(name, "GateChanged", 1).await.len(), 1);
     s.ns.wait_ready_pods(name, &[(&stable, 5)]).await;
     s.finish().await;
 }
@@ -226,7 +226,7 @@ async fn a_restart_mid_pause_resumes_and_never_double_promotes() {
     }
     s.ns.wait_phase(name, "Healthy", |p| *p == Phase::Healthy)
         .await;
-    let promoted = s.notes(name, "Promoted").await;
+    let promoted = s.wait_notes(name, "Promoted", 2).await;
     assert_eq!(
         promoted.len(),
         2,

@@ -82,6 +82,24 @@ impl Scenario {
             .collect()
     }
 
+    /// Waits until at least `count` such Events exist (an Event is published just after the
+    /// status it explains), then returns them all.
+    pub async fn wait_notes(&self, object: &str, reason: &str, count: usize) -> Vec<String> {
+        wait_for(
+            &format!("{count} {reason} Event(s)"),
+            STEP_TIMEOUT,
+            || async {
+                let found = self.notes(object, reason).await;
+                if found.len() >= count {
+                    Ok(found)
+                } else {
+                    Err(format!("{found:?}"))
+                }
+            },
+        )
+        .await
+    }
+
     /// A per-revision, per-model PromQL selector for this scenario's traffic.
     pub fn selector(&self, extra: &str) -> String {
         format!(

@@ -20,7 +20,7 @@ use serde_json::json;
 use tollgate::gate::RolloutGate;
 use tollgate::rollout::{Phase, Rollout};
 
-use support::controller::Tollgate;
+use support::controller::{Tollgate, metric_sum};
 use support::exporter::Exporter;
 use support::{TestNamespace, prom};
 
@@ -134,13 +134,6 @@ fn argo_pid() -> u32 {
         .ok()
         .and_then(|p| p.trim().parse().ok())
         .expect("the Argo Rollouts controller's pid (is the stack up?)")
-}
-
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn evaluated(gates: &Api<RolloutGate>) -> usize {

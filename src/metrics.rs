@@ -1,6 +1,5 @@
 //! tollgate's own metrics, served on `/metrics` in the OpenMetrics text format.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,7 +27,7 @@ pub struct KindLabels {
 }
 
 pub struct Metrics {
-    registry: Mutex<Registry>,
+    registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
     pub evaluations: Family<VerdictLabels, Counter>,
     pub source_latency: Histogram,
@@ -42,9 +41,8 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("tollgate");
-        let m = Metrics {
-            registry: Mutex::new(Registry::default()),
+        let mut m = Metrics {
+            registry: Registry::with_prefix("tollgate"),
             decisions: Family::default(),
             evaluations: Family::default(),
             source_latency: Histogram::new([
@@ -56,49 +54,46 @@ impl Default for Metrics {
             stale_decisions: Counter::default(),
             malformed_rollouts: Counter::default(),
         };
-        registry.register(
+        m.registry.register(
             "decisions",
             "Decisions made, by action and mode",
             m.decisions.clone(),
         );
-        registry.register(
+        m.registry.register(
             "evaluations",
             "Gate evaluations, by verdict",
             m.evaluations.clone(),
         );
-        registry.register(
+        m.registry.register(
             "source_request_duration_seconds",
             "Latency of evidence source queries",
             m.source_latency.clone(),
         );
-        registry.register(
+        m.registry.register(
             "actuation_duration_seconds",
             "Time from a promote or abort decision to the patch being accepted",
             m.actuation.clone(),
         );
-        registry.register(
+        m.registry.register(
             "source_errors",
             "Evidence source queries that failed",
             m.source_errors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "reconcile_errors",
             "Reconcile errors, by kind",
             m.reconcile_errors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "stale_decisions",
             "Promotes and aborts refused because the Rollout changed after the evidence was read",
             m.stale_decisions.clone(),
         );
-        registry.register(
+        m.registry.register(
             "malformed_rollouts",
             "Rollout objects that could not be read and were skipped",
             m.malformed_rollouts.clone(),
         );
-        if let Ok(mut slot) = m.registry.lock() {
-            *slot = registry;
-        }
         m
     }
 }
@@ -135,9 +130,8 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }

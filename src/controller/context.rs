@@ -62,11 +62,10 @@ impl Context {
     }
 
     pub fn source(&self, address: &str, creds: &Credentials) -> Result<prometheus::Client, String> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        creds.authorization.hash(&mut h);
-        creds.ca_pem.hash(&mut h);
-        let key = (address.to_string(), h.finish());
+        let key = (
+            address.to_string(),
+            fingerprint((&creds.authorization, &creds.ca_pem)),
+        );
         let mut cache = self
             .sources
             .lock()
@@ -92,12 +91,7 @@ impl Context {
         let note = truncate(note, 1000);
         // kube's Recorder folds Events with the same (reason, action, object) into one series and
         // keeps only the first note; a distinct action per distinct message keeps each decision.
-        let action = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            note.hash(&mut h);
-            format!("{reason}-{:08x}", h.finish() & 0xffff_ffff)
-        };
+        let action = format!("{reason}-{:08x}", fingerprint(&note) & 0xffff_ffff);
         let event = Event {
             type_,
             reason: reason.to_string(),
@@ -163,6 +157,14 @@ pub fn selects(gate: &RolloutGate, name: &str, labels: &BTreeMap<String, String>
         // An unparsable selector selects nothing; the gate reports itself invalid.
         _ => false,
     }
+}
+
+/// A process-local hash, for cache keys and de-duplication (never persisted).
+fn fingerprint(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 fn truncate(mut text: String, max: usize) -> String {

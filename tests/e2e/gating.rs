@@ -4,6 +4,7 @@ use serde_json::json;
 use tollgate::gate::GatePhase;
 use tollgate::rollout::Phase;
 
+use crate::support::controller::metric_sum;
 use crate::support::scenario::{MODELS, Scenario};
 use crate::support::traffic::Behaviour;
 use crate::support::{self, STEP_TIMEOUT, wait_for};
@@ -347,16 +348,8 @@ async fn ungated_rollouts_cost_no_queries() {
         })
         .await;
     let metrics = s.tollgate.as_ref().expect("controller").metrics().await;
-    let evaluations: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("tollgate_evaluations_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    let queried: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("tollgate_source_request_duration_seconds_count"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(-1.0);
+    let evaluations = metric_sum(&metrics, "tollgate_evaluations_total{");
+    let queried = metric_sum(&metrics, "tollgate_source_request_duration_seconds_count");
     // Every evaluation and every source request belongs to the one gated Rollout. (The metrics
     // are read after the status, so they may be one evaluation ahead of it.)
     let gated = f64::from(entry.evaluations);

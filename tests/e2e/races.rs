@@ -7,7 +7,7 @@ use tollgate::actuate::Action;
 use tollgate::gate::GatePhase;
 use tollgate::rollout::Phase;
 
-use crate::support::controller::Tollgate;
+use crate::support::controller::{Tollgate, metric_sum};
 use crate::support::scenario::{MODELS, Scenario};
 use crate::support::traffic::Behaviour;
 use crate::support::{STEP_TIMEOUT, wait_for};
@@ -263,12 +263,7 @@ async fn deleting_the_gate_mid_pause_stops_all_action() {
         .await
         .expect("delete the gate");
     let tollgate = s.tollgate.as_ref().expect("controller");
-    let evaluations = |m: String| -> f64 {
-        m.lines()
-            .filter(|l| l.starts_with("tollgate_evaluations_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let evaluations = |m: String| metric_sum(&m, "tollgate_evaluations_total{");
     // One evaluation may already be under way when the deletion lands.
     let baseline = evaluations(tollgate.metrics().await);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);

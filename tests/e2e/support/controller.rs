@@ -114,3 +114,12 @@ impl Tollgate {
         }
     }
 }
+
+/// The sum of every sample in a `/metrics` text whose line starts with `prefix` (a metric name,
+/// or a name and the start of its labels).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

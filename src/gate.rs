@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,8 +30,12 @@ const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.prometheus) || self.checks.all(c, has(c.prometheus))",
-     "message": "every check needs a Prometheus source: set spec.prometheus, or prometheus on each check"},
+    {"rule": "has(self.prometheus) || self.checks.all(c, !(has(c.query) || has(c.ratio)) || has(c.prometheus))",
+     "message": "every query or ratio check needs a Prometheus source: set spec.prometheus, or prometheus on each check"},
+    {"rule": "has(self.probe) || !self.checks.exists(c, has(c.probe))",
+     "message": "a probe check needs spec.probe (the requests to send)"},
+    {"rule": "has(self.podHealth) || size(self.checks) > 0",
+     "message": "a gate needs evidence: at least one check, or podHealth"},
     {"rule": "self.checks.all(c, self.checks.exists_one(d, d.name == c.name))",
      "message": "check names must be unique"},
 ]))]
@@ -72,8 +77,17 @@ pub struct RolloutGateSpec {
     /// The default Prometheus-compatible source (Prometheus, VictoriaMetrics, Thanos, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSource>,
+    /// Synthetic HTTP traffic sent straight to canary and stable pods while — and only while —
+    /// a Rollout waits at a gated pause. Checks read it with `probe: {metric: ...}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSource>,
+    /// The built-in pod-health guard: `podHealth: {}` adds checks that the canary's pods crash,
+    /// restart, get OOMKilled and stay unready no more than the stable revision's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_health: Option<PodHealthGuard>,
     /// The evidence. Every check must pass for an evaluation to pass.
-    #[schemars(length(min = 1, max = 32))]
+    #[serde(default)]
+    #[schemars(length(max = 32))]
     pub checks: Vec<Check>,
 }
 
@@ -190,9 +204,10 @@ pub struct SecretName {
 /// `{{ canaryPodRegex }}`, `{{ stablePodRegex }}`, `{{ step }}`; values are escaped for PromQL.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.query) != has(self.ratio)", "message": "set exactly one of query or ratio"},
-    {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable)].filter(x, x).size() == 1",
-     "message": "set exactly one pass rule: threshold, condition or againstStable"},
+    {"rule": "[has(self.query), has(self.ratio), has(self.probe), has(self.podHealth), has(self.webhook)].filter(x, x).size() == 1",
+     "message": "set exactly one source: query, ratio, probe, podHealth or webhook"},
+    {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable)].filter(x, x).size() == (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable) ? 0 : 1)",
+     "message": "set exactly one pass rule: threshold, condition or againstStable (a webhook check may have none and use the verdict it replies with)"},
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
@@ -229,6 +244,16 @@ pub struct Check {
     /// A source for this check only, instead of `spec.prometheus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSource>,
+    /// A figure from the gate's HTTP probe (`spec.probe`), one series per request template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeCheck>,
+    /// A pod-health signal of the revision's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_health: Option<PodHealthCheck>,
+    /// Ask an HTTP endpoint: it receives the evaluation context and replies with values or a
+    /// verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSource>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -288,10 +313,172 @@ pub enum NoData {
 pub struct MinSamples {
     /// A query for the number of samples (e.g. requests) behind the value, templated like the
     /// check's query. Series are matched to the check's series by labels; a single unlabelled
-    /// result applies to every series.
-    pub query: String,
+    /// result applies to every series. Required for query and ratio checks; probe and webhook
+    /// checks count their own samples (requests sent, or `samples` in the reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     #[schemars(range(min = 0.0))]
     pub count: f64,
+}
+
+/// The requests tollgate sends to each revision's pods at a gated pause. Never through the
+/// shared Service: canary and stable pods are addressed by pod IP, so each answer is known to
+/// come from one revision.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSource {
+    /// The pods' port: a container port name (`http`) or a number (`8080`).
+    pub port: IntOrString,
+    /// `HTTP` (default) or `HTTPS`. As with kubelet probes, HTTPS does not verify the pod's
+    /// certificate: a pod IP never matches one.
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// Request templates, sent in turn so every route or model alias gets traffic.
+    #[schemars(length(min = 1, max = 32))]
+    pub requests: Vec<ProbeRequest>,
+    /// Requests per second to each revision (canary and stable alike). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1000.0))]
+    pub rate: Option<f64>,
+    /// Requests in flight to one revision at most. Default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: Option<i32>,
+    /// Per-request timeout; a timeout counts as an error. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub timeout: Option<String>,
+    /// Requests sent to one revision at one pause, at most. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub budget: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum Scheme {
+    #[default]
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRequest {
+    /// Names the request's series in status and Events, e.g. `chat-mistral`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Default `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Z]+$"))]
+    pub method: Option<String>,
+    /// Path and query, e.g. `/v1/chat/completions`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub headers: Vec<Header>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Statuses that count as success, e.g. `["200", "2xx", "404"]`. Default: `2xx` and `3xx`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub success_codes: Vec<StatusPattern>,
+}
+
+/// `200`, or a class such as `2xx`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(transparent)]
+pub struct StatusPattern(#[schemars(regex(pattern = r"^[1-5]([0-9][0-9]|xx)$"))] pub String);
+
+/// A header with a literal value, or a value read from a Secret (never logged).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.value) != has(self.secret)", "message": "set exactly one of value or secret"},
+]))]
+pub struct Header {
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretKey>,
+}
+
+/// Which figure of the probe a check judges, per request template.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct ProbeCheck {
+    pub metric: ProbeMetric,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeMetric {
+    /// Requests answered or failed so far at this pause.
+    Requests,
+    /// Failed requests / requests: non-success statuses, timeouts and connection errors.
+    ErrorRatio,
+    /// Latency of successful requests, in seconds.
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+}
+
+/// The built-in pod-health guard. Every tolerance is per pod, above the stable revision.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodHealthGuard {
+    /// Container restarts per canary pod above the stable revision's. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_restarts: Option<f64>,
+    /// How much longer than the stable revision's longest a canary pod may stay not ready.
+    /// Default `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub max_not_ready: Option<String>,
+}
+
+/// One pod-health signal, for a check with a rule of its own.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct PodHealthCheck {
+    pub signal: PodSignal,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum PodSignal {
+    /// Container restarts per pod.
+    Restarts,
+    /// Containers whose current or last termination was OOMKilled, per pod.
+    OomKilled,
+    /// Share of pods with a container in CrashLoopBackOff (0–1).
+    CrashLoopBackOff,
+    /// Share of pods not ready (0–1).
+    NotReady,
+    /// The longest a pod has been not ready, in seconds (0 when all are ready).
+    NotReadySeconds,
+}
+
+/// An HTTP endpoint asked for evidence (see the README for the request and reply).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSource {
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: String,
+    /// Default `10s`; a timeout is Error evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub headers: Vec<Header>,
 }
 
 /// What the gate saw and did.

@@ -26,6 +26,14 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// canary or stable
+    pub revision: String,
+    /// success or error
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -37,6 +45,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<KindLabels, Counter>,
     pub stale_decisions: Counter,
     pub malformed_rollouts: Counter,
+    pub probe_requests: Family<ProbeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -53,6 +62,7 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             stale_decisions: Counter::default(),
             malformed_rollouts: Counter::default(),
+            probe_requests: Family::default(),
         };
         m.registry.register(
             "decisions",
@@ -94,6 +104,11 @@ impl Default for Metrics {
             "Rollout objects that could not be read and were skipped",
             m.malformed_rollouts.clone(),
         );
+        m.registry.register(
+            "probe_requests",
+            "HTTP probe requests sent to pods, by revision and outcome",
+            m.probe_requests.clone(),
+        );
         m
     }
 }
@@ -120,6 +135,16 @@ impl Metrics {
         if !ok {
             self.source_errors.inc();
         }
+    }
+
+    pub fn probe_request(&self, revision: &str, ok: bool) {
+        let outcome = if ok { "success" } else { "error" };
+        self.probe_requests
+            .get_or_create(&ProbeLabels {
+                revision: revision.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn reconcile_error(&self, kind: &str) {

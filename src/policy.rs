@@ -4,8 +4,13 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use crate::decision::{self, CheckPolicy, Comparison, NoDataPolicy, Rule, Tolerance};
-use crate::gate::{self, Check, Mode, NoData, Op, PrometheusSource, RolloutGateSpec};
+use crate::gate::{
+    self, Check, Header, Mode, NoData, Op, PodHealthGuard, PodSignal, ProbeMetric,
+    PrometheusSource, RolloutGateSpec, Scheme, WebhookSource,
+};
 use crate::template;
 
 /// A gate spec, checked and compiled.
@@ -15,12 +20,31 @@ pub struct Gate {
     pub policy: decision::Policy,
     pub checks: Vec<GateCheck>,
     pub pauses: gate::PauseSelector,
+    /// The synthetic traffic to send at a gated pause, when a check reads it.
+    pub probe: Option<Probe>,
 }
 
-/// One check: how to measure it (queries, source) and how to judge it.
+/// One check: how to measure it and how to judge it.
 #[derive(Clone, Debug)]
 pub struct GateCheck {
     pub judge: CheckPolicy,
+    pub source: Source,
+}
+
+/// Where a check's evidence comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Prometheus(PromQueries),
+    Probe(ProbeMetric),
+    PodHealth(PodSignal),
+    Webhook {
+        webhook: WebhookSource,
+        timeout: Duration,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PromQueries {
     /// The value query, or the numerator of a ratio.
     pub query: String,
     pub denominator: Option<String>,
@@ -29,8 +53,62 @@ pub struct GateCheck {
     pub timeout: Duration,
 }
 
+/// `spec.probe`, with defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub port: PortRef,
+    pub scheme: Scheme,
+    pub requests: Vec<ProbeRequest>,
+    pub rate: f64,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub budget: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeRequest {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<Header>,
+    pub body: Option<String>,
+    /// Empty: 2xx and 3xx.
+    pub success: Vec<StatusMatch>,
+}
+
+/// A port by name or number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+/// A status that counts as success: one code, or a class (`2xx` is `Class(2)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u16),
+}
+
+impl ProbeRequest {
+    pub fn succeeded(&self, status: u16) -> bool {
+        if self.success.is_empty() {
+            return (200..400).contains(&status);
+        }
+        self.success.iter().any(|m| match *m {
+            StatusMatch::Code(c) => c == status,
+            StatusMatch::Class(c) => status / 100 == c,
+        })
+    }
+}
+
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_PROBE_RATE: f64 = 2.0;
+const DEFAULT_PROBE_CONCURRENCY: usize = 4;
+const DEFAULT_MAX_RESTARTS: f64 = 1.0;
+const DEFAULT_MAX_NOT_READY: Duration = Duration::from_secs(120);
 
 /// Compiles a spec. The error names the field and says what is wrong.
 pub fn compile(spec: &RolloutGateSpec) -> Result<Gate, String> {
@@ -54,12 +132,7 @@ pub fn compile(spec: &RolloutGateSpec) -> Result<Gate, String> {
     if policy.interval < Duration::from_secs(1) {
         return Err("interval: must be at least 1s".into());
     }
-    if spec.checks.is_empty() {
-        return Err(
-            "checks: a gate needs at least one check; it never promotes without evidence".into(),
-        );
-    }
-    let checks = spec
+    let mut checks = spec
         .checks
         .iter()
         .map(|c| {
@@ -67,11 +140,36 @@ pub fn compile(spec: &RolloutGateSpec) -> Result<Gate, String> {
                 .map_err(|e| format!("checks[{}]: {e}", c.name))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(guard) = &spec.pod_health {
+        checks.extend(pod_health_guard(guard)?);
+    }
+    if checks.is_empty() {
+        return Err(
+            "checks: a gate needs at least one check; it never promotes without evidence".into(),
+        );
+    }
+    let mut names: Vec<&str> = checks.iter().map(|c| c.judge.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "checks: the name {:?} is used twice (podHealth adds pod-restarts, pod-oomkilled, \
+             pod-crashloop and pod-not-ready)",
+            w[0]
+        ));
+    }
+    let reads_probe = checks.iter().any(|c| matches!(c.source, Source::Probe(_)));
+    let probe = match (&spec.probe, reads_probe) {
+        (Some(p), true) => Some(probe(p).map_err(|e| format!("probe: {e}"))?),
+        (None, true) => return Err("a probe check needs spec.probe".into()),
+        // Traffic no check reads is never sent.
+        (_, false) => None,
+    };
     Ok(Gate {
         mode: spec.mode,
         policy,
         checks,
         pauses: spec.pauses.clone(),
+        probe,
     })
 }
 
@@ -79,6 +177,66 @@ fn compile_check(
     c: &Check,
     default_source: Option<&PrometheusSource>,
 ) -> Result<GateCheck, String> {
+    let source = match (&c.probe, &c.pod_health, &c.webhook) {
+        (None, None, None) => Source::Prometheus(prom_queries(c, default_source)?),
+        (Some(p), None, None) => Source::Probe(p.metric),
+        (None, Some(p), None) => Source::PodHealth(p.signal),
+        (None, None, Some(w)) => Source::Webhook {
+            webhook: w.clone(),
+            timeout: optional_duration("webhook.timeout", w.timeout.as_deref())?
+                .unwrap_or(DEFAULT_TIMEOUT),
+        },
+        _ => {
+            return Err("set exactly one source: query, ratio, probe, podHealth or webhook".into());
+        }
+    };
+    if !matches!(source, Source::Prometheus(_)) && (c.query.is_some() || c.ratio.is_some()) {
+        return Err("set exactly one source: query, ratio, probe, podHealth or webhook".into());
+    }
+    let samples_query = c.min_samples.as_ref().and_then(|m| m.query.as_ref());
+    if samples_query.is_some() && !matches!(source, Source::Prometheus(_)) {
+        return Err(
+            "minSamples.query applies to query and ratio checks only; probe and webhook \
+                    checks count their own samples"
+                .into(),
+        );
+    }
+    if c.min_samples.is_some() && matches!(source, Source::PodHealth(_)) {
+        return Err("minSamples does not apply to a podHealth check".into());
+    }
+    let rule = match (&source, rule(c)) {
+        (Source::Webhook { .. }, Err(_))
+            if c.threshold.is_none() && c.condition.is_none() && c.against_stable.is_none() =>
+        {
+            Rule::Reported
+        }
+        (_, rule) => rule?,
+    };
+    if matches!(rule, Rule::Reported) && c.min_samples.is_some() {
+        return Err(
+            "minSamples needs a rule on values; a webhook verdict is taken as it is".into(),
+        );
+    }
+    Ok(GateCheck {
+        judge: CheckPolicy {
+            name: c.name.clone(),
+            rule,
+            no_data: match c.no_data {
+                NoData::Hold => NoDataPolicy::Hold,
+                NoData::Fail => NoDataPolicy::Fail,
+                NoData::Skip => NoDataPolicy::Skip,
+            },
+            min_samples: c.min_samples.as_ref().map(|m| m.count),
+            ratio: c.ratio.is_some(),
+        },
+        source,
+    })
+}
+
+fn prom_queries(
+    c: &Check,
+    default_source: Option<&PrometheusSource>,
+) -> Result<PromQueries, String> {
     let source = c
         .prometheus
         .as_ref()
@@ -90,9 +248,16 @@ fn compile_check(
     let (query, denominator) = match (&c.query, &c.ratio) {
         (Some(q), None) => (q.clone(), None),
         (None, Some(r)) => (r.numerator.clone(), Some(r.denominator.clone())),
-        _ => return Err("set exactly one of query or ratio".into()),
+        _ => {
+            return Err("set exactly one source: query, ratio, probe, podHealth or webhook".into());
+        }
     };
-    let samples_query = c.min_samples.as_ref().map(|m| m.query.clone());
+    let samples_query = match &c.min_samples {
+        None => None,
+        Some(m) => Some(m.query.clone().ok_or(
+            "minSamples.query is required for a query or ratio check (what counts as a sample)",
+        )?),
+    };
     for (field, q) in [
         ("query", Some(&query)),
         ("denominator", denominator.as_ref()),
@@ -102,24 +267,113 @@ fn compile_check(
             template::validate(q).map_err(|e| format!("{field}: {e}"))?;
         }
     }
-    Ok(GateCheck {
-        judge: CheckPolicy {
-            name: c.name.clone(),
-            rule: rule(c)?,
-            no_data: match c.no_data {
-                NoData::Hold => NoDataPolicy::Hold,
-                NoData::Fail => NoDataPolicy::Fail,
-                NoData::Skip => NoDataPolicy::Skip,
-            },
-            min_samples: c.min_samples.as_ref().map(|m| m.count),
-            ratio: denominator.is_some(),
-        },
+    Ok(PromQueries {
         query,
         denominator,
         samples_query,
         source,
         timeout,
     })
+}
+
+fn probe(p: &gate::ProbeSource) -> Result<Probe, String> {
+    let requests = p
+        .requests
+        .iter()
+        .map(|r| {
+            let success =
+                r.success_codes
+                    .iter()
+                    .map(|code| {
+                        status_match(&code.0).ok_or_else(|| format!(
+                    "requests[{}].successCodes: {:?} is not a status such as 200 or 2xx",
+                    r.name, code.0
+                ))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+            Ok(ProbeRequest {
+                name: r.name.clone(),
+                method: r.method.clone().unwrap_or_else(|| "GET".into()),
+                path: r.path.clone(),
+                headers: r.headers.clone(),
+                body: r.body.clone(),
+                success,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if requests.is_empty() {
+        return Err("requests: at least one request template is needed".into());
+    }
+    let rate = p.rate.unwrap_or(DEFAULT_PROBE_RATE);
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!(
+            "rate: {rate} is not a positive number of requests per second"
+        ));
+    }
+    let port = match &p.port {
+        IntOrString::Int(n) => PortRef::Number(
+            u16::try_from(*n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("port: {n} is not a port number"))?,
+        ),
+        IntOrString::String(name) if !name.is_empty() => PortRef::Name(name.clone()),
+        IntOrString::String(_) => return Err("port: a name or a number is needed".into()),
+    };
+    Ok(Probe {
+        port,
+        scheme: p.scheme,
+        requests,
+        rate,
+        concurrency: p
+            .concurrency
+            .and_then(|c| usize::try_from(c).ok())
+            .filter(|c| *c > 0)
+            .unwrap_or(DEFAULT_PROBE_CONCURRENCY),
+        timeout: optional_duration("timeout", p.timeout.as_deref())?
+            .unwrap_or(DEFAULT_PROBE_TIMEOUT),
+        budget: p.budget.and_then(|b| u64::try_from(b).ok()),
+    })
+}
+
+fn status_match(code: &str) -> Option<StatusMatch> {
+    let bytes = code.as_bytes();
+    match bytes {
+        [c @ b'1'..=b'5', b'x', b'x'] => Some(StatusMatch::Class(u16::from(c - b'0'))),
+        [b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => code.parse().ok().map(StatusMatch::Code),
+        _ => None,
+    }
+}
+
+/// `podHealth: {}`: the canary's pods may not crash-loop, get OOMKilled, restart or stay not
+/// ready more than the stable revision's (per pod, so revisions of different sizes compare).
+fn pod_health_guard(g: &PodHealthGuard) -> Result<Vec<GateCheck>, String> {
+    let max_restarts = g.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS);
+    let max_not_ready = optional_duration("podHealth.maxNotReady", g.max_not_ready.as_deref())?
+        .unwrap_or(DEFAULT_MAX_NOT_READY);
+    let guard = |name: &str, signal: PodSignal, max_increase: f64| GateCheck {
+        judge: CheckPolicy {
+            name: name.into(),
+            rule: Rule::AgainstStable(Tolerance {
+                max_increase: Some(max_increase),
+                ..Tolerance::default()
+            }),
+            no_data: NoDataPolicy::Hold,
+            min_samples: None,
+            ratio: false,
+        },
+        source: Source::PodHealth(signal),
+    };
+    Ok(vec![
+        guard("pod-crashloop", PodSignal::CrashLoopBackOff, 0.0),
+        guard("pod-oomkilled", PodSignal::OomKilled, 0.0),
+        guard("pod-restarts", PodSignal::Restarts, max_restarts),
+        guard(
+            "pod-not-ready",
+            PodSignal::NotReadySeconds,
+            max_not_ready.as_secs_f64(),
+        ),
+    ])
 }
 
 fn rule(c: &Check) -> Result<Rule, String> {
@@ -230,10 +484,157 @@ mod tests {
         assert_eq!(g.policy.deadline, Some(Duration::from_secs(1800)));
         assert_eq!(g.policy.on_deadline, decision::DeadlineAction::Abort);
         let c = &g.checks[0];
-        assert!(c.judge.ratio && c.denominator.is_some());
+        let Source::Prometheus(q) = &c.source else {
+            panic!("a Prometheus check, got {:?}", c.source)
+        };
+        assert!(c.judge.ratio && q.denominator.is_some());
         assert_eq!(c.judge.min_samples, Some(100.0));
-        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(q.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.judge.rule.describe(), "<= 0.05");
+        assert!(g.probe.is_none());
+    }
+
+    fn probe_gate() -> serde_json::Value {
+        json!({
+            "rollouts": {"name": "litellm"},
+            "probe": {
+                "port": "http",
+                "requests": [
+                    {"name": "chat-mistral", "method": "POST", "path": "/v1/chat/completions",
+                     "body": "{}", "headers": [{"name": "Authorization", "secret": {"name": "k", "key": "h"}}]},
+                    {"name": "health", "path": "/health", "successCodes": ["200", "4xx"]}
+                ],
+                "rate": 5, "timeout": "2s"
+            },
+            "checks": [
+                {"name": "errors", "probe": {"metric": "errorRatio"},
+                 "threshold": {"op": "<=", "value": 0.01}, "minSamples": {"count": 20}},
+                {"name": "p95", "probe": {"metric": "latencyP95"},
+                 "againstStable": {"maxRatio": 1.5}}
+            ]
+        })
+    }
+
+    #[test]
+    fn compiles_a_probe_gate_without_prometheus() {
+        let g = compile(&spec(probe_gate())).expect("compiles");
+        let p = g.probe.expect("probe plan");
+        assert_eq!(p.port, PortRef::Name("http".into()));
+        assert_eq!(p.rate, 5.0);
+        assert_eq!(p.timeout, Duration::from_secs(2));
+        assert_eq!(p.concurrency, DEFAULT_PROBE_CONCURRENCY);
+        assert_eq!(p.requests[0].method, "POST");
+        assert_eq!(p.requests[1].method, "GET");
+        assert!(matches!(
+            g.checks[0].source,
+            Source::Probe(ProbeMetric::ErrorRatio)
+        ));
+        assert_eq!(g.checks[0].judge.min_samples, Some(20.0));
+    }
+
+    #[test]
+    fn success_codes_default_to_2xx_and_3xx() {
+        let p = probe(&spec(probe_gate()).probe.expect("probe")).expect("compiles");
+        let [chat, health] = &p.requests[..] else {
+            panic!("two requests")
+        };
+        assert!(chat.succeeded(200) && chat.succeeded(302));
+        assert!(!chat.succeeded(404) && !chat.succeeded(500) && !chat.succeeded(101));
+        assert!(health.succeeded(200) && health.succeeded(404));
+        assert!(!health.succeeded(201) && !health.succeeded(503));
+        assert_eq!(status_match("2xx"), Some(StatusMatch::Class(2)));
+        assert_eq!(status_match("6xx"), None);
+        assert_eq!(status_match("20"), None);
+    }
+
+    #[test]
+    fn a_probe_check_needs_spec_probe_and_unused_probes_send_nothing() {
+        let mut s = probe_gate();
+        s["probe"] = serde_json::Value::Null;
+        assert_eq!(
+            compile(&spec(s)).expect_err("no probe"),
+            "a probe check needs spec.probe"
+        );
+        let mut s = probe_gate();
+        s["prometheus"] = json!({"address": "http://p:9090"});
+        s["checks"] = json!([{"name": "up", "query": "up", "threshold": {"op": ">", "value": 0}}]);
+        assert!(compile(&spec(s)).expect("compiles").probe.is_none());
+    }
+
+    #[test]
+    fn pod_health_in_one_line() {
+        let g = compile(&spec(json!({
+            "rollouts": {"name": "a"},
+            "podHealth": {}
+        })))
+        .expect("compiles");
+        let names: Vec<&str> = g.checks.iter().map(|c| c.judge.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pod-crashloop",
+                "pod-oomkilled",
+                "pod-restarts",
+                "pod-not-ready"
+            ]
+        );
+        assert_eq!(g.checks[2].judge.rule.describe(), "<= stable + 1");
+        assert_eq!(g.checks[3].judge.rule.describe(), "<= stable + 120");
+
+        let clash = compile(&spec(json!({
+            "rollouts": {"name": "a"}, "podHealth": {},
+            "checks": [{"name": "pod-restarts", "podHealth": {"signal": "restarts"},
+                        "threshold": {"op": "<=", "value": 0}}]
+        })));
+        assert!(
+            clash
+                .expect_err("duplicate")
+                .contains("\"pod-restarts\" is used twice")
+        );
+    }
+
+    #[test]
+    fn a_webhook_check_may_take_the_verdict_it_is_given() {
+        let g = compile(&spec(json!({
+            "rollouts": {"name": "a"},
+            "checks": [
+                {"name": "verdict", "webhook": {"url": "http://judge:8080/gate"}},
+                {"name": "score", "webhook": {"url": "http://judge:8080/score", "timeout": "3s"},
+                 "threshold": {"op": ">=", "value": 0.9}, "minSamples": {"count": 10}}
+            ]
+        })))
+        .expect("compiles");
+        assert!(matches!(g.checks[0].judge.rule, Rule::Reported));
+        let Source::Webhook { timeout, .. } = &g.checks[1].source else {
+            panic!("webhook")
+        };
+        assert_eq!(*timeout, Duration::from_secs(3));
+        assert_eq!(g.checks[1].judge.rule.describe(), ">= 0.9");
+    }
+
+    #[test]
+    fn source_specific_fields_are_refused_elsewhere() {
+        let mut s = probe_gate();
+        s["checks"][0]["minSamples"] = json!({"count": 5, "query": "x"});
+        assert!(
+            compile(&spec(s))
+                .expect_err("query")
+                .contains("minSamples.query applies")
+        );
+        let mut s = litellm();
+        s["checks"][0]["minSamples"] = json!({"count": 5});
+        assert!(
+            compile(&spec(s))
+                .expect_err("no query")
+                .contains("minSamples.query is required")
+        );
+        let s = json!({"rollouts": {"name": "a"}, "checks": [
+            {"name": "p", "podHealth": {"signal": "restarts"}}]});
+        assert!(
+            compile(&spec(s))
+                .expect_err("rule")
+                .contains("exactly one pass rule")
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Context {
     pub trackers: Mutex<HashMap<(String, String), Tracker>>,
     /// Source clients by address and credentials; rebuilt when a Secret changes.
     sources: Mutex<HashMap<(String, u64), prometheus::Client>>,
+    /// For webhook sources (connection pooling across evaluations).
+    pub http: reqwest::Client,
 }
 
 impl Context {
@@ -43,6 +45,10 @@ impl Context {
             metrics: Arc::new(Metrics::default()),
             trackers: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
         }
     }
 

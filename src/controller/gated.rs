@@ -14,9 +14,10 @@ use super::context::Context;
 use super::tracker::{PauseKey, Tracker};
 use crate::actuate::{self, FIELD_MANAGER};
 use crate::decision::{self, CheckResult, Measurement, Verdict};
-use crate::evidence::{self, credentials};
+use crate::evidence::probe::{self, ProbeRun};
+use crate::evidence::{self, credentials, pods, webhook};
 use crate::gate::{GatePhase, GatedRollout, Mode, PauseSelector, RolloutGate};
-use crate::policy::{self, Gate};
+use crate::policy::{self, Gate, GateCheck, Source};
 use crate::report;
 use crate::rollout::{BLUE_GREEN_PAUSE, CANARY_PAUSE, Phase, Rollout};
 use crate::template::Vars;
@@ -290,8 +291,12 @@ async fn at_pause(
         _ => Tracker::resume(pause, entry.as_ref()),
     };
     if tracker.finished.is_some() {
+        tracker.probe = None;
         store(ctx, k, tracker);
         return Ok(Action::await_change());
+    }
+    if tracker.probe.is_none() {
+        start_probe(rollout, compiled, &mut tracker, ctx);
     }
     let now_instant = Instant::now();
     if tracker.next_due > now_instant {
@@ -303,6 +308,27 @@ async fn at_pause(
         evaluate_and_act(rollout, gate, compiled, &mut tracker, entry.as_ref(), ctx).await;
     store(ctx, k, tracker);
     outcome
+}
+
+/// Starts the pause's HTTP probe, and gives it one interval of traffic before the first
+/// evaluation reads it (an empty probe is no data, not news worth a Warning).
+fn start_probe(rollout: &Rollout, compiled: &Gate, tracker: &mut Tracker, ctx: &Context) {
+    let Some(plan) = &compiled.probe else { return };
+    let target = probe::Target {
+        client: ctx.client.clone(),
+        namespace: rollout.namespace().unwrap_or_default(),
+        canary_hash: tracker.pause.revision.clone(),
+        stable_hash: rollout.status_or_default().stable_rs.unwrap_or_default(),
+    };
+    tracing::info!(rollout = %rollout.name_any(), revision = %target.canary_hash, stable = %target.stable_hash,
+        rate = plan.rate, "probing canary and stable pods for this pause");
+    tracker.probe = Some(Arc::new(ProbeRun::start(
+        plan.clone(),
+        target,
+        ctx.metrics.clone(),
+    )));
+    let first = Instant::now() + compiled.policy.interval;
+    tracker.next_due = tracker.next_due.max(first);
 }
 
 fn store(ctx: &Context, key: (String, String), tracker: Tracker) {
@@ -328,7 +354,7 @@ async fn evaluate_and_act(
     ctx: &Context,
 ) -> Result<Action> {
     let pause = tracker.pause.clone();
-    let results = gather(rollout, compiled, &pause, ctx).await;
+    let results = gather(rollout, gate, compiled, tracker, ctx).await;
     let verdict = decision::combine(&results);
     ctx.metrics.evaluation(verdict.name());
     let at_pause = since(&pause.started);
@@ -421,6 +447,7 @@ async fn evaluate_and_act(
     };
     if after.is_none() {
         tracker.finished = Some(phase);
+        tracker.probe = None;
     }
     tracker.next_due = Instant::now() + after.unwrap_or_default();
 
@@ -509,14 +536,15 @@ async fn actuate_seen(seen: &Rollout, action: actuate::Action, ctx: &Context) ->
 /// Measures and judges every check, concurrently.
 async fn gather(
     rollout: &Rollout,
+    gate: &RolloutGate,
     compiled: &Gate,
-    pause: &PauseKey,
+    tracker: &Tracker,
     ctx: &Context,
 ) -> Vec<CheckResult> {
+    let pause = &tracker.pause;
     let status = rollout.status_or_default();
-    let namespace = rollout.namespace().unwrap_or_default();
     let vars = Vars {
-        namespace: namespace.clone(),
+        namespace: rollout.namespace().unwrap_or_default(),
         rollout: rollout.name_any(),
         hash: pause.revision.clone(),
         canary_hash: pause.revision.clone(),
@@ -525,19 +553,18 @@ async fn gather(
     };
     // One instant for every query of this evaluation, a second back so the newest scrape is in.
     let at = Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0;
+    let evaluation = Evaluation {
+        vars: &vars,
+        at,
+        gate,
+        pause,
+        probe: tracker.probe.as_deref(),
+    };
     let work = compiled.checks.iter().map(|check| {
-        let vars = &vars;
-        let namespace = &namespace;
+        let evaluation = &evaluation;
         async move {
             let started = Instant::now();
-            let measurement =
-                match credentials::read(&ctx.client, namespace, check.source.auth.as_ref()).await {
-                    Err(e) => failed(e),
-                    Ok(creds) => match ctx.source(&check.source.address, &creds) {
-                        Err(e) => failed(e),
-                        Ok(client) => evidence::measure(check, &client, vars, at).await,
-                    },
-                };
+            let measurement = measure(check, evaluation, ctx).await;
             let result = decision::judge(&check.judge, &measurement);
             ctx.metrics.source_query(
                 started.elapsed(),
@@ -547,6 +574,75 @@ async fn gather(
         }
     });
     futures::future::join_all(work).await
+}
+
+/// What every check of one evaluation is measured against.
+struct Evaluation<'a> {
+    vars: &'a Vars,
+    at: f64,
+    gate: &'a RolloutGate,
+    pause: &'a PauseKey,
+    probe: Option<&'a ProbeRun>,
+}
+
+/// One check's measurement, from whichever source it reads.
+async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measurement {
+    let ns = &e.vars.namespace;
+    match &check.source {
+        Source::Prometheus(q) => {
+            match credentials::read(&ctx.client, ns, q.source.auth.as_ref()).await {
+                Err(why) => failed(why),
+                Ok(creds) => match ctx.source(&q.source.address, &creds) {
+                    Err(why) => failed(why),
+                    Ok(client) => {
+                        evidence::measure(q, &check.judge.rule, &client, e.vars, e.at).await
+                    }
+                },
+            }
+        }
+        Source::Probe(metric) => match e.probe {
+            Some(p) => p.measure(*metric, check.judge.rule.needs_baseline()),
+            None => failed("the probe is not running".into()),
+        },
+        Source::PodHealth(signal) => {
+            pods::measure(
+                &ctx.client,
+                ns,
+                *signal,
+                &e.vars.canary_hash,
+                &e.vars.stable_hash,
+            )
+            .await
+        }
+        Source::Webhook { webhook, timeout } => {
+            let headers = match credentials::headers(&ctx.client, ns, &webhook.headers).await {
+                Ok(h) => h,
+                Err(why) => return failed(why),
+            };
+            let request = webhook::Request {
+                namespace: ns.clone(),
+                rollout: e.vars.rollout.clone(),
+                gate: e.gate.name_any(),
+                check: check.judge.name.clone(),
+                step: e.pause.step,
+                revision: webhook::Revisions {
+                    canary: e.vars.canary_hash.clone(),
+                    stable: e.vars.stable_hash.clone(),
+                },
+                pause_started: e.pause.started.clone(),
+            };
+            let reported = matches!(check.judge.rule, decision::Rule::Reported);
+            webhook::ask(
+                &ctx.http,
+                &webhook.url,
+                headers,
+                *timeout,
+                &request,
+                reported,
+            )
+            .await
+        }
+    }
 }
 
 fn failed(why: String) -> Measurement {

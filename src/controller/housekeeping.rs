@@ -1,5 +1,6 @@
 //! A periodic pass over every gate: drop status entries of Rollouts it no longer selects (deleted
-//! or relabelled) and keep `gatedRollouts` current. Reads only caches; costs no queries.
+//! or relabelled) and keep `gatedRollouts` current; and forget the trackers (stopping their
+//! probes) of deleted Rollouts, which are never reconciled again. Reads only caches.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ const EVERY: Duration = Duration::from_secs(15);
 pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) {
     super::synced(&rollouts).await;
     loop {
+        forget_deleted(&ctx, &rollouts);
         for gate in ctx.gates.state() {
             let ns = gate.namespace().unwrap_or_default();
             let selected: BTreeSet<String> = rollouts
@@ -47,5 +49,16 @@ pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) 
             }
         }
         tokio::time::sleep(EVERY).await;
+    }
+}
+
+fn forget_deleted(ctx: &Context, rollouts: &Store<DeserializeGuard<Rollout>>) {
+    let alive: BTreeSet<(String, String)> = rollouts
+        .state()
+        .iter()
+        .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
+        .collect();
+    if let Ok(mut trackers) = ctx.trackers.lock() {
+        trackers.retain(|key, _| alive.contains(key));
     }
 }

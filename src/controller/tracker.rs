@@ -1,9 +1,11 @@
 //! The in-memory state of one Rollout's gated pause. The gate's status holds the same facts, so
 //! a restarted controller resumes from there (see [`Tracker::resume`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::decision::History;
+use crate::evidence::probe::ProbeRun;
 use crate::gate::{GatePhase, GatedRollout};
 
 /// Which pause of which revision, under which version of the gate. Evidence gathered for one
@@ -31,6 +33,9 @@ pub struct Tracker {
     pub nudged: bool,
     /// The last Warning/Normal message published, so a repeated hold is not re-announced.
     pub announced: String,
+    /// The HTTP probe of this pause, when the gate has one. Dropping the last handle (the pause
+    /// ended, was decided, or the tracker was replaced) stops it.
+    pub probe: Option<Arc<ProbeRun>>,
 }
 
 impl Tracker {
@@ -43,6 +48,7 @@ impl Tracker {
             acted_at: None,
             nudged: false,
             announced: String::new(),
+            probe: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::rule::{Inputs, num};
+use super::rule::{Inputs, Rule, num};
 use super::{
     Answer, CheckPolicy, Labels, Measurement, NoDataPolicy, Sample, Verdict, format_labels,
 };
@@ -53,6 +53,9 @@ pub fn judge(policy: &CheckPolicy, m: &Measurement) -> CheckResult {
 
 /// The per-series results, or the verdict for the whole check when it cannot get that far.
 fn judge_series(policy: &CheckPolicy, m: &Measurement) -> Result<Vec<SeriesResult>, Verdict> {
+    if matches!(policy.rule, Rule::Reported) {
+        return Err(reported(m));
+    }
     let values = resolve(policy.ratio, m.value.as_ref(), m.denominator.as_ref())?;
     if values.is_empty() {
         return Err(Verdict::NoData("the query returned no series".into()));
@@ -82,6 +85,23 @@ fn judge_series(policy: &CheckPolicy, m: &Measurement) -> Result<Vec<SeriesResul
             judge_one(policy, s, stable, count)
         })
         .collect())
+}
+
+/// The source's own verdict; a failed request is Error, and values without a rule to judge them
+/// are Error too (never a silent pass).
+fn reported(m: &Measurement) -> Verdict {
+    if let Some(Err(e)) = &m.value {
+        return Verdict::Error(e.clone());
+    }
+    match &m.verdict {
+        Some(Verdict::Pass) => Verdict::Pass,
+        Some(v) => v.clone(),
+        None => Verdict::Error(
+            "the source replied with values but no verdict, and the check has no rule to judge \
+             values (set threshold, condition or againstStable)"
+                .into(),
+        ),
+    }
 }
 
 fn judge_one(
@@ -242,7 +262,7 @@ fn fold(series: &[SeriesResult]) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rule::{Comparison, Rule, Tolerance};
+    use super::super::rule::{Comparison, Tolerance};
     use super::*;
 
     fn policy(rule: Rule) -> CheckPolicy {
@@ -501,6 +521,43 @@ mod tests {
         assert_eq!(
             judge(&p, &m).verdict,
             Verdict::NoData("the stable revision has no matching series".into())
+        );
+    }
+
+    #[test]
+    fn a_reported_verdict_stands_and_no_data_policies_apply_to_it() {
+        let p = policy(Rule::Reported);
+        let with = |v: Verdict| Measurement {
+            verdict: Some(v),
+            ..Measurement::default()
+        };
+        assert_eq!(judge(&p, &with(Verdict::Pass)).verdict, Verdict::Pass);
+        assert_eq!(
+            judge(&p, &with(Verdict::Fail("p95 doubled".into()))).verdict,
+            Verdict::Fail("p95 doubled".into())
+        );
+        let mut strict = policy(Rule::Reported);
+        strict.no_data = NoDataPolicy::Fail;
+        assert_eq!(
+            judge(&strict, &with(Verdict::NoData("no traffic".into()))).verdict,
+            Verdict::Fail("no data: no traffic".into())
+        );
+    }
+
+    #[test]
+    fn values_without_a_rule_and_failed_requests_are_errors() {
+        let p = policy(Rule::Reported);
+        assert!(matches!(
+            judge(&p, &values(one(0.1))).verdict,
+            Verdict::Error(_)
+        ));
+        let failed = Measurement {
+            value: Some(Err("timed out after 2s".into())),
+            ..Measurement::default()
+        };
+        assert_eq!(
+            judge(&p, &failed).verdict,
+            Verdict::Error("timed out after 2s".into())
         );
     }
 }

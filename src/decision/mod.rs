@@ -52,6 +52,8 @@ pub struct Measurement {
     pub baseline_denominator: Option<Answer>,
     /// The minimum-samples query, when the check has one.
     pub samples: Option<Answer>,
+    /// A verdict the source reached itself (a webhook's reply), judged under [`Rule::Reported`].
+    pub verdict: Option<Verdict>,
 }
 
 /// What to do when a check has no data (empty result, NaN/Inf, too few samples).

@@ -62,9 +62,14 @@ impl fmt::Debug for Condition {
 
 #[derive(Clone, Debug)]
 pub enum Rule {
-    Threshold { op: Comparison, value: f64 },
+    Threshold {
+        op: Comparison,
+        value: f64,
+    },
     Condition(Condition),
     AgainstStable(Tolerance),
+    /// The source judges and replies with a verdict (a webhook without a rule of its own).
+    Reported,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -114,6 +119,8 @@ impl Rule {
             })),
             Rule::Condition(c) => c.judge(inputs),
             Rule::AgainstStable(t) => Ok(t.judge(inputs.value, inputs.stable.unwrap_or(f64::NAN))),
+            // Values never reach this rule: the check takes the source's verdict instead.
+            Rule::Reported => Ok(None),
         }
     }
 
@@ -123,6 +130,7 @@ impl Rule {
             Rule::Threshold { op, value } => format!("{} {}", op.symbol(), num(*value)),
             Rule::Condition(c) => c.source.clone(),
             Rule::AgainstStable(t) => t.describe(),
+            Rule::Reported => "the source's verdict".into(),
         }
     }
 }

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use super::prometheus::Credentials;
-use crate::gate::{PrometheusAuth, SecretKey};
+use crate::gate::{Header, PrometheusAuth, SecretKey};
 
 pub async fn read(
     client: &Client,
@@ -39,6 +39,29 @@ pub async fn read(
         creds.ca_pem = Some(key(&secrets, ca).await?);
     }
     Ok(creds)
+}
+
+/// Header names and values, with values from Secrets read now. The values are secrets: callers
+/// mark them sensitive and never log them.
+pub async fn headers(
+    client: &Client,
+    namespace: &str,
+    wanted: &[Header],
+) -> Result<Vec<(String, String)>, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut out = Vec::with_capacity(wanted.len());
+    for h in wanted {
+        let value = match (&h.value, &h.secret) {
+            (Some(v), _) => v.clone(),
+            (None, Some(s)) => String::from_utf8(key(&secrets, s).await?)
+                .map_err(|_| format!("Secret {}/{} is not UTF-8", s.name, s.key))?
+                .trim()
+                .to_string(),
+            (None, None) => return Err(format!("header {} has no value", h.name)),
+        };
+        out.push((h.name.clone(), value));
+    }
+    Ok(out)
 }
 
 async fn key(secrets: &Api<Secret>, wanted: &SecretKey) -> Result<Vec<u8>, String> {

@@ -2,21 +2,25 @@
 //! [`Measurement`] for the decision engine.
 
 pub mod credentials;
+pub mod pods;
+pub mod probe;
 pub mod prometheus;
+pub mod webhook;
 
-use crate::decision::{Answer, Measurement};
-use crate::policy::GateCheck;
+use crate::decision::{Answer, Measurement, Rule};
+use crate::policy::PromQueries;
 use crate::template::{self, Vars};
 
 /// Runs every query one check needs for one evaluation, concurrently, all at instant `at`.
 pub async fn measure(
-    check: &GateCheck,
+    check: &PromQueries,
+    rule: &Rule,
     client: &prometheus::Client,
     canary: &Vars,
     at: f64,
 ) -> Measurement {
     let stable = canary.for_stable();
-    let baseline = check.judge.rule.needs_baseline();
+    let baseline = rule.needs_baseline();
     let run = |q: Option<&String>, vars: &Vars, wanted: bool| {
         let rendered = q.filter(|_| wanted).map(|q| template::render(q, vars));
         async move {
@@ -40,5 +44,6 @@ pub async fn measure(
         baseline: base,
         baseline_denominator: base_denominator,
         samples,
+        verdict: None,
     }
 }

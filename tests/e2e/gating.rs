@@ -61,7 +61,7 @@ async fn healthy_canary_is_promoted_through_both_pauses() {
 }
 
 /// Argo finished processing an abort: Degraded, canary scaled away, stable at full size.
-async fn assert_rolled_back(s: &Scenario, name: &str, stable: &str) {
+pub async fn assert_rolled_back(s: &Scenario, name: &str, stable: &str) {
     wait_for("Argo to process the abort", STEP_TIMEOUT, || async {
         let r = s.ns.get_rollout(name).await;
         let st = r.status_or_default();

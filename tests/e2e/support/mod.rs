@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod exporter;
+pub mod podserver;
 pub mod prom;
 pub mod scenario;
 pub mod traffic;
@@ -115,10 +116,19 @@ impl TestNamespace {
             .expect("create service");
     }
 
-    /// Changes the pod template so Argo starts a new revision.
+    /// Changes the pod template's image and version label, as a release does, so Argo starts a
+    /// new revision (ports and everything else of the container stay).
     pub async fn bump_revision(&self, name: &str, version: &str) {
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.name,
+            &kube::api::ApiResource::erase::<Rollout>(&()),
+        );
+        let current = api.get(name).await.expect("get rollout");
+        let mut containers = current.data["spec"]["template"]["spec"]["containers"].clone();
+        containers[0]["image"] = json!(format!("registry.local/app:{version}"));
         let patch = json!({"spec": {"template": {"metadata": {"labels": {"version": version}},
-            "spec": {"containers": [{"name": "app", "image": format!("registry.local/app:{version}")}]}}}});
+            "spec": {"containers": containers}}}});
         self.rollouts()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

@@ -1,0 +1,280 @@
+//! The HTTP probe: synthetic requests sent straight to the canary's and the stable revision's
+//! pods (by pod IP, never through the shared Service) while a Rollout waits at a gated pause.
+//!
+//! A [`ProbeRun`] belongs to one pause. It is dropped when the pause ends, is decided, or the
+//! gate changes, and dropping it stops every request loop and in-flight request at once.
+
+mod stats;
+mod targets;
+
+pub use stats::{Outcome, REQUEST_LABEL, RevisionStats};
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::MissedTickBehavior;
+
+use crate::decision::Measurement;
+use crate::gate::{ProbeMetric, Scheme};
+use crate::metrics::Metrics;
+use crate::policy::Probe;
+
+/// How often the pods of a revision are looked up again (pods come, go and turn unready).
+const REDISCOVER: Duration = Duration::from_secs(5);
+
+/// What one revision's probe loop knows.
+#[derive(Debug)]
+struct Revision {
+    stats: RevisionStats,
+    /// Why requests cannot be sent right now (no pod, no port, a missing Secret…).
+    problem: Option<String>,
+}
+
+/// The probe of one pause: canary and stable, each at the configured rate.
+pub struct ProbeRun {
+    canary: Arc<Mutex<Revision>>,
+    stable: Arc<Mutex<Revision>>,
+    loops: Vec<AbortHandle>,
+}
+
+impl Drop for ProbeRun {
+    fn drop(&mut self) {
+        for l in &self.loops {
+            l.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for ProbeRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeRun").finish_non_exhaustive()
+    }
+}
+
+/// Where and as whom one run sends its requests.
+pub struct Target {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub canary_hash: String,
+    pub stable_hash: String,
+}
+
+impl ProbeRun {
+    /// Starts probing both revisions now.
+    pub fn start(plan: Probe, target: Target, metrics: Arc<Metrics>) -> ProbeRun {
+        let names: Vec<String> = plan.requests.iter().map(|r| r.name.clone()).collect();
+        let revision = || {
+            Arc::new(Mutex::new(Revision {
+                stats: RevisionStats::new(names.clone()),
+                problem: Some("the probe is starting".into()),
+            }))
+        };
+        let (canary, stable) = (revision(), revision());
+        let plan = Arc::new(plan);
+        let loops = [
+            ("canary", target.canary_hash.clone(), canary.clone()),
+            ("stable", target.stable_hash.clone(), stable.clone()),
+        ]
+        .into_iter()
+        .map(|(role, hash, state)| {
+            let run = Loop {
+                plan: plan.clone(),
+                client: target.client.clone(),
+                namespace: target.namespace.clone(),
+                role,
+                hash,
+                state,
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(run.run()).abort_handle()
+        })
+        .collect();
+        ProbeRun {
+            canary,
+            stable,
+            loops,
+        }
+    }
+
+    /// The probe's figures so far, as the decision engine's measurement for one metric. A
+    /// revision the probe cannot reach is an Error (never a failure).
+    pub fn measure(&self, metric: ProbeMetric, baseline: bool) -> Measurement {
+        let read = |r: &Arc<Mutex<Revision>>, role: &str| {
+            let r = r.lock().map_err(|_| "probe state poisoned".to_string())?;
+            match &r.problem {
+                Some(p) => Err(format!("cannot probe the {role} revision: {p}")),
+                None => Ok((r.stats.series(metric), r.stats.samples())),
+            }
+        };
+        let canary = read(&self.canary, "canary");
+        let stable = baseline.then(|| read(&self.stable, "stable").map(|(s, _)| s));
+        Measurement {
+            samples: Some(canary.clone().map(|(_, n)| n)),
+            value: Some(canary.map(|(s, _)| s)),
+            baseline: stable,
+            ..Measurement::default()
+        }
+    }
+}
+
+/// The request loop of one revision.
+struct Loop {
+    plan: Arc<Probe>,
+    client: kube::Client,
+    namespace: String,
+    role: &'static str,
+    hash: String,
+    state: Arc<Mutex<Revision>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Loop {
+    async fn run(self) {
+        let http = loop {
+            match self.http_client().await {
+                Ok(h) => break h,
+                // A Secret may be created after the gate: keep saying why, and try again.
+                Err(problem) => self.set_problem(Some(problem)),
+            }
+            tokio::time::sleep(REDISCOVER).await;
+        };
+        let period = Duration::from_secs_f64(1.0 / self.plan.rate);
+        let mut ticks = tokio::time::interval(period);
+        // A late tick is not made up for: the rate is a ceiling, never exceeded.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pods: Vec<SocketAddr> = Vec::new();
+        let mut looked = None::<Instant>;
+        let mut in_flight = JoinSet::new();
+        let mut sent: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                Some(_) = in_flight.join_next() => continue,
+            }
+            if looked.is_none_or(|t: Instant| t.elapsed() >= REDISCOVER) {
+                looked = Some(Instant::now());
+                pods = self.discover().await;
+            }
+            if pods.is_empty() || in_flight.len() >= self.plan.concurrency {
+                continue;
+            }
+            if self.plan.budget.is_some_and(|b| sent >= b) {
+                break;
+            }
+            let n = self.plan.requests.len();
+            let template = (sent % n as u64) as usize;
+            let pod = pods[((sent / n as u64) % pods.len() as u64) as usize];
+            sent += 1;
+            in_flight.spawn(self.one(http.clone(), template, pod));
+        }
+        // The budget is spent: let the last requests finish, then stop.
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// The revision's ready pods as addresses; records why there are none.
+    async fn discover(&self) -> Vec<SocketAddr> {
+        let found = super::pods::of_revision(&self.client, &self.namespace, &self.hash)
+            .await
+            .and_then(|pods| targets::addresses(&pods, &self.plan.port));
+        let (pods, problem) = match found {
+            Ok(p) if p.is_empty() => (
+                p,
+                Some(format!(
+                    "no ready pod of revision {} has a pod IP",
+                    self.hash
+                )),
+            ),
+            Ok(p) => (p, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        if problem.is_some() {
+            tracing::debug!(role = self.role, revision = %self.hash, problem = ?problem, "probe has no target");
+        }
+        self.set_problem(problem);
+        pods
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.problem = problem;
+        }
+    }
+
+    /// A client with the templates' headers (Secret values read once per pause, marked
+    /// sensitive so they never reach a log).
+    async fn http_client(&self) -> Result<(reqwest::Client, Arc<Vec<HeaderMap>>), String> {
+        let mut per_request = Vec::with_capacity(self.plan.requests.len());
+        for r in &self.plan.requests {
+            let pairs =
+                super::credentials::headers(&self.client, &self.namespace, &r.headers).await?;
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                let n = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("request {}: {name:?} is not a header name", r.name))?;
+                let mut v = HeaderValue::from_str(&value).map_err(|_| {
+                    format!("request {}: header {name} has an invalid value", r.name)
+                })?;
+                v.set_sensitive(true);
+                map.append(n, v);
+            }
+            per_request.push(map);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("tollgate-probe/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            // Like kubelet's HTTPS probes: a pod IP never matches a certificate.
+            .danger_accept_invalid_certs(self.plan.scheme == Scheme::Https)
+            .timeout(self.plan.timeout)
+            .build()
+            .map_err(|e| format!("building the probe's HTTP client: {e}"))?;
+        Ok((client, Arc::new(per_request)))
+    }
+
+    fn one(
+        &self,
+        (http, headers): (reqwest::Client, Arc<Vec<HeaderMap>>),
+        template: usize,
+        pod: SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let plan = self.plan.clone();
+        let state = self.state.clone();
+        let metrics = self.metrics.clone();
+        let role = self.role;
+        async move {
+            let Some(r) = plan.requests.get(template) else {
+                return;
+            };
+            let scheme = match plan.scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            };
+            let method =
+                reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+            let mut req = http
+                .request(method, format!("{scheme}://{pod}{}", r.path))
+                .headers(headers.get(template).cloned().unwrap_or_default());
+            if let Some(body) = &r.body {
+                req = req.body(body.clone());
+            }
+            let started = Instant::now();
+            let outcome = match req.send().await {
+                // The whole body counts: a slow stream is a slow answer, a cut one an error.
+                Ok(resp) if r.succeeded(resp.status().as_u16()) => match resp.bytes().await {
+                    Ok(_) => Outcome::Success {
+                        seconds: started.elapsed().as_secs_f64(),
+                    },
+                    Err(_) => Outcome::Error,
+                },
+                Ok(_) | Err(_) => Outcome::Error,
+            };
+            metrics.probe_request(role, outcome != Outcome::Error);
+            if let Ok(mut s) = state.lock() {
+                s.stats.record(template, outcome);
+            }
+        }
+    }
+}

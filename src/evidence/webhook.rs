@@ -1,0 +1,275 @@
+//! The webhook source: POST the evaluation context to a URL; the JSON reply carries values to
+//! judge, or a verdict with its reason. Timeouts, non-2xx answers and replies that do not parse
+//! are Error evidence: they hold a gate, they never fail or pass it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{Labels, Measurement, Sample, Verdict};
+
+/// What tollgate sends.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub namespace: String,
+    pub rollout: String,
+    pub gate: String,
+    pub check: String,
+    /// Canary step index; absent for a blue-green pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<i32>,
+    pub revision: Revisions,
+    /// When the pause began (RFC 3339).
+    pub pause_started: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Revisions {
+    pub canary: String,
+    pub stable: String,
+}
+
+/// What the endpoint replies: a verdict, or one or more values (`value` is shorthand for one
+/// unlabelled series).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Reply {
+    verdict: Option<String>,
+    reason: Option<String>,
+    value: Option<Option<f64>>,
+    stable: Option<f64>,
+    samples: Option<f64>,
+    values: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Value {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// `null` is "no value" (NoData): JSON has no NaN.
+    value: Option<f64>,
+    stable: Option<f64>,
+    samples: Option<f64>,
+}
+
+/// Longest reply read; a larger one is a bad reply.
+const MAX_REPLY: usize = 1 << 20;
+
+/// Asks the endpoint. `reported`: the check takes the endpoint's verdict (it has no rule).
+pub async fn ask(
+    http: &reqwest::Client,
+    url: &str,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    request: &Request,
+    reported: bool,
+) -> Measurement {
+    let mut req = http.post(url).timeout(timeout).json(request);
+    for (name, value) in headers {
+        let (Ok(n), Ok(mut v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            return failed(format!("header {name} is not a valid header"));
+        };
+        v.set_sensitive(true);
+        req = req.header(n, v);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return failed(format!("webhook did not answer within {timeout:?}"));
+        }
+        Err(e) => return failed(format!("webhook request failed: {}", without_url(&e))),
+    };
+    let status = resp.status().as_u16();
+    match resp.bytes().await {
+        Ok(body) if body.len() <= MAX_REPLY => parse(status, &body, reported),
+        Ok(_) => failed(format!("webhook reply is larger than {MAX_REPLY} bytes")),
+        Err(e) => failed(format!("reading the webhook reply: {}", without_url(&e))),
+    }
+}
+
+/// The URL may carry a token in its query: errors never repeat it.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    text
+}
+
+fn failed(why: String) -> Measurement {
+    Measurement {
+        value: Some(Err(why)),
+        ..Measurement::default()
+    }
+}
+
+/// Reads a reply into the engine's measurement.
+pub fn parse(http_status: u16, body: &[u8], reported: bool) -> Measurement {
+    if !(200..300).contains(&http_status) {
+        let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        return failed(format!("webhook answered {http_status}: {snippet}"));
+    }
+    let reply: Reply = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return failed(format!("webhook reply is not valid: {e}")),
+    };
+    if reported {
+        return match verdict(&reply) {
+            Ok(v) => Measurement {
+                verdict: Some(v),
+                ..Measurement::default()
+            },
+            Err(why) => failed(why),
+        };
+    }
+    match values(reply) {
+        Ok((value, stable, samples)) => Measurement {
+            value: Some(Ok(value)),
+            baseline: stable.map(Ok),
+            samples: samples.map(Ok),
+            ..Measurement::default()
+        },
+        Err(why) => failed(why),
+    }
+}
+
+fn verdict(reply: &Reply) -> Result<Verdict, String> {
+    let reason = reply.reason.clone().unwrap_or_default();
+    let with_reason = |what: &str| {
+        if reason.is_empty() {
+            format!("the webhook said {what}")
+        } else {
+            reason.clone()
+        }
+    };
+    match reply.verdict.as_deref() {
+        Some("Pass") => Ok(Verdict::Pass),
+        Some("Fail") => Ok(Verdict::Fail(with_reason("Fail"))),
+        Some("NoData") => Ok(Verdict::NoData(with_reason("NoData"))),
+        Some(other) => Err(format!(
+            "webhook verdict {other:?} is not Pass, Fail or NoData"
+        )),
+        None => Err(
+            "webhook replied without a verdict, and the check has no rule to judge values \
+             (set threshold, condition or againstStable)"
+                .into(),
+        ),
+    }
+}
+
+type Series = (Vec<Sample>, Option<Vec<Sample>>, Option<Vec<Sample>>);
+
+fn values(reply: Reply) -> Result<Series, String> {
+    let list = match (reply.values, reply.value) {
+        (Some(list), None) => list,
+        (None, Some(value)) => vec![Value {
+            labels: BTreeMap::new(),
+            value,
+            stable: reply.stable,
+            samples: reply.samples,
+        }],
+        (Some(_), Some(_)) => return Err("webhook reply has both value and values".into()),
+        (None, None) => {
+            return Err(
+                "webhook reply has no value or values, and the check judges values with its rule"
+                    .into(),
+            );
+        }
+    };
+    let sample = |labels: &Labels, v: Option<f64>| Sample {
+        labels: labels.clone(),
+        value: v.unwrap_or(f64::NAN),
+    };
+    let value = list.iter().map(|v| sample(&v.labels, v.value)).collect();
+    let picked = |pick: fn(&Value) -> Option<f64>| -> Option<Vec<Sample>> {
+        let some: Vec<Sample> = list
+            .iter()
+            .filter(|v| pick(v).is_some())
+            .map(|v| sample(&v.labels, pick(v)))
+            .collect();
+        (!some.is_empty()).then_some(some)
+    };
+    Ok((value, picked(|v| v.stable), picked(|v| v.samples)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(m: &Measurement) -> String {
+        match &m.value {
+            Some(Err(e)) => e.clone(),
+            other => panic!("expected an error, got {other:?} / {:?}", m.verdict),
+        }
+    }
+
+    #[test]
+    fn a_verdict_with_its_reason() {
+        let m = parse(
+            200,
+            br#"{"verdict":"Fail","reason":"p95 doubled on /chat"}"#,
+            true,
+        );
+        assert_eq!(
+            m.verdict,
+            Some(Verdict::Fail("p95 doubled on /chat".into()))
+        );
+        let m = parse(200, br#"{"verdict":"Pass"}"#, true);
+        assert_eq!(m.verdict, Some(Verdict::Pass));
+        let m = parse(200, br#"{"verdict":"NoData"}"#, true);
+        assert_eq!(
+            m.verdict,
+            Some(Verdict::NoData("the webhook said NoData".into()))
+        );
+    }
+
+    #[test]
+    fn labelled_values_with_stable_and_samples() {
+        let m = parse(
+            200,
+            br#"{"values":[{"labels":{"model":"a"},"value":0.1,"stable":0.05,"samples":300},
+                           {"labels":{"model":"b"},"value":null}]}"#,
+            false,
+        );
+        let Some(Ok(v)) = &m.value else {
+            panic!("values: {:?}", m.value)
+        };
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].labels.get("model").map(String::as_str), Some("a"));
+        assert!(v[1].value.is_nan(), "null is no data");
+        let Some(Ok(stable)) = &m.baseline else {
+            panic!("stable")
+        };
+        assert_eq!(stable.len(), 1);
+        assert!(matches!(&m.samples, Some(Ok(s)) if s[0].value == 300.0));
+        let one = parse(200, br#"{"value": 3}"#, false);
+        assert!(matches!(&one.value, Some(Ok(s)) if s[0].value == 3.0 && s[0].labels.is_empty()));
+        assert!(one.baseline.is_none() && one.samples.is_none());
+    }
+
+    #[test]
+    fn bad_replies_are_errors_that_say_why() {
+        assert_eq!(
+            err(&parse(503, b"overloaded", true)),
+            "webhook answered 503: overloaded"
+        );
+        assert!(err(&parse(200, b"<html>", true)).starts_with("webhook reply is not valid"));
+        assert!(
+            err(&parse(200, br#"{"verdict":"Maybe"}"#, true)).contains("not Pass, Fail or NoData")
+        );
+        assert!(err(&parse(200, br#"{"value":1}"#, true)).contains("without a verdict"));
+        assert!(err(&parse(200, br#"{"verdict":"Pass"}"#, false)).contains("no value or values"));
+        assert!(
+            err(&parse(200, br#"{"value":"high"}"#, false))
+                .starts_with("webhook reply is not valid")
+        );
+        assert!(err(&parse(200, br#"{"valeu":1}"#, false)).contains("unknown field"));
+    }
+}

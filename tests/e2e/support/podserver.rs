@@ -1,0 +1,197 @@
+//! One HTTP server that answers as every pod of a namespace. KWOK gives pods IPs in
+//! 127.10.0.0/16, all loopback, so a server bound on 0.0.0.0 receives whatever is sent to any pod
+//! IP; the local address a connection arrived on says which pod, and so which revision, was
+//! reached. Behaviour is set per revision and per model (or path) by the test.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State, connect_info::Connected};
+use axum::http::{StatusCode, Uri};
+use axum::serve::IncomingStream;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+/// How a revision answers one model or path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub const OK: Reply = Reply {
+        status: 200,
+        delay: Duration::ZERO,
+    };
+
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            ..Reply::OK
+        }
+    }
+
+    pub fn slow(ms: u64) -> Reply {
+        Reply {
+            delay: Duration::from_millis(ms),
+            ..Reply::OK
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Pod IP → pod-template-hash, refreshed from the API.
+    revisions: HashMap<IpAddr, String>,
+    /// (hash, model or path) → reply; (hash, "") is the revision's default.
+    replies: HashMap<(String, String), Reply>,
+    /// Requests received per hash.
+    received: HashMap<String, u64>,
+}
+
+/// The local address a connection was accepted on.
+#[derive(Clone, Copy, Debug)]
+struct Local(SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Local {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Local(
+            stream
+                .io()
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        )
+    }
+}
+
+pub struct PodServer {
+    pub port: u16,
+    shared: Arc<Mutex<Shared>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PodServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl PodServer {
+    /// Serves on 0.0.0.0 (so every pod IP reaches it) and learns the pods of `namespace`.
+    pub async fn start(client: kube::Client, namespace: &str) -> PodServer {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+            .await
+            .expect("bind pod server");
+        let port = listener.local_addr().expect("pod server address").port();
+        let app = Router::new().fallback(answer).with_state(shared.clone());
+        let serve = tokio::spawn(async move {
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Local>()).await;
+        });
+        let learn = tokio::spawn(learn_pods(client, namespace.to_string(), shared.clone()));
+        PodServer {
+            port,
+            shared,
+            tasks: vec![serve, learn],
+        }
+    }
+
+    /// How pods of revision `hash` answer requests for `model` ("" for every other request).
+    /// `hash` "*" stands for every revision without replies of its own (a canary whose hash
+    /// the test does not know yet).
+    pub fn set(&self, hash: &str, model: &str, reply: Reply) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.replies
+                .insert((hash.to_string(), model.to_string()), reply);
+        }
+    }
+
+    /// Requests received by pods of revision `hash` so far.
+    pub fn received(&self, hash: &str) -> u64 {
+        self.shared
+            .lock()
+            .map(|s| s.received.get(hash).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+async fn learn_pods(client: kube::Client, namespace: String, shared: Arc<Mutex<Shared>>) {
+    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    loop {
+        if let Ok(pods) = api.list(&ListParams::default()).await {
+            let found: HashMap<IpAddr, String> = pods
+                .items
+                .iter()
+                .filter_map(|p| {
+                    let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+                    let hash = p
+                        .metadata
+                        .labels
+                        .as_ref()?
+                        .get("rollouts-pod-template-hash")?;
+                    Some((ip, hash.clone()))
+                })
+                .collect();
+            if let Ok(mut s) = shared.lock() {
+                s.revisions.extend(found);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The model a request is for: `model` in a JSON body, else the path.
+fn model_of(uri: &Uri, body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["model"].as_str().map(str::to_string))
+        .unwrap_or_else(|| uri.path().to_string())
+}
+
+async fn answer(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    ConnectInfo(Local(local)): ConnectInfo<Local>,
+    uri: Uri,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let model = model_of(&uri, &body);
+    // A pod that just started may be probed before the next refresh has learned its IP.
+    for _ in 0..30 {
+        let known = shared
+            .lock()
+            .is_ok_and(|s| s.revisions.contains_key(&local.ip()));
+        if known {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = {
+        let Ok(mut s) = shared.lock() else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "poisoned".into());
+        };
+        let Some(hash) = s.revisions.get(&local.ip()).cloned() else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no pod has IP {}", local.ip()),
+            );
+        };
+        *s.received.entry(hash.clone()).or_insert(0) += 1;
+        let own = s.replies.keys().any(|(h, _)| *h == hash);
+        let key = if own { hash } else { "*".to_string() };
+        s.replies
+            .get(&(key.clone(), model.clone()))
+            .or_else(|| s.replies.get(&(key, String::new())))
+            .copied()
+            .unwrap_or(Reply::OK)
+    };
+    tokio::time::sleep(reply.delay).await;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, format!("{{\"model\":{model:?}}}"))
+}

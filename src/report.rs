@@ -74,6 +74,9 @@ pub fn check_summary(result: &CheckResult, rule: &Rule) -> String {
                 rule.describe()
             )
         }
+        [] if result.verdict == Verdict::Pass => {
+            format!("{}: Pass ({})", result.name, rule.describe())
+        }
         [] => format!("{}: {}", result.name, result.verdict.reason()),
         many => {
             let passing = many.iter().filter(|s| s.verdict == Verdict::Pass).count();

@@ -146,7 +146,7 @@ nodes_ready() {
 start_kwok() {
   start 50 kwok "$BIN/kwok" --kubeconfig "$STATE/kubeconfig" --manage-all-nodes=true \
     --cidr "$POD_CIDR" --node-ip 127.0.0.1 --server-address "127.0.0.1:$KWOK_PORT" \
-    --node-lease-duration-seconds 40 -c "$SHARE/kwok-stages.yaml"
+    --node-lease-duration-seconds 40 -c "$SHARE/kwok-stages.yaml" -c "$ROOT/scripts/lib/kwok-faults.yaml"
   local i
   for i in $(seq 1 "$KWOK_NODES"); do fake_node "$i"; done | kc apply -f - >/dev/null
   wait_until "KWOK nodes to be Ready" nodes_ready

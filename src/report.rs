@@ -111,7 +111,9 @@ pub fn pause_name(rollout: &str, step: Option<i32>, revision: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{CheckPolicy, Comparison, Measurement, NoDataPolicy, Sample, judge};
+    use crate::decision::{
+        CheckPolicy, Comparison, Measurement, NoDataPolicy, Sample, Verdict, judge,
+    };
 
     fn rule() -> Rule {
         Rule::Threshold {
@@ -178,6 +180,34 @@ mod tests {
         assert_eq!(
             pause_name("api", None, "abc"),
             "the blue-green pause of api (rev abc)"
+        );
+    }
+
+    #[test]
+    fn a_reported_verdict_is_summarised_with_its_reason() {
+        let p = CheckPolicy {
+            name: "quality".into(),
+            rule: Rule::Reported,
+            no_data: NoDataPolicy::Hold,
+            min_samples: None,
+            ratio: false,
+        };
+        let with = |v: Verdict| {
+            judge(
+                &p,
+                &Measurement {
+                    verdict: Some(v),
+                    ..Measurement::default()
+                },
+            )
+        };
+        assert_eq!(
+            check_summary(&with(Verdict::Pass), &p.rule),
+            "quality: Pass (the source's verdict)"
+        );
+        assert_eq!(
+            check_summary(&with(Verdict::Fail("score 0.6".into())), &p.rule),
+            "quality: score 0.6"
         );
     }
 }

@@ -42,15 +42,59 @@ fn broken(what: &str) -> Value {
         }
         "bad duration" => s["interval"] = json!("5 minutes"),
         "bad operator" => check["threshold"]["op"] = json!("=<"),
-        "no checks" => s["checks"] = json!([]),
         "empty tolerance" => {
             check["threshold"] = Value::Null;
             check["againstStable"] = json!({});
         }
         "negative limit" => s["failureLimit"] = json!(-1),
+        "probe check without spec.probe" => {
+            check["ratio"] = Value::Null;
+            check["probe"] = json!({"metric": "errorRatio"});
+        }
+        "query and probe" => check["probe"] = json!({"metric": "errorRatio"}),
+        "unknown probe metric" => {
+            check["ratio"] = Value::Null;
+            check["probe"] = json!({"metric": "p42"});
+            s["probe"] = probe();
+        }
+        "header with value and secret" => {
+            s["probe"] = probe();
+            s["probe"]["requests"][0]["headers"] = json!([{"name": "Authorization", "value": "x", "secret": {"name": "s", "key": "k"}}]);
+        }
+        "bad success code" => {
+            s["probe"] = probe();
+            s["probe"]["requests"][0]["successCodes"] = json!(["20x"]);
+        }
+        "pod health without a rule" => {
+            check["ratio"] = Value::Null;
+            check["threshold"] = Value::Null;
+            check["podHealth"] = json!({"signal": "restarts"});
+        }
+        "no checks and no podHealth" => s["checks"] = json!([]),
         other => panic!("no such case {other}"),
     }
     strip_nulls(s)
+}
+
+fn probe() -> Value {
+    json!({"port": "http", "requests": [{"name": "chat", "path": "/v1/chat/completions"}]})
+}
+
+/// Gates for apps without metrics: the probe, the pod-health guard alone, a webhook verdict.
+fn valid_without_metrics() -> Vec<Value> {
+    vec![
+        json!({"rollouts": {"name": "a"}, "probe": probe(), "podHealth": {},
+            "checks": [{"name": "errors", "probe": {"metric": "errorRatio"},
+                "threshold": {"op": "<=", "value": 0.01}, "minSamples": {"count": 50}}]}),
+        json!({"rollouts": {"name": "a"}, "podHealth": {"maxRestarts": 2, "maxNotReady": "5m"}}),
+        json!({"rollouts": {"name": "a"}, "checks": [
+            {"name": "judge", "webhook": {"url": "https://judge.example/gate", "timeout": "3s",
+                "headers": [{"name": "Authorization", "secret": {"name": "judge", "key": "token"}}]}}]}),
+        json!({"rollouts": {"name": "a"}, "probe": {"port": 8080, "scheme": "HTTPS",
+            "requests": [{"name": "health", "path": "/healthz", "successCodes": ["200", "4xx"]}]},
+            "checks": [{"name": "p95", "probe": {"metric": "latencyP95"},
+                "againstStable": {"maxRatio": 1.5}}]}),
+    ]
 }
 
 /// `null` stands for "field absent" above; the API server wants it really absent.
@@ -86,21 +130,41 @@ async fn admission_accepts_a_sensible_gate_and_explains_rejections() {
     create(&ns, valid())
         .await
         .expect("a valid gate is accepted");
+    for spec in valid_without_metrics() {
+        create(&ns, spec.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{spec} is valid: {e}"));
+    }
 
     let cases = [
         (
             "both name and selector",
             "set exactly one of rollouts.name or rollouts.selector",
         ),
-        ("no source", "every check needs a Prometheus source"),
+        (
+            "no source",
+            "every query or ratio check needs a Prometheus source",
+        ),
         ("two rules", "set exactly one pass rule"),
-        ("query and ratio", "set exactly one of query or ratio"),
+        ("query and ratio", "set exactly one source"),
         ("duplicate names", "check names must be unique"),
         ("bad duration", "spec.interval"),
         ("bad operator", "spec.checks[0].threshold.op"),
-        ("no checks", "spec.checks"),
         ("empty tolerance", "againstStable needs at least one of"),
         ("negative limit", "spec.failureLimit"),
+        (
+            "probe check without spec.probe",
+            "a probe check needs spec.probe",
+        ),
+        ("query and probe", "set exactly one source"),
+        ("unknown probe metric", "spec.checks[0].probe.metric"),
+        (
+            "header with value and secret",
+            "set exactly one of value or secret",
+        ),
+        ("bad success code", "successCodes[0]"),
+        ("pod health without a rule", "set exactly one pass rule"),
+        ("no checks and no podHealth", "a gate needs evidence"),
     ];
     for (what, expected) in cases {
         let err = create(&ns, broken(what)).await.expect_err(what);

@@ -176,6 +176,10 @@ impl Loop {
 
     /// The revision's ready pods as addresses; records why there are none.
     async fn discover(&self) -> Vec<SocketAddr> {
+        if self.hash.is_empty() {
+            self.set_problem(Some(format!("the Rollout has no {} revision", self.role)));
+            return Vec::new();
+        }
         let found = super::pods::of_revision(&self.client, &self.namespace, &self.hash)
             .await
             .and_then(|pods| targets::addresses(&pods, &self.plan.port));

@@ -97,3 +97,70 @@ async fn demo_a_healthy_canary_is_promoted_and_a_broken_one_aborted() {
     }
     s.finish().await;
 }
+
+/// The second act: an app with no metrics at all, gated by tollgate's HTTP probe of canary and
+/// stable pods and the pod-health guard. No Prometheus query is involved.
+#[tokio::test]
+async fn demo_an_app_without_metrics_is_gated_by_probes() {
+    use crate::probes::{errors_check, latency_check, probe, rollout_with_gate, two_pauses};
+    use crate::support::podserver::{PodServer, Reply};
+
+    let s = Scenario::new("demo-probe").await;
+    let name = "litellm";
+    say(&format!(
+        "namespace {}: the same canary, but the app exposes no metrics; tollgate probes pod IPs",
+        s.ns.name
+    ));
+    let server = PodServer::start(s.ns.client.clone(), &s.ns.name).await;
+    let mut gate = s.gate(
+        name,
+        json!([errors_check(), latency_check()]),
+        json!({"probe": probe(json!("http")), "podHealth": {}}),
+    );
+    if let Some(spec) = gate["spec"].as_object_mut() {
+        spec.remove("prometheus");
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&gate["spec"]).unwrap_or_default()
+    );
+    rollout_with_gate(&s, &server, two_pauses(), gate).await;
+
+    say("v2 rolls out; canary pods answer every model quickly");
+    s.ns.bump_revision(name, "v2").await;
+    let mut seen = 0;
+    let healthy =
+        s.ns.wait_phase(name, "v2 promoted", |p| *p == Phase::Healthy)
+            .await;
+    show_events(&s, name, &mut seen).await;
+    println!("    Rollout: {}", support::describe(&healthy));
+    let v2 = healthy
+        .status_or_default()
+        .current_pod_hash
+        .unwrap_or_default();
+    println!(
+        "    probe requests answered by v2 pods: {}",
+        server.received(&v2)
+    );
+
+    say("v3 rolls out; its pods answer 404 for mistral-small only");
+    server.set(&v2, "", Reply::OK);
+    server.set("*", "mistral-small", Reply::status(404));
+    s.ns.bump_revision(name, "v3").await;
+    let entry = s
+        .wait_entry(&format!("{name}-gate"), name, "v3 aborted", |e| {
+            e.phase == GatePhase::Aborted
+        })
+        .await;
+    show_events(&s, name, &mut seen).await;
+    assert!(entry.message.contains("mistral-small"), "{}", entry.message);
+    say(&format!(
+        "inspect: kubectl -n {} get rolloutgate -o yaml",
+        s.ns.name
+    ));
+    if std::env::var_os("TOLLGATE_DEMO_KEEP").is_some() {
+        s.keep();
+        return;
+    }
+    s.finish().await;
+}

@@ -16,7 +16,7 @@ use crate::support::{self, STEP_TIMEOUT, wait_for};
 const RATE: f64 = 20.0;
 
 /// One request template per model alias, as a LiteLLM-style chat completion.
-fn probe(port: Value) -> Value {
+pub fn probe(port: Value) -> Value {
     let requests: Vec<Value> = MODELS
         .iter()
         .map(|m| {
@@ -28,19 +28,24 @@ fn probe(port: Value) -> Value {
     json!({"port": port, "requests": requests, "rate": RATE, "timeout": "2s"})
 }
 
-fn errors_check() -> Value {
+pub fn errors_check() -> Value {
     json!({"name": "probe-errors", "probe": {"metric": "errorRatio"},
         "threshold": {"op": "<=", "value": 0.0}, "minSamples": {"count": 5}})
 }
 
-fn latency_check() -> Value {
+pub fn latency_check() -> Value {
     json!({"name": "probe-p95", "probe": {"metric": "latencyP95"},
         "againstStable": {"maxIncrease": 0.1}, "minSamples": {"count": 5}})
 }
 
 /// A canary Rollout whose pods listen on the pod server's port, at v1 and Healthy, gated.
 /// Returns the stable hash.
-async fn rollout_with_gate(s: &Scenario, server: &PodServer, steps: Value, gate: Value) -> String {
+pub async fn rollout_with_gate(
+    s: &Scenario,
+    server: &PodServer,
+    steps: Value,
+    gate: Value,
+) -> String {
     let name = "litellm";
     let mut manifest = support::canary_rollout(name);
     manifest["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
@@ -56,7 +61,7 @@ async fn rollout_with_gate(s: &Scenario, server: &PodServer, steps: Value, gate:
     stable
 }
 
-fn two_pauses() -> Value {
+pub fn two_pauses() -> Value {
     json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}])
 }
 

@@ -36,6 +36,8 @@ const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
      "message": "a probe check needs spec.probe (the requests to send)"},
     {"rule": "has(self.podHealth) || size(self.checks) > 0",
      "message": "a gate needs evidence: at least one check, or podHealth"},
+    {"rule": "!has(self.podHealth) || self.checks.all(c, !(c.name in ['pod-crashloop', 'pod-oomkilled', 'pod-restarts', 'pod-not-ready']))",
+     "message": "podHealth adds the checks pod-crashloop, pod-oomkilled, pod-restarts and pod-not-ready: name yours differently"},
     {"rule": "self.checks.all(c, self.checks.exists_one(d, d.name == c.name))",
      "message": "check names must be unique"},
 ]))]
@@ -206,8 +208,12 @@ pub struct SecretName {
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "[has(self.query), has(self.ratio), has(self.probe), has(self.podHealth), has(self.webhook)].filter(x, x).size() == 1",
      "message": "set exactly one source: query, ratio, probe, podHealth or webhook"},
-    {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable)].filter(x, x).size() == (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable) ? 0 : 1)",
+    {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable)].filter(x, x).size() == 1 || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable))",
      "message": "set exactly one pass rule: threshold, condition or againstStable (a webhook check may have none and use the verdict it replies with)"},
+    {"rule": "!has(self.minSamples) || (has(self.query) || has(self.ratio)) == has(self.minSamples.query)",
+     "message": "minSamples.query is required for query and ratio checks, and only for them (probe and webhook checks count their own samples)"},
+    {"rule": "!has(self.minSamples) || !(has(self.podHealth) || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable)))",
+     "message": "minSamples does not apply to podHealth checks or to webhook checks that take the reply's verdict"},
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
@@ -434,7 +440,7 @@ pub enum ProbeMetric {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodHealthGuard {
-    /// Container restarts per canary pod above the stable revision's. Default 0.
+    /// Container restarts per canary pod above the stable revision's. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_restarts: Option<f64>,

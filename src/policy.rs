@@ -102,6 +102,9 @@ impl ProbeRequest {
     }
 }
 
+const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHealth or webhook";
+/// The probe's latency histogram tops out at ~84 s; a longer timeout could not be measured.
+const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -184,14 +187,15 @@ fn compile_check(
         (None, None, Some(w)) => Source::Webhook {
             webhook: w.clone(),
             timeout: optional_duration("webhook.timeout", w.timeout.as_deref())?
+                .filter(|t| !t.is_zero())
                 .unwrap_or(DEFAULT_TIMEOUT),
         },
         _ => {
-            return Err("set exactly one source: query, ratio, probe, podHealth or webhook".into());
+            return Err(ONE_SOURCE.into());
         }
     };
     if !matches!(source, Source::Prometheus(_)) && (c.query.is_some() || c.ratio.is_some()) {
-        return Err("set exactly one source: query, ratio, probe, podHealth or webhook".into());
+        return Err(ONE_SOURCE.into());
     }
     let samples_query = c.min_samples.as_ref().and_then(|m| m.query.as_ref());
     if samples_query.is_some() && !matches!(source, Source::Prometheus(_)) {
@@ -249,7 +253,7 @@ fn prom_queries(
         (Some(q), None) => (q.clone(), None),
         (None, Some(r)) => (r.numerator.clone(), Some(r.denominator.clone())),
         _ => {
-            return Err("set exactly one source: query, ratio, probe, podHealth or webhook".into());
+            return Err(ONE_SOURCE.into());
         }
     };
     let samples_query = match &c.min_samples {
@@ -280,26 +284,7 @@ fn probe(p: &gate::ProbeSource) -> Result<Probe, String> {
     let requests = p
         .requests
         .iter()
-        .map(|r| {
-            let success =
-                r.success_codes
-                    .iter()
-                    .map(|code| {
-                        status_match(&code.0).ok_or_else(|| format!(
-                    "requests[{}].successCodes: {:?} is not a status such as 200 or 2xx",
-                    r.name, code.0
-                ))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-            Ok(ProbeRequest {
-                name: r.name.clone(),
-                method: r.method.clone().unwrap_or_else(|| "GET".into()),
-                path: r.path.clone(),
-                headers: r.headers.clone(),
-                body: r.body.clone(),
-                success,
-            })
-        })
+        .map(probe_request)
         .collect::<Result<Vec<_>, String>>()?;
     if requests.is_empty() {
         return Err("requests: at least one request template is needed".into());
@@ -310,18 +295,24 @@ fn probe(p: &gate::ProbeSource) -> Result<Probe, String> {
             "rate: {rate} is not a positive number of requests per second"
         ));
     }
-    let port = match &p.port {
-        IntOrString::Int(n) => PortRef::Number(
-            u16::try_from(*n)
+    let timeout =
+        optional_duration("timeout", p.timeout.as_deref())?.unwrap_or(DEFAULT_PROBE_TIMEOUT);
+    if timeout.is_zero() || timeout > MAX_PROBE_TIMEOUT {
+        return Err(format!(
+            "timeout: {timeout:?} is outside 1ms to {MAX_PROBE_TIMEOUT:?}"
+        ));
+    }
+    let budget = match p.budget {
+        None => None,
+        Some(b) => Some(
+            u64::try_from(b)
                 .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("port: {n} is not a port number"))?,
+                .filter(|b| *b > 0)
+                .ok_or_else(|| format!("budget: {b} is not a positive number of requests"))?,
         ),
-        IntOrString::String(name) if !name.is_empty() => PortRef::Name(name.clone()),
-        IntOrString::String(_) => return Err("port: a name or a number is needed".into()),
     };
     Ok(Probe {
-        port,
+        port: port(&p.port)?,
         scheme: p.scheme,
         requests,
         rate,
@@ -330,10 +321,44 @@ fn probe(p: &gate::ProbeSource) -> Result<Probe, String> {
             .and_then(|c| usize::try_from(c).ok())
             .filter(|c| *c > 0)
             .unwrap_or(DEFAULT_PROBE_CONCURRENCY),
-        timeout: optional_duration("timeout", p.timeout.as_deref())?
-            .unwrap_or(DEFAULT_PROBE_TIMEOUT),
-        budget: p.budget.and_then(|b| u64::try_from(b).ok()),
+        timeout,
+        budget,
     })
+}
+
+fn probe_request(r: &gate::ProbeRequest) -> Result<ProbeRequest, String> {
+    let success = r
+        .success_codes
+        .iter()
+        .map(|code| {
+            status_match(&code.0).ok_or_else(|| {
+                format!(
+                    "requests[{}].successCodes: {:?} is not a status such as 200 or 2xx",
+                    r.name, code.0
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ProbeRequest {
+        name: r.name.clone(),
+        method: r.method.clone().unwrap_or_else(|| "GET".into()),
+        path: r.path.clone(),
+        headers: r.headers.clone(),
+        body: r.body.clone(),
+        success,
+    })
+}
+
+fn port(port: &IntOrString) -> Result<PortRef, String> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(PortRef::Number)
+            .ok_or_else(|| format!("port: {n} is not a port number")),
+        IntOrString::String(name) if !name.is_empty() => Ok(PortRef::Name(name.clone())),
+        IntOrString::String(_) => Err("port: a name or a number is needed".into()),
+    }
 }
 
 fn status_match(code: &str) -> Option<StatusMatch> {
@@ -545,6 +570,34 @@ mod tests {
         assert_eq!(status_match("2xx"), Some(StatusMatch::Class(2)));
         assert_eq!(status_match("6xx"), None);
         assert_eq!(status_match("20"), None);
+    }
+
+    #[test]
+    fn probe_limits_are_checked() {
+        let mut s = probe_gate();
+        s["probe"]["timeout"] = json!("0s");
+        assert!(
+            compile(&spec(s))
+                .expect_err("zero")
+                .contains("probe: timeout: 0ns is outside")
+        );
+        let mut s = probe_gate();
+        s["probe"]["timeout"] = json!("2m");
+        assert!(
+            compile(&spec(s))
+                .expect_err("long")
+                .contains("outside 1ms to 60s")
+        );
+        let mut s = probe_gate();
+        s["probe"]["budget"] = json!(-3);
+        assert!(
+            compile(&spec(s))
+                .expect_err("budget")
+                .contains("budget: -3")
+        );
+        let mut s = probe_gate();
+        s["probe"]["port"] = json!(70000);
+        assert!(compile(&spec(s)).expect_err("port").contains("port: 70000"));
     }
 
     #[test]

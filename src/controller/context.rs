@@ -33,23 +33,30 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, gates: Store<RolloutGate>, instance: &str) -> Context {
+    pub fn new(
+        client: Client,
+        gates: Store<RolloutGate>,
+        instance: &str,
+    ) -> crate::Result<Context> {
         let reporter = Reporter {
             controller: "tollgate".into(),
             instance: Some(instance.to_string()),
         };
-        Context {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the check's (secret) headers to a host the gate never named.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| crate::Error::Io(format!("building the webhook HTTP client: {e}")))?;
+        Ok(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             gates,
             metrics: Arc::new(Metrics::default()),
             trackers: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
-            http: reqwest::Client::builder()
-                .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
-        }
+            http,
+        })
     }
 
     /// The gates in the Rollout's namespace that select it (ignoring gates being deleted).

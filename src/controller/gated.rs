@@ -176,7 +176,12 @@ async fn away_from_pause(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -
         .is_some_and(|e| matches!(e.phase, GatePhase::Evaluating | GatePhase::Holding));
     if was_evaluating && !rollout.generation_observed() {
         // The spec changed and Argo has not caught up: what happened to the pause (a new
-        // revision?) is only known once it has.
+        // revision?) is only known once it has. Either way it is not waiting: stop probing.
+        if let Ok(mut trackers) = ctx.trackers.lock()
+            && let Some(t) = trackers.get_mut(&k)
+        {
+            t.probe = None;
+        }
         return Ok(Action::requeue(UNPAUSING_RECHECK));
     }
     if let Ok(mut trackers) = ctx.trackers.lock() {
@@ -553,12 +558,29 @@ async fn gather(
     };
     // One instant for every query of this evaluation, a second back so the newest scrape is in.
     let at = Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0;
+    let reads_pods = compiled
+        .checks
+        .iter()
+        .any(|c| matches!(c.source, Source::PodHealth(_)));
+    let pods = match reads_pods {
+        true => Some(
+            pods::Revisions::list(
+                &ctx.client,
+                &vars.namespace,
+                &vars.canary_hash,
+                &vars.stable_hash,
+            )
+            .await,
+        ),
+        false => None,
+    };
     let evaluation = Evaluation {
         vars: &vars,
         at,
         gate,
         pause,
         probe: tracker.probe.as_deref(),
+        pods: pods.as_ref(),
     };
     let work = compiled.checks.iter().map(|check| {
         let evaluation = &evaluation;
@@ -583,6 +605,8 @@ struct Evaluation<'a> {
     gate: &'a RolloutGate,
     pause: &'a PauseKey,
     probe: Option<&'a ProbeRun>,
+    /// Both revisions' pods, when a pod-health check reads them.
+    pods: Option<&'a pods::Revisions>,
 }
 
 /// One check's measurement, from whichever source it reads.
@@ -591,9 +615,9 @@ async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measur
     match &check.source {
         Source::Prometheus(q) => {
             match credentials::read(&ctx.client, ns, q.source.auth.as_ref()).await {
-                Err(why) => failed(why),
+                Err(why) => Measurement::failed(why),
                 Ok(creds) => match ctx.source(&q.source.address, &creds) {
-                    Err(why) => failed(why),
+                    Err(why) => Measurement::failed(why),
                     Ok(client) => {
                         evidence::measure(q, &check.judge.rule, &client, e.vars, e.at).await
                     }
@@ -602,35 +626,23 @@ async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measur
         }
         Source::Probe(metric) => match e.probe {
             Some(p) => p.measure(*metric, check.judge.rule.needs_baseline()),
-            None => failed("the probe is not running".into()),
+            None => Measurement::failed("the probe is not running"),
         },
-        Source::PodHealth(signal) => {
-            pods::measure(
-                &ctx.client,
-                ns,
-                *signal,
-                &e.vars.canary_hash,
-                &e.vars.stable_hash,
-            )
-            .await
-        }
+        Source::PodHealth(signal) => match e.pods {
+            Some(p) => p.measure(*signal, Timestamp::now()),
+            None => Measurement::failed("the pods were not listed"),
+        },
         Source::Webhook { webhook, timeout } => {
             let headers = match credentials::headers(&ctx.client, ns, &webhook.headers).await {
                 Ok(h) => h,
-                Err(why) => return failed(why),
+                Err(why) => return Measurement::failed(why),
             };
-            let request = webhook::Request {
-                namespace: ns.clone(),
-                rollout: e.vars.rollout.clone(),
-                gate: e.gate.name_any(),
-                check: check.judge.name.clone(),
-                step: e.pause.step,
-                revision: webhook::Revisions {
-                    canary: e.vars.canary_hash.clone(),
-                    stable: e.vars.stable_hash.clone(),
-                },
-                pause_started: e.pause.started.clone(),
-            };
+            let request = webhook::Request::new(
+                e.vars,
+                &e.gate.name_any(),
+                &check.judge.name,
+                &e.pause.started,
+            );
             let reported = matches!(check.judge.rule, decision::Rule::Reported);
             webhook::ask(
                 &ctx.http,
@@ -642,13 +654,6 @@ async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measur
             )
             .await
         }
-    }
-}
-
-fn failed(why: String) -> Measurement {
-    Measurement {
-        value: Some(Err(why)),
-        ..Measurement::default()
     }
 }
 

@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
         client.clone(),
         gates.clone(),
         &config.instance,
-    ));
+    )?);
     let health = Health {
         metrics: ctx.metrics.clone(),
         ready: Arc::new(Default::default()),

@@ -56,6 +56,16 @@ pub struct Measurement {
     pub verdict: Option<Verdict>,
 }
 
+impl Measurement {
+    /// The source could not answer: Error evidence with its reason.
+    pub fn failed(why: impl Into<String>) -> Measurement {
+        Measurement {
+            value: Some(Err(why.into())),
+            ..Measurement::default()
+        }
+    }
+}
+
 /// What to do when a check has no data (empty result, NaN/Inf, too few samples).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NoDataPolicy {

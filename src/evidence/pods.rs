@@ -23,8 +23,13 @@ pub async fn of_revision(client: &Client, namespace: &str, hash: &str) -> Result
     if !hash.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(format!("{hash:?} is not a pod-template-hash"));
     }
+    // Served from the API server's watch cache: a pod list may be a moment old, never a burden.
     let pods = api
-        .list(&ListParams::default().labels(&format!("{HASH_LABEL}={hash}")))
+        .list(
+            &ListParams::default()
+                .labels(&format!("{HASH_LABEL}={hash}"))
+                .match_any(),
+        )
         .await
         .map_err(|e| format!("listing pods of revision {hash}: {e}"))?;
     Ok(pods
@@ -34,36 +39,41 @@ pub async fn of_revision(client: &Client, namespace: &str, hash: &str) -> Result
         .collect())
 }
 
-/// One signal for the canary and the stable revision. A revision without pods reads NaN for the
-/// canary (nothing to judge: NoData) and 0 for the stable revision (nothing wrong with it).
-pub async fn measure(
-    client: &Client,
-    namespace: &str,
-    signal: PodSignal,
-    canary: &str,
-    stable: &str,
-) -> Measurement {
-    let now = Timestamp::now();
-    let (c, s) = futures::join!(
-        of_revision(client, namespace, canary),
-        of_revision(client, namespace, stable)
-    );
-    let answer = |pods: Result<Vec<Pod>, String>, empty: f64| -> Answer {
-        let pods = pods?;
-        let value = if pods.is_empty() {
-            empty
-        } else {
-            health(&pods, signal, now)
+/// The pods of both revisions, listed once per evaluation and shared by every pod-health check.
+pub struct Revisions {
+    pub canary: Result<Vec<Pod>, String>,
+    pub stable: Result<Vec<Pod>, String>,
+}
+
+impl Revisions {
+    pub async fn list(client: &Client, namespace: &str, canary: &str, stable: &str) -> Revisions {
+        let (canary, stable) = futures::join!(
+            of_revision(client, namespace, canary),
+            of_revision(client, namespace, stable)
+        );
+        Revisions { canary, stable }
+    }
+
+    /// One signal for the canary and the stable revision. A revision without pods reads NaN for
+    /// the canary (nothing to judge: NoData) and 0 for the stable revision (nothing wrong).
+    pub fn measure(&self, signal: PodSignal, now: Timestamp) -> Measurement {
+        let answer = |pods: &Result<Vec<Pod>, String>, empty: f64| -> Answer {
+            let pods = pods.as_ref().map_err(Clone::clone)?;
+            let value = if pods.is_empty() {
+                empty
+            } else {
+                health(pods, signal, now)
+            };
+            Ok(vec![Sample {
+                labels: Default::default(),
+                value,
+            }])
         };
-        Ok(vec![Sample {
-            labels: Default::default(),
-            value,
-        }])
-    };
-    Measurement {
-        value: Some(answer(c, f64::NAN)),
-        baseline: Some(answer(s, 0.0)),
-        ..Measurement::default()
+        Measurement {
+            value: Some(answer(&self.canary, f64::NAN)),
+            baseline: Some(answer(&self.stable, 0.0)),
+            ..Measurement::default()
+        }
     }
 }
 
@@ -130,7 +140,7 @@ fn ready_condition(p: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition>
         .find(|c| c.type_ == "Ready")
 }
 
-fn ready(p: &Pod) -> bool {
+pub fn ready(p: &Pod) -> bool {
     ready_condition(p).is_some_and(|c| c.status == "True")
 }
 

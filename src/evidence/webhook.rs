@@ -9,6 +9,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{Labels, Measurement, Sample, Verdict};
+use crate::template::Vars;
 
 /// What tollgate sends.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -26,6 +27,24 @@ pub struct Request {
     pub pause_started: String,
 }
 
+impl Request {
+    /// The context of one check at one pause.
+    pub fn new(vars: &Vars, gate: &str, check: &str, pause_started: &str) -> Request {
+        Request {
+            namespace: vars.namespace.clone(),
+            rollout: vars.rollout.clone(),
+            gate: gate.to_string(),
+            check: check.to_string(),
+            step: vars.step,
+            revision: Revisions {
+                canary: vars.canary_hash.clone(),
+                stable: vars.stable_hash.clone(),
+            },
+            pause_started: pause_started.to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Revisions {
     pub canary: String,
@@ -39,6 +58,8 @@ pub struct Revisions {
 struct Reply {
     verdict: Option<String>,
     reason: Option<String>,
+    /// Absent: no `value` key; `Some(None)`: `"value": null` (no value, NoData).
+    #[serde(default, deserialize_with = "present")]
     value: Option<Option<f64>>,
     stable: Option<f64>,
     samples: Option<f64>,
@@ -54,6 +75,11 @@ struct Value {
     value: Option<f64>,
     stable: Option<f64>,
     samples: Option<f64>,
+}
+
+/// Tells a `null` apart from a missing key (serde folds both into `None` otherwise).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
 }
 
 /// Longest reply read; a larger one is a bad reply.
@@ -74,7 +100,7 @@ pub async fn ask(
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(&value),
         ) else {
-            return failed(format!("header {name} is not a valid header"));
+            return Measurement::failed(format!("header {name} is not a valid header"));
         };
         v.set_sensitive(true);
         req = req.header(n, v);
@@ -82,15 +108,17 @@ pub async fn ask(
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
-            return failed(format!("webhook did not answer within {timeout:?}"));
+            return Measurement::failed(format!("webhook did not answer within {timeout:?}"));
         }
-        Err(e) => return failed(format!("webhook request failed: {}", without_url(&e))),
+        Err(e) => {
+            return Measurement::failed(format!("webhook request failed: {}", without_url(&e)));
+        }
     };
     let status = resp.status().as_u16();
     match resp.bytes().await {
         Ok(body) if body.len() <= MAX_REPLY => parse(status, &body, reported),
-        Ok(_) => failed(format!("webhook reply is larger than {MAX_REPLY} bytes")),
-        Err(e) => failed(format!("reading the webhook reply: {}", without_url(&e))),
+        Ok(_) => Measurement::failed(format!("webhook reply is larger than {MAX_REPLY} bytes")),
+        Err(e) => Measurement::failed(format!("reading the webhook reply: {}", without_url(&e))),
     }
 }
 
@@ -103,30 +131,28 @@ fn without_url(e: &reqwest::Error) -> String {
     text
 }
 
-fn failed(why: String) -> Measurement {
-    Measurement {
-        value: Some(Err(why)),
-        ..Measurement::default()
-    }
-}
-
 /// Reads a reply into the engine's measurement.
 pub fn parse(http_status: u16, body: &[u8], reported: bool) -> Measurement {
     if !(200..300).contains(&http_status) {
         let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
-        return failed(format!("webhook answered {http_status}: {snippet}"));
+        return Measurement::failed(format!("webhook answered {http_status}: {snippet}"));
     }
     let reply: Reply = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return failed(format!("webhook reply is not valid: {e}")),
+        Err(e) => return Measurement::failed(format!("webhook reply is not valid: {e}")),
     };
+    let has_values = reply.value.is_some() || reply.values.is_some();
+    if reply.verdict.is_some() && has_values {
+        // Which one would count? Neither: a Fail must never be outvoted by passing values.
+        return Measurement::failed("webhook reply has both a verdict and values; send one");
+    }
     if reported {
         return match verdict(&reply) {
             Ok(v) => Measurement {
                 verdict: Some(v),
                 ..Measurement::default()
             },
-            Err(why) => failed(why),
+            Err(why) => Measurement::failed(why),
         };
     }
     match values(reply) {
@@ -136,12 +162,21 @@ pub fn parse(http_status: u16, body: &[u8], reported: bool) -> Measurement {
             samples: samples.map(Ok),
             ..Measurement::default()
         },
-        Err(why) => failed(why),
+        Err(why) => Measurement::failed(why),
     }
 }
 
+/// Longest reason kept: it lands in the gate's status and in Events.
+const MAX_REASON: usize = 256;
+
 fn verdict(reply: &Reply) -> Result<Verdict, String> {
-    let reason = reply.reason.clone().unwrap_or_default();
+    let reason: String = reply
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_REASON)
+        .collect();
     let with_reason = |what: &str| {
         if reason.is_empty() {
             format!("the webhook said {what}")
@@ -252,6 +287,30 @@ mod tests {
         let one = parse(200, br#"{"value": 3}"#, false);
         assert!(matches!(&one.value, Some(Ok(s)) if s[0].value == 3.0 && s[0].labels.is_empty()));
         assert!(one.baseline.is_none() && one.samples.is_none());
+    }
+
+    #[test]
+    fn a_null_value_is_no_data_not_a_bad_reply() {
+        let m = parse(200, br#"{"value": null, "samples": 0}"#, false);
+        assert!(matches!(&m.value, Some(Ok(s)) if s.len() == 1 && s[0].value.is_nan()));
+    }
+
+    #[test]
+    fn a_verdict_beside_values_is_refused_in_both_modes() {
+        for reported in [true, false] {
+            let m = parse(200, br#"{"verdict":"Fail","value":0.95}"#, reported);
+            assert_eq!(
+                err(&m),
+                "webhook reply has both a verdict and values; send one"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut() {
+        let body = format!(r#"{{"verdict":"Fail","reason":"{}"}}"#, "x".repeat(5000));
+        let m = parse(200, body.as_bytes(), true);
+        assert!(matches!(m.verdict, Some(Verdict::Fail(r)) if r.len() == MAX_REASON));
     }
 
     #[test]

@@ -71,6 +71,16 @@ fn broken(what: &str) -> Value {
             check["podHealth"] = json!({"signal": "restarts"});
         }
         "no checks and no podHealth" => s["checks"] = json!([]),
+        "minSamples without a query" => check["minSamples"] = json!({"count": 10}),
+        "minSamples on pod health" => {
+            check["ratio"] = Value::Null;
+            check["podHealth"] = json!({"signal": "restarts"});
+            check["minSamples"] = json!({"count": 10});
+        }
+        "a name the guard uses" => {
+            check["name"] = json!("pod-restarts");
+            s["podHealth"] = json!({});
+        }
         other => panic!("no such case {other}"),
     }
     strip_nulls(s)
@@ -165,6 +175,18 @@ async fn admission_accepts_a_sensible_gate_and_explains_rejections() {
         ("bad success code", "successCodes[0]"),
         ("pod health without a rule", "set exactly one pass rule"),
         ("no checks and no podHealth", "a gate needs evidence"),
+        (
+            "minSamples without a query",
+            "minSamples.query is required for query and ratio checks",
+        ),
+        (
+            "minSamples on pod health",
+            "minSamples does not apply to podHealth checks",
+        ),
+        (
+            "a name the guard uses",
+            "podHealth adds the checks pod-crashloop",
+        ),
     ];
     for (what, expected) in cases {
         let err = create(&ns, broken(what)).await.expect_err(what);

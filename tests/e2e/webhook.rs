@@ -24,6 +24,7 @@ type Replies = HashMap<(String, String), (u16, Value)>;
 struct Judge {
     replies: Arc<Mutex<Replies>>,
     seen: Arc<Mutex<Vec<Value>>>,
+    delay: Arc<Mutex<std::time::Duration>>,
 }
 
 impl Judge {
@@ -45,6 +46,12 @@ impl Judge {
         }
     }
 
+    fn slow_down(&self, by: std::time::Duration) {
+        if let Ok(mut d) = self.delay.lock() {
+            *d = by;
+        }
+    }
+
     fn seen(&self) -> Vec<Value> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -62,6 +69,8 @@ async fn judge(
     if let Ok(mut s) = j.seen.lock() {
         s.push(body);
     }
+    let delay = j.delay.lock().map(|d| *d).unwrap_or_default();
+    tokio::time::sleep(delay).await;
     let replies = j.replies.lock().map(|r| r.clone()).unwrap_or_default();
     let (status, reply) = replies
         .get(&(check.clone(), canary))
@@ -187,6 +196,15 @@ async fn a_failing_webhook_holds_and_never_promotes() {
     );
     let holds = s.wait_notes(name, "Holding", 1).await;
     assert!(holds[0].contains("webhook answered 500"), "{holds:?}");
+
+    judge.reply("quality", "*", 200, json!({"verdict": "Pass"}));
+    judge.slow_down(std::time::Duration::from_secs(2));
+    s.wait_entry("litellm-gate", name, "a hold on the webhook timeout", |e| {
+        e.phase == GatePhase::Holding
+            && e.message
+                .contains("quality: webhook did not answer within 1s")
+    })
+    .await;
     s.ns.assert_paused_at(name, 1).await;
     s.finish().await;
 }

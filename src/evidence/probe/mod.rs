@@ -10,6 +10,7 @@ mod targets;
 pub use stats::{Outcome, REQUEST_LABEL, RevisionStats};
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,10 @@ use crate::gate::{ProbeMetric, Scheme};
 use crate::metrics::Metrics;
 use crate::policy::Probe;
 
-/// How often the pods of a revision are looked up again (pods come, go and turn unready).
+/// How often the pods of a revision are looked up again (pods come, go and turn unready)…
 const REDISCOVER: Duration = Duration::from_secs(5);
+/// …and how soon after a refused connection, which often means the pod just went away.
+const REDISCOVER_SOONEST: Duration = Duration::from_secs(1);
 
 /// What one revision's probe loop knows.
 #[derive(Debug)]
@@ -88,6 +91,7 @@ impl ProbeRun {
                 hash,
                 state,
                 metrics: metrics.clone(),
+                stale: Arc::new(AtomicBool::new(false)),
             };
             tokio::spawn(run.run()).abort_handle()
         })
@@ -109,6 +113,9 @@ impl ProbeRun {
                 None => Ok((r.stats.series(metric), r.stats.samples())),
             }
         };
+        if let Some(why) = self.broken_probe() {
+            return Measurement::failed(why);
+        }
         let canary = read(&self.canary, "canary");
         let stable = baseline.then(|| read(&self.stable, "stable").map(|(s, _)| s));
         Measurement {
@@ -120,6 +127,33 @@ impl ProbeRun {
     }
 }
 
+impl ProbeRun {
+    /// A request that fails on every pod of *both* revisions says more about the probe (port,
+    /// path, headers, successCodes) than about the canary: that is Error evidence, a hold for a
+    /// person to look at, never an abort. The stable revision is probed for this reason too.
+    fn broken_probe(&self) -> Option<String> {
+        let canary = self.canary.lock().ok()?;
+        let stable = self.stable.lock().ok()?;
+        let on_stable = stable.stats.all_failing(MIN_TO_CALL_BROKEN);
+        let both: Vec<&str> = canary
+            .stats
+            .all_failing(MIN_TO_CALL_BROKEN)
+            .into_iter()
+            .filter(|n| on_stable.contains(n))
+            .collect();
+        (!both.is_empty()).then(|| {
+            format!(
+                "probe request(s) {} failed every time on the stable revision too: check the \
+                 probe's port, path, headers and successCodes",
+                both.join(", ")
+            )
+        })
+    }
+}
+
+/// Requests per template on each revision before "fails everywhere" is believed.
+const MIN_TO_CALL_BROKEN: u64 = 5;
+
 /// The request loop of one revision.
 struct Loop {
     plan: Arc<Probe>,
@@ -129,6 +163,8 @@ struct Loop {
     hash: String,
     state: Arc<Mutex<Revision>>,
     metrics: Arc<Metrics>,
+    /// Set by a request that could not connect: the pod list may be stale.
+    stale: Arc<AtomicBool>,
 }
 
 impl Loop {
@@ -154,7 +190,12 @@ impl Loop {
                 _ = ticks.tick() => {}
                 Some(_) = in_flight.join_next() => continue,
             }
-            if looked.is_none_or(|t: Instant| t.elapsed() >= REDISCOVER) {
+            let due = looked.is_none_or(|t: Instant| {
+                t.elapsed() >= REDISCOVER
+                    || (t.elapsed() >= REDISCOVER_SOONEST
+                        && self.stale.swap(false, Ordering::Relaxed))
+            });
+            if due {
                 looked = Some(Instant::now());
                 pods = self.discover().await;
             }
@@ -248,6 +289,7 @@ impl Loop {
         let state = self.state.clone();
         let metrics = self.metrics.clone();
         let role = self.role;
+        let stale = self.stale.clone();
         async move {
             let Some(r) = plan.requests.get(template) else {
                 return;
@@ -273,7 +315,13 @@ impl Loop {
                     },
                     Err(_) => Outcome::Error,
                 },
-                Ok(_) | Err(_) => Outcome::Error,
+                Ok(_) => Outcome::Error,
+                Err(e) => {
+                    if e.is_connect() {
+                        stale.store(true, Ordering::Relaxed);
+                    }
+                    Outcome::Error
+                }
             };
             metrics.probe_request(role, outcome != Outcome::Error);
             if let Ok(mut s) = state.lock() {

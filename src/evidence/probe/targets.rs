@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::evidence::pods::ready;
 use crate::policy::PortRef;
 
 pub fn addresses(pods: &[Pod], port: &PortRef) -> Result<Vec<SocketAddr>, String> {
@@ -21,13 +22,6 @@ pub fn addresses(pods: &[Pod], port: &PortRef) -> Result<Vec<SocketAddr>, String
         out.push(SocketAddr::new(ip, port_of(pod, port)?));
     }
     Ok(out)
-}
-
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn port_of(pod: &Pod, port: &PortRef) -> Result<u16, String> {

@@ -52,6 +52,8 @@ struct Shared {
     replies: HashMap<(String, String), Reply>,
     /// Requests received per hash.
     received: HashMap<String, u64>,
+    /// When each request arrived, per hash.
+    arrivals: HashMap<String, Vec<std::time::Instant>>,
 }
 
 /// The local address a connection was accepted on.
@@ -122,6 +124,26 @@ impl PodServer {
     }
 }
 
+impl PodServer {
+    /// The most requests revision `hash` received within any one second.
+    pub fn busiest_second(&self, hash: &str) -> usize {
+        let arrivals = self
+            .shared
+            .lock()
+            .map(|s| s.arrivals.get(hash).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        (0..arrivals.len())
+            .map(|i| {
+                arrivals[i..]
+                    .iter()
+                    .take_while(|t| t.duration_since(arrivals[i]) < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 async fn learn_pods(client: kube::Client, namespace: String, shared: Arc<Mutex<Shared>>) {
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     loop {
@@ -139,6 +161,8 @@ async fn learn_pods(client: kube::Client, namespace: String, shared: Arc<Mutex<S
                     Some((ip, hash.clone()))
                 })
                 .collect();
+            // Learned IPs are kept: a pod being deleted may still be probed for a moment, and
+            // each test's namespace is too short-lived for KWOK to reuse an IP in it.
             if let Ok(mut s) = shared.lock() {
                 s.revisions.extend(found);
             }
@@ -183,6 +207,10 @@ async fn answer(
             );
         };
         *s.received.entry(hash.clone()).or_insert(0) += 1;
+        s.arrivals
+            .entry(hash.clone())
+            .or_default()
+            .push(std::time::Instant::now());
         let own = s.replies.keys().any(|(h, _)| *h == hash);
         let key = if own { hash } else { "*".to_string() };
         s.replies

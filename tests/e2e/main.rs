@@ -6,6 +6,7 @@ mod support;
 mod admission;
 mod demo;
 mod gating;
+mod logmetrics;
 mod races;
 mod sources;
 mod stack;

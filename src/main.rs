@@ -96,3 +96,14 @@ fn run(format: LogFormat, config: tollgate::controller::Config) -> tollgate::Res
         .map_err(|e| tollgate::Error::Io(e.to_string()))?;
     runtime.block_on(tollgate::controller::run(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's flags are consistent (clap checks names, defaults and env fallbacks).
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

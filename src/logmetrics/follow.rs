@@ -146,7 +146,18 @@ pub fn follow(
         let Some((mut file, waited)) = open_when_present(path, poll, h)? else {
             return Ok(());
         };
-        let current = identity(&file.metadata()?);
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            // A FIFO (an app's stdout through `tee`): no size, no seeking. Read until the writer
+            // closes it, then wait for the next writer.
+            read_to_end(&mut file, reader, h)?;
+            if exit_on_eof || !h.keep_going() {
+                return Ok(());
+            }
+            std::thread::sleep(poll);
+            continue;
+        }
+        let current = identity(&meta);
         // Only a file that was already there at start-up is skipped to its end.
         let mut pos = if first && !waited && start_at == StartAt::End {
             file.seek(SeekFrom::End(0))?
@@ -408,6 +419,29 @@ mod tests {
         append(&path, "x\ny\n");
         t.join().expect("follower");
         assert_eq!(c.lock().expect("lock").lines, ["x", "y"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reads_a_fifo_across_writers() {
+        let dir = temp_dir("fifo");
+        let path = dir.join("access.pipe");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("mkfifo unavailable; skipped");
+            return;
+        }
+        let (c, t) = follow_in_background(path.clone(), StartAt::End, 3);
+        for text in ["one\ntwo\n", "three\n"] {
+            // Each open-write-close is one writer (a restarted `tee`).
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open fifo");
+            w.write_all(text.as_bytes()).expect("write fifo");
+        }
+        t.join().expect("follower");
+        assert_eq!(c.lock().expect("lock").lines, ["one", "two", "three"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

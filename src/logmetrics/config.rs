@@ -91,11 +91,13 @@ pub struct LogmetricsArgs {
           default_value = "0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,120", value_parser = parse_buckets)]
     pub buckets: Buckets,
     /// Only these values of a label are kept; others become the overflow value.
-    /// `LABEL=v1,v2,…`; repeat for several labels (labels: code, model, route, user).
+    /// `LABEL=v1,v2,…`; repeat for several labels (labels: code, model, route, user). In the
+    /// environment variable, separate entries with `;`.
     #[arg(long = "allow", env = "LOGMETRICS_ALLOW", value_delimiter = ';', value_parser = parse_allow)]
     pub allow: Vec<(String, Vec<String>)>,
     /// Cap on distinct values per label, `N` for every label or `LABEL=N`; repeatable. Values seen
-    /// after the cap is reached become the overflow value.
+    /// after the cap is reached become the overflow value. In the environment variable, separate
+    /// entries with `;`.
     #[arg(long = "max-values", env = "LOGMETRICS_MAX_VALUES", value_delimiter = ';',
           default_value = "50", value_parser = parse_max_values)]
     pub max_values: Vec<(Option<String>, usize)>,

@@ -33,7 +33,7 @@ pub struct LineReader {
 }
 
 /// Bytes asked of the source per read, besides room for one maximal line.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 impl LineReader {
     pub fn new(max_line: usize) -> LineReader {

@@ -151,10 +151,12 @@ pub fn run(args: LogmetricsArgs) -> Result<(), String> {
 /// Batch mode's output: the final exposition on stdout, figures on stderr.
 fn summary(series: &export::Shared, started: Instant) {
     let elapsed = started.elapsed().as_secs_f64();
-    if let Some(text) = export::render(series) {
-        print!("{text}");
-    }
     if let Ok(s) = series.lock() {
+        let mut stdout = IoFmt(std::io::BufWriter::new(std::io::stdout().lock()));
+        if s.render(&mut stdout, export::resident_bytes()).is_err() {
+            eprintln!("logmetrics: writing the final metrics to stdout failed");
+        }
+        let _ = std::io::Write::flush(&mut stdout.0);
         let lines = s.lines();
         eprintln!(
             "logmetrics: {lines} lines ({} requests, {} malformed) in {elapsed:.3} s: {:.0} lines/s; peak RSS {} KiB",
@@ -163,6 +165,15 @@ fn summary(series: &export::Shared, started: Instant) {
             lines as f64 / elapsed.max(1e-9),
             peak_rss_kib().unwrap_or(0)
         );
+    }
+}
+
+/// Streams `fmt` output into an `io::Write`.
+struct IoFmt<W: std::io::Write>(W);
+
+impl<W: std::io::Write> std::fmt::Write for IoFmt<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write_all(s.as_bytes()).map_err(|_| std::fmt::Error)
     }
 }
 

@@ -6,7 +6,7 @@
 //! grow beyond the product of the caps.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::fmt::{self, Write};
 
 use super::config::{CodeLabel, Config, LABELS, LabelRule, MISSING};
 use super::parse::{Malformed, Observation};
@@ -200,27 +200,27 @@ impl Series {
         id
     }
 
-    /// The Prometheus text exposition (format 0.0.4), series in a stable order.
-    pub fn render(&self, out: &mut String, resident_bytes: Option<u64>) {
+    /// The Prometheus text exposition (format 0.0.4), series in a stable order. Written piece by
+    /// piece, so batch mode can stream it to stdout without holding it all in memory.
+    pub fn render<W: Write>(&self, out: &mut W, resident_bytes: Option<u64>) -> fmt::Result {
         let p = &self.prefix;
         let k = &self.constant;
-        // Writing into a String cannot fail; results are ignored.
-        let _ = writeln!(
+        writeln!(
             out,
             "# HELP {p}_requests_total Requests read from the access log.\n# TYPE {p}_requests_total counter"
-        );
+        )?;
         let mut keys: Vec<&[u32; 4]> = self.requests.keys().collect();
         keys.sort_unstable();
         for key in keys {
-            let _ = write!(out, "{p}_requests_total{{{k}");
-            self.write_labels(out, key);
-            let _ = writeln!(out, "}} {}", self.requests[key]);
+            write!(out, "{p}_requests_total{{{k}")?;
+            self.write_labels(out, key)?;
+            writeln!(out, "}} {}", self.requests[key])?;
         }
         if !self.buckets.is_empty() {
-            let _ = writeln!(
+            writeln!(
                 out,
                 "# HELP {p}_request_duration_seconds Request duration from the access log.\n# TYPE {p}_request_duration_seconds histogram"
-            );
+            )?;
             let mut keys: Vec<&[u32; 2]> = self.latency.keys().collect();
             keys.sort_unstable();
             for key in keys {
@@ -230,90 +230,84 @@ impl Series {
                 let bounds = self.buckets.iter().map(Some).chain([None]);
                 for (count, le) in h.counts.iter().zip(bounds) {
                     cumulative += count;
-                    let _ = write!(out, "{p}_request_duration_seconds_bucket{{{k}");
-                    self.write_labels(out, &full);
+                    write!(out, "{p}_request_duration_seconds_bucket{{{k}")?;
+                    self.write_labels(out, &full)?;
                     match le {
-                        Some(le) => {
-                            let _ = writeln!(out, ",le=\"{le}\"}} {cumulative}");
-                        }
-                        None => {
-                            let _ = writeln!(out, ",le=\"+Inf\"}} {cumulative}");
-                        }
+                        Some(le) => writeln!(out, ",le=\"{le}\"}} {cumulative}")?,
+                        None => writeln!(out, ",le=\"+Inf\"}} {cumulative}")?,
                     }
                 }
                 for (suffix, value) in [("sum", h.sum), ("count", cumulative as f64)] {
-                    let _ = write!(out, "{p}_request_duration_seconds_{suffix}{{{k}");
-                    self.write_labels(out, &full);
-                    let _ = writeln!(out, "}} {value}");
+                    write!(out, "{p}_request_duration_seconds_{suffix}{{{k}")?;
+                    self.write_labels(out, &full)?;
+                    writeln!(out, "}} {value}")?;
                 }
             }
         }
-        let _ = writeln!(
+        writeln!(
             out,
             "# HELP {p}_lines_total Lines read, well-formed or not.\n# TYPE {p}_lines_total counter\n{p}_lines_total{{{k}}} {}",
             self.lines
-        );
-        let _ = writeln!(
+        )?;
+        writeln!(
             out,
             "# HELP {p}_malformed_lines_total Lines not counted as requests, by reason.\n# TYPE {p}_malformed_lines_total counter"
-        );
+        )?;
         for why in Malformed::ALL {
-            let _ = writeln!(
+            writeln!(
                 out,
                 "{p}_malformed_lines_total{{{k},reason=\"{}\"}} {}",
                 why.reason(),
                 self.malformed[why.index()]
-            );
+            )?;
         }
-        let _ = writeln!(
+        writeln!(
             out,
             "# HELP {p}_lines_without_duration_total Requests counted without a duration (field absent or null).\n# TYPE {p}_lines_without_duration_total counter\n{p}_lines_without_duration_total{{{k}}} {}",
             self.without_duration
-        );
-        let _ = writeln!(
+        )?;
+        writeln!(
             out,
             "# HELP {p}_label_overflow_total Requests whose label value was replaced by the overflow value.\n# TYPE {p}_label_overflow_total counter"
-        );
+        )?;
         for (i, dim) in self.dims.iter().enumerate() {
             if dim.is_some() {
-                let _ = writeln!(
+                writeln!(
                     out,
                     "{p}_label_overflow_total{{{k},label=\"{}\"}} {}",
                     LABELS[i], self.overflowed[i]
-                );
+                )?;
             }
         }
-        let _ = writeln!(
+        writeln!(
             out,
             "# HELP {p}_file_reopens_total Times the followed file was reopened.\n# TYPE {p}_file_reopens_total counter\n{p}_file_reopens_total{{{k},reason=\"rotated\"}} {}\n{p}_file_reopens_total{{{k},reason=\"truncated\"}} {}",
             self.reopened[0], self.reopened[1]
-        );
-        let _ = writeln!(
+        )?;
+        writeln!(
             out,
             "# HELP {p}_last_line_timestamp_seconds When lines were last read (Unix time; 0 before the first).\n# TYPE {p}_last_line_timestamp_seconds gauge\n{p}_last_line_timestamp_seconds{{{k}}} {}",
             self.last_line_unix
-        );
+        )?;
         if let Some(rss) = resident_bytes {
-            let _ = writeln!(
+            writeln!(
                 out,
                 "# HELP {p}_resident_memory_bytes Resident memory of the exporter.\n# TYPE {p}_resident_memory_bytes gauge\n{p}_resident_memory_bytes{{{k}}} {rss}"
-            );
+            )?;
         }
+        Ok(())
     }
 
     /// `,label="value"` for each mapped label; `u32::MAX` leaves a label out.
-    fn write_labels(&self, out: &mut String, key: &[u32; 4]) {
+    fn write_labels<W: Write>(&self, out: &mut W, key: &[u32; 4]) -> fmt::Result {
         for (i, dim) in self.dims.iter().enumerate() {
             if let Some(dim) = dim
                 && let Some(value) = dim.names.get(key[i] as usize)
             {
-                out.push(',');
-                out.push_str(LABELS[i]);
-                out.push_str("=\"");
-                out.push_str(value);
-                out.push('"');
+                write!(out, ",{}=\"{value}\"", LABELS[i])?;
             }
         }
+        Ok(())
     }
 }
 
@@ -369,7 +363,7 @@ mod tests {
             }
         }
         let mut out = String::new();
-        s.render(&mut out, None);
+        s.render(&mut out, None).expect("render");
         out
     }
 

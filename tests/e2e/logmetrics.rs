@@ -202,7 +202,7 @@ impl Sidecar {
                 text.push('\n');
             }
         }
-        if self.sent % 40 == 0 {
+        if self.sent.is_multiple_of(40) {
             text.push_str("INFO: 127.0.0.1 - \"GET /health HTTP/1.1\" 200\n");
         }
         let _ = self.log.write_all(text.as_bytes());

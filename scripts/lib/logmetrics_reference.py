@@ -6,15 +6,16 @@ the final exposition to stdout and a summary to stderr.
     logmetrics_reference.py [--status-field status] [--model-field model] [--route-field F]
         [--user-field F] [--duration-field duration_ms] [--duration-unit ms|s]
         [--code-label code|class] [--buckets 0.05,...] [--allow LABEL=a,b] [--max-values N|LABEL=N]
-        [--overflow-value __other__] [--max-line-bytes 65536] [--prefix logmetrics]
+        [--overflow-value __other__] [--max-series 5000] [--max-line-bytes 65536] [--prefix logmetrics]
         [--pod P] [--pod-template-hash H] [--listen 127.0.0.1:0]
 
 Rules (kept identical to src/logmetrics): status is required, an integer 100..599 as a number or
 numeric string; label fields are strings (numbers and booleans as text), absent or null ->
 "__missing__", objects/arrays -> malformed wrong_type; duration absent or null -> counted without
 a duration, otherwise a non-negative number or numeric string. Label values beyond an allow-list
-or a per-label cap of distinct values become the overflow value. The histogram carries model and
-route only.
+or a per-label cap of distinct values become the overflow value; past --max-series label
+combinations, a new one keeps its code and takes the overflow value for every other label. The
+histogram carries model and route only.
 """
 import argparse
 import json
@@ -121,6 +122,7 @@ def main():
     p.add_argument("--allow", action="append", default=[])
     p.add_argument("--max-values", action="append", default=[])
     p.add_argument("--overflow-value", default="__other__")
+    p.add_argument("--max-series", type=int, default=5000)
     p.add_argument("--max-line-bytes", type=int, default=65536)
     p.add_argument("--prefix", default="logmetrics")
     p.add_argument("--pod", default="")
@@ -161,6 +163,9 @@ def main():
                         registry=reg)
     no_duration = Counter(f"{pfx}_lines_without_duration", "Without duration.", const_names,
                           registry=reg)
+    series_overflow = Counter(f"{pfx}_series_overflow", "Series cap reached.", const_names,
+                              registry=reg)
+    series = set()
     host, port = a.listen.rsplit(":", 1)
     start_http_server(int(port), addr=host, registry=reg)
 
@@ -196,6 +201,13 @@ def main():
         code_text = str(code) if a.code_label == "code" else f"{code // 100}xx"
         values = [dims["code"].value(code_text)]
         values += [dims[l].value(t) for l, t in zip(labels[1:], texts)]
+        key = tuple(values)
+        if key not in series:
+            if len(series) >= a.max_series:
+                values = values[:1] + [a.overflow_value] * (len(values) - 1)
+                key = tuple(values)
+                series_overflow.labels(*const.values()).inc()
+            series.add(key)
         lines_total.labels(*const.values()).inc()
         requests.labels(*const.values(), *values).inc()
         if secs is None:

@@ -101,6 +101,12 @@ pub struct LogmetricsArgs {
     #[arg(long = "max-values", env = "LOGMETRICS_MAX_VALUES", value_delimiter = ';',
           default_value = "50", value_parser = parse_max_values)]
     pub max_values: Vec<(Option<String>, usize)>,
+    /// Cap on distinct request series (label combinations). Past it, a new combination is
+    /// counted with every label but `code` set to the overflow value, so error rates stay right
+    /// while memory stays bounded.
+    #[arg(long, env = "LOGMETRICS_MAX_SERIES", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_series: u32,
     /// The value standing in for label values beyond the allow-list or the cap.
     #[arg(long, env = "LOGMETRICS_OVERFLOW_VALUE", default_value = DEFAULT_OVERFLOW)]
     pub overflow_value: String,
@@ -157,6 +163,7 @@ pub struct Config {
     /// One rule per label in [`LABELS`] order; `None` when the label is not mapped.
     pub labels: [Option<LabelRule>; 4],
     pub overflow_value: String,
+    pub max_series: usize,
     pub max_line_bytes: usize,
     pub pod: String,
     pub pod_template_hash: String,
@@ -247,6 +254,7 @@ impl Config {
             buckets: a.buckets.0,
             labels,
             overflow_value: a.overflow_value,
+            max_series: a.max_series as usize,
             max_line_bytes: a.max_line_bytes as usize,
             pod: a.pod,
             pod_template_hash: a.pod_template_hash,

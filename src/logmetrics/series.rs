@@ -82,6 +82,8 @@ pub struct Series {
     malformed: [u64; Malformed::ALL.len()],
     without_duration: u64,
     overflowed: [u64; 4],
+    max_series: usize,
+    series_overflowed: u64,
     reopened: [u64; 2],
     last_line_unix: f64,
 }
@@ -116,6 +118,8 @@ impl Series {
             malformed: [0; Malformed::ALL.len()],
             without_duration: 0,
             overflowed: [0; 4],
+            max_series: c.max_series,
+            series_overflowed: 0,
             reopened: [0; 2],
             last_line_unix: 0.0,
         }
@@ -124,7 +128,7 @@ impl Series {
     pub fn observe(&mut self, o: &Observation<'_>) {
         self.lines += 1;
         let code = self.code_id(o.status);
-        let mut key = [code, 0, 0, 0];
+        let mut key = [code, OVERFLOW, OVERFLOW, OVERFLOW];
         for (i, value) in o.labels.iter().enumerate() {
             if let Some(dim) = &mut self.dims[i + 1] {
                 let (id, overflowed) = dim.id(value.as_deref());
@@ -132,8 +136,20 @@ impl Series {
                 self.overflowed[i + 1] += u64::from(overflowed);
             }
         }
-        *self.requests.entry(key).or_insert(0) += 1;
+        match self.requests.get_mut(&key) {
+            Some(count) => *count += 1,
+            None => {
+                if self.requests.len() >= self.max_series {
+                    // Past the series cap, only the status survives: error rates stay right.
+                    key = [code, OVERFLOW, OVERFLOW, OVERFLOW];
+                    self.series_overflowed += 1;
+                }
+                *self.requests.entry(key).or_insert(0) += 1;
+            }
+        }
         match o.duration {
+            // The histogram's keys are projections of stored request keys: it never holds more
+            // series than the counter.
             Some(seconds) => {
                 let buckets = self.buckets.len();
                 let h = self
@@ -281,6 +297,11 @@ impl Series {
         }
         writeln!(
             out,
+            "# HELP {p}_series_overflow_total Requests counted under the overflow series because --max-series was reached.\n# TYPE {p}_series_overflow_total counter\n{p}_series_overflow_total{{{k}}} {}",
+            self.series_overflowed
+        )?;
+        writeln!(
+            out,
             "# HELP {p}_file_reopens_total Times the followed file was reopened.\n# TYPE {p}_file_reopens_total counter\n{p}_file_reopens_total{{{k},reason=\"rotated\"}} {}\n{p}_file_reopens_total{{{k},reason=\"truncated\"}} {}",
             self.reopened[0], self.reopened[1]
         )?;
@@ -423,6 +444,32 @@ mod tests {
         assert!(out.contains(r#"model="m0"} 2"#), "{out}");
         // The cap bounds memory, not only output.
         assert_eq!(s.dims[1].as_ref().map(|d| d.ids.len()), Some(2));
+    }
+
+    #[test]
+    fn series_cap_keeps_the_status() {
+        let (e, mut s) = setup(&["--max-series", "2", "--user-field", "user"]);
+        let out = feed(
+            &e,
+            &mut s,
+            &[
+                r#"{"status":200,"model":"a","user":"u1"}"#,
+                r#"{"status":200,"model":"a","user":"u2"}"#,
+                r#"{"status":500,"model":"b","user":"u3","duration_ms":10}"#,
+                r#"{"status":200,"model":"a","user":"u1"}"#,
+            ],
+        );
+        assert!(
+            out.contains(r#"code="200",model="a",user="u1"} 2"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"code="500",model="__other__",user="__other__"} 1"#),
+            "{out}"
+        );
+        assert!(out.contains(r#"model="__other__"} 1"#), "{out}");
+        assert!(out.contains("logmetrics_series_overflow_total{pod=\"app-abc-1\",rollouts_pod_template_hash=\"abc\"} 1"), "{out}");
+        assert_eq!(s.requests.len(), 3);
     }
 
     #[test]

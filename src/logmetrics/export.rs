@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::{Router, extract::State, routing::get};
 
@@ -28,32 +28,30 @@ pub async fn serve(listener: tokio::net::TcpListener, series: Shared) -> std::io
 }
 
 async fn metrics(State(series): State<Shared>) -> impl IntoResponse {
-    let text = render(&series);
-    match text {
-        Some(text) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        ),
-        None => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "the reader thread panicked\n".to_string(),
-        ),
-    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&series),
+    )
 }
 
-/// The exposition, or `None` when the reader thread died holding the lock.
-pub fn render(series: &Shared) -> Option<String> {
+/// The series, even if a panic poisoned the lock: each update is a few integer increments, so
+/// a panic cannot leave them half-written, and losing the counts would be worse.
+pub fn lock(series: &Shared) -> std::sync::MutexGuard<'_, Series> {
+    series
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The exposition.
+pub fn render(series: &Shared) -> String {
     let rss = resident_bytes();
-    let guard = series.lock().ok()?;
     let mut out = String::with_capacity(16 * 1024);
     // Writing into a String cannot fail.
-    let _ = guard.render(&mut out, rss);
-    Some(out)
+    let _ = lock(series).render(&mut out, rss);
+    out
 }
 
 /// This process's resident set size, from `/proc` (Linux); `None` elsewhere.

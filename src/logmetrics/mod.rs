@@ -32,14 +32,8 @@ struct Feed {
 }
 
 impl Feed {
-    fn with<T>(&self, f: impl FnOnce(&mut Series) -> T) -> Option<T> {
-        // A poisoned lock means the other side panicked mid-update; counters are still sound
-        // enough to keep counting.
-        let mut guard = match self.series.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        Some(f(&mut guard))
+    fn with<T>(&self, f: impl FnOnce(&mut Series) -> T) -> T {
+        f(&mut export::lock(&self.series))
     }
 }
 
@@ -151,21 +145,20 @@ pub fn run(args: LogmetricsArgs) -> Result<(), String> {
 /// Batch mode's output: the final exposition on stdout, figures on stderr.
 fn summary(series: &export::Shared, started: Instant) {
     let elapsed = started.elapsed().as_secs_f64();
-    if let Ok(s) = series.lock() {
-        let mut stdout = IoFmt(std::io::BufWriter::new(std::io::stdout().lock()));
-        if s.render(&mut stdout, export::resident_bytes()).is_err() {
-            eprintln!("logmetrics: writing the final metrics to stdout failed");
-        }
-        let _ = std::io::Write::flush(&mut stdout.0);
-        let lines = s.lines();
-        eprintln!(
-            "logmetrics: {lines} lines ({} requests, {} malformed) in {elapsed:.3} s: {:.0} lines/s; peak RSS {} KiB",
-            s.requests(),
-            s.malformed_total(),
-            lines as f64 / elapsed.max(1e-9),
-            peak_rss_kib().unwrap_or(0)
-        );
+    let s = export::lock(series);
+    let mut stdout = IoFmt(std::io::BufWriter::new(std::io::stdout().lock()));
+    if s.render(&mut stdout, export::resident_bytes()).is_err() {
+        eprintln!("logmetrics: writing the final metrics to stdout failed");
     }
+    let _ = std::io::Write::flush(&mut stdout.0);
+    let lines = s.lines();
+    eprintln!(
+        "logmetrics: {lines} lines ({} requests, {} malformed) in {elapsed:.3} s: {:.0} lines/s; peak RSS {} KiB",
+        s.requests(),
+        s.malformed_total(),
+        lines as f64 / elapsed.max(1e-9),
+        peak_rss_kib().unwrap_or(0)
+    );
 }
 
 /// Streams `fmt` output into an `io::Write`.

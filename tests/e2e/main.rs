@@ -3,10 +3,12 @@
 
 mod support;
 
+// `tollgate logmetrics`, the access-log sidecar, in front of real Rollouts.
+mod logmetrics;
+
 mod admission;
 mod demo;
 mod gating;
-mod logmetrics;
 mod races;
 mod sources;
 mod stack;

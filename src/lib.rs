@@ -7,6 +7,7 @@ pub mod decision;
 pub mod error;
 pub mod evidence;
 pub mod gate;
+pub mod logmetrics;
 pub mod metrics;
 pub mod policy;
 pub mod report;

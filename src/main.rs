@@ -30,6 +30,10 @@ enum Command {
         #[arg(long, env = "TOLLGATE_NAMESPACE")]
         namespace: Option<String>,
     },
+    /// Sidecar exporter: turn an app's JSON-lines access log into per-pod Prometheus metrics
+    /// (`<prefix>_requests_total{code,model,…}`, `<prefix>_request_duration_seconds`), labelled
+    /// with `pod` and `rollouts_pod_template_hash` from POD_NAME / POD_TEMPLATE_HASH.
+    Logmetrics(Box<tollgate::logmetrics::LogmetricsArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -42,6 +46,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::Logmetrics(args) => {
+            return match tollgate::logmetrics::run(*args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate logmetrics: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Run {
             listen,
             log_format,
@@ -82,4 +95,15 @@ fn run(format: LogFormat, config: tollgate::controller::Config) -> tollgate::Res
         .build()
         .map_err(|e| tollgate::Error::Io(e.to_string()))?;
     runtime.block_on(tollgate::controller::run(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's flags are consistent (clap checks names, defaults and env fallbacks).
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

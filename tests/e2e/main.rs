@@ -3,6 +3,9 @@
 
 mod support;
 
+// `tollgate logmetrics`, the access-log sidecar, in front of real Rollouts.
+mod logmetrics;
+
 mod admission;
 mod demo;
 mod gating;

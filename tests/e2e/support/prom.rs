@@ -13,9 +13,15 @@ pub struct Target {
 impl Target {
     /// Asks Prometheus to scrape `addr`, with `test_id` as a target label.
     pub fn register(test_id: &str, addr: SocketAddr) -> Self {
+        Self::register_named(test_id, test_id, addr)
+    }
+
+    /// The same, in a target file of its own called `name`: one test can register many targets
+    /// that share its `test_id` (one exporter per pod).
+    pub fn register_named(name: &str, test_id: &str, addr: SocketAddr) -> Self {
         let dir = std::env::var("TOLLGATE_PROM_TARGETS_DIR")
             .expect("TOLLGATE_PROM_TARGETS_DIR is set by scripts/cluster env");
-        let path = PathBuf::from(dir).join(format!("{test_id}.json"));
+        let path = PathBuf::from(dir).join(format!("{name}.json"));
         let body = json!([{"targets": [addr.to_string()], "labels": {"test_id": test_id}}]);
         // Written whole and renamed, so Prometheus never reads half a file.
         let tmp = path.with_extension("tmp");

@@ -384,9 +384,9 @@ fn parse_max_values(s: &str) -> Result<(Option<String>, usize), String> {
     }
 }
 
+/// Parses `args` as flags of the `logmetrics` subcommand, for tests here and in sibling modules.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn config(args: &[&str]) -> Result<Config, String> {
     use clap::Parser;
 
     #[derive(Parser)]
@@ -395,11 +395,14 @@ mod tests {
         args: LogmetricsArgs,
     }
 
-    fn config(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("logmetrics").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::from_args(cli.args)
-    }
+    let cli = Cli::try_parse_from(std::iter::once("logmetrics").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    Config::from_args(cli.args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn defaults_map_status_model_and_duration() {

@@ -197,18 +197,11 @@ async fn shutdown_signal() {
 /// API, the scrape port is its port, and the gate's queries name its metrics.
 #[cfg(test)]
 mod examples {
-    use clap::Parser;
     use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
     use serde_json::Value;
 
-    use super::config::{Config, LogmetricsArgs};
+    use super::config::config;
     use crate::gate::RolloutGate;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: LogmetricsArgs,
-    }
 
     fn documents(file: &str) -> Vec<Value> {
         let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -245,9 +238,9 @@ mod examples {
             })
             .unwrap_or_else(|| panic!("{file}: no logmetrics container"));
         let args = sidecar.args.clone().unwrap_or_default();
-        let cli = Cli::try_parse_from(args.iter().map(String::as_str))
-            .unwrap_or_else(|e| panic!("{file}: sidecar flags: {e}"));
-        let config = Config::from_args(cli.args).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // args[0] is the subcommand itself.
+        let flags: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+        let config = config(&flags).unwrap_or_else(|e| panic!("{file}: sidecar flags: {e}"));
         assert_eq!(
             field_ref(sidecar, "POD_NAME").as_deref(),
             Some("metadata.name")

@@ -349,30 +349,15 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logmetrics::config::LogmetricsArgs;
+    use crate::logmetrics::config::config;
     use crate::logmetrics::parse::Extractor;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: LogmetricsArgs,
-    }
 
     fn setup(args: &[&str]) -> (Extractor, Series) {
-        let cli = Cli::try_parse_from(
-            [
-                "logmetrics",
-                "--pod",
-                "app-abc-1",
-                "--pod-template-hash",
-                "abc",
-            ]
+        let all: Vec<&str> = ["--pod", "app-abc-1", "--pod-template-hash", "abc"]
             .into_iter()
-            .chain(args.iter().copied()),
-        )
-        .expect("flags");
-        let c = Config::from_args(cli.args).expect("config");
+            .chain(args.iter().copied())
+            .collect();
+        let c = config(&all).expect("config");
         (Extractor::new(&c.fields, c.duration_scale), Series::new(&c))
     }
 

@@ -21,6 +21,28 @@ async fn show_events(s: &Scenario, rollout: &str, seen: &mut usize) {
     *seen = events.len();
 }
 
+/// Rolls out v2 and waits for tollgate to promote it through both pauses; returns the Rollout.
+async fn promote_v2(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::rollout::Rollout {
+    s.ns.bump_revision(name, "v2").await;
+    let healthy =
+        s.ns.wait_phase(name, "v2 promoted", |p| *p == Phase::Healthy)
+            .await;
+    show_events(s, name, seen).await;
+    println!("    Rollout: {}", support::describe(&healthy));
+    healthy
+}
+
+/// Prints the gate as applied.
+async fn show_gate(s: &Scenario, name: &str) {
+    let gate: Option<tollgate::gate::RolloutGate> =
+        s.ns.api().get(&format!("{name}-gate")).await.ok();
+    let spec = gate.map(|g| serde_json::to_value(g.spec).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&spec).unwrap_or_default()
+    );
+}
+
 #[tokio::test]
 async fn demo_a_healthy_canary_is_promoted_and_a_broken_one_aborted() {
     let mut s = Scenario::new("demo").await;
@@ -39,20 +61,12 @@ async fn demo_a_healthy_canary_is_promoted_and_a_broken_one_aborted() {
         Behaviour::all(MODELS, "200", 8.0),
     );
     let gate = s.gate(name, json!([s.error_rate_check(0.05, 5.0)]), json!({}));
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&gate["spec"]).unwrap_or_default()
-    );
     s.apply_gate(gate).await;
+    show_gate(&s, name).await;
 
     say("v2 rolls out; every model answers 2xx");
-    s.ns.bump_revision(name, "v2").await;
     let mut seen = 0;
-    let healthy =
-        s.ns.wait_phase(name, "v2 promoted", |p| *p == Phase::Healthy)
-            .await;
-    show_events(&s, name, &mut seen).await;
-    println!("    Rollout: {}", support::describe(&healthy));
+    promote_v2(&s, name, &mut seen).await;
 
     say("v3 rolls out; the canary answers 404 for mistral-small only (25% overall)");
     if let Some(t) = s.traffic.take() {
@@ -102,39 +116,26 @@ async fn demo_a_healthy_canary_is_promoted_and_a_broken_one_aborted() {
 /// stable pods and the pod-health guard. No Prometheus query is involved.
 #[tokio::test]
 async fn demo_an_app_without_metrics_is_gated_by_probes() {
-    use crate::probes::{errors_check, latency_check, probe, rollout_with_gate, two_pauses};
-    use crate::support::podserver::{PodServer, Reply};
+    use crate::probes::{Setup, errors_check, latency_check, probed};
+    use crate::support::podserver::Reply;
 
-    let s = Scenario::new("demo-probe").await;
+    let setup = Setup {
+        checks: json!([errors_check(), latency_check()]),
+        extra: json!({"podHealth": {}}),
+        ..Setup::default()
+    };
+    let (s, server, _) = probed("demo-probe", setup).await;
     let name = "litellm";
     say(&format!(
         "namespace {}: the same canary, but the app exposes no metrics; tollgate probes pod IPs",
         s.ns.name
     ));
-    let server = PodServer::start(s.ns.client.clone(), &s.ns.name).await;
-    let mut gate = s.gate(
-        name,
-        json!([errors_check(), latency_check()]),
-        json!({"probe": probe(json!("http")), "podHealth": {}}),
-    );
-    if let Some(spec) = gate["spec"].as_object_mut() {
-        spec.remove("prometheus");
-    }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&gate["spec"]).unwrap_or_default()
-    );
-    rollout_with_gate(&s, &server, two_pauses(), gate).await;
+    show_gate(&s, name).await;
 
     say("v2 rolls out; canary pods answer every model quickly");
-    s.ns.bump_revision(name, "v2").await;
     let mut seen = 0;
-    let healthy =
-        s.ns.wait_phase(name, "v2 promoted", |p| *p == Phase::Healthy)
-            .await;
-    show_events(&s, name, &mut seen).await;
-    println!("    Rollout: {}", support::describe(&healthy));
-    let v2 = healthy
+    let v2 = promote_v2(&s, name, &mut seen)
+        .await
         .status_or_default()
         .current_pod_hash
         .unwrap_or_default();

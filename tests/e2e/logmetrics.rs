@@ -270,9 +270,10 @@ async fn sidecar_metrics_promote_a_healthy_revision_and_abort_a_broken_one() {
     );
 
     // Every series carries the pod it came from and that pod's revision, as the Downward API
-    // would set them; the broken test of this is a series whose pod is not of its hash.
+    // would set them; the broken test of this is a series whose pod is not of its hash. v1's
+    // sidecars are gone by now (their series stale), so look back over the whole test.
     let series = prom::query(&format!(
-        r#"count by (pod, rollouts_pod_template_hash) (logmetrics_requests_total{{test_id="{}"}})"#,
+        r#"count by (pod, rollouts_pod_template_hash) (last_over_time(logmetrics_requests_total{{test_id="{}"}}[10m]))"#,
         s.id
     ))
     .await

@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, State, connect_info::Connected};
 use axum::http::{StatusCode, Uri};
 use axum::serve::IncomingStream;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 /// How a revision answers one model or path.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -144,30 +144,30 @@ impl PodServer {
     }
 }
 
+/// Learns pod IPs from a watch, so a pod is known the moment it has an IP — before tollgate,
+/// which lists pods every few seconds, can send to it.
 async fn learn_pods(client: kube::Client, namespace: String, shared: Arc<Mutex<Shared>>) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
     let api: Api<Pod> = Api::namespaced(client, &namespace);
-    loop {
-        if let Ok(pods) = api.list(&ListParams::default()).await {
-            let found: HashMap<IpAddr, String> = pods
-                .items
-                .iter()
-                .filter_map(|p| {
-                    let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
-                    let hash = p
-                        .metadata
-                        .labels
-                        .as_ref()?
-                        .get("rollouts-pod-template-hash")?;
-                    Some((ip, hash.clone()))
-                })
-                .collect();
-            // Learned IPs are kept: a pod being deleted may still be probed for a moment, and
-            // each test's namespace is too short-lived for KWOK to reuse an IP in it.
-            if let Ok(mut s) = shared.lock() {
-                s.revisions.extend(found);
-            }
+    let pods = watcher(api, watcher::Config::default()).applied_objects();
+    futures::pin_mut!(pods);
+    while let Some(event) = pods.next().await {
+        let Ok(p) = event else { continue };
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+        let hash = p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("rollouts-pod-template-hash"));
+        // Learned IPs are kept: a pod being deleted may still be probed for a moment, and each
+        // test's namespace is too short-lived for KWOK to reuse an IP in it.
+        if let (Some(Ok(ip)), Some(hash)) = (ip.map(str::parse::<IpAddr>), hash)
+            && let Ok(mut s) = shared.lock()
+        {
+            s.revisions.insert(ip, hash.clone());
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

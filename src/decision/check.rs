@@ -82,7 +82,11 @@ fn judge_series(policy: &CheckPolicy, m: &Measurement) -> Result<Vec<SeriesResul
                 .as_ref()
                 .map(|b| b.get(&join_key(&s.labels)).copied());
             let count = samples.as_ref().map(|all| samples_for(all, &s.labels));
-            judge_one(policy, s, stable, count)
+            let mut one = judge_one(policy, s, stable, count);
+            if let (Verdict::Fail(why), Some(note)) = (&mut one.verdict, m.notes.get(&s.labels)) {
+                why.push_str(&format!(" ({note})"));
+            }
+            one
         })
         .collect())
 }
@@ -559,5 +563,25 @@ mod tests {
             judge(&p, &failed).verdict,
             Verdict::Error("timed out after 2s".into())
         );
+    }
+
+    #[test]
+    fn a_source_note_explains_a_failing_series_only() {
+        let mut m = values(vec![
+            Sample::new(&[("request", "chat")], 0.5),
+            Sample::new(&[("request", "embed")], 0.0),
+        ]);
+        for (request, note) in [("chat", "canary errors: 404 x3"), ("embed", "none")] {
+            m.notes.insert(
+                Sample::new(&[("request", request)], 0.0).labels,
+                note.into(),
+            );
+        }
+        let r = judge(&at_most(0.1), &m);
+        assert_eq!(
+            r.verdict,
+            Verdict::Fail(r#"{request="chat"}: 0.5 is not <= 0.1 (canary errors: 404 x3)"#.into())
+        );
+        assert_eq!(r.series[1].verdict, Verdict::Pass);
     }
 }

@@ -54,6 +54,9 @@ pub struct Measurement {
     pub samples: Option<Answer>,
     /// A verdict the source reached itself (a webhook's reply), judged under [`Rule::Reported`].
     pub verdict: Option<Verdict>,
+    /// What the source knows about a series beyond its value (e.g. which statuses a probe
+    /// request failed with), added to that series' reason when it fails.
+    pub notes: BTreeMap<Labels, String>,
 }
 
 impl Measurement {

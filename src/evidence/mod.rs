@@ -44,6 +44,6 @@ pub async fn measure(
         baseline: base,
         baseline_denominator: base_denominator,
         samples,
-        verdict: None,
+        ..Measurement::default()
     }
 }

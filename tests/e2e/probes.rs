@@ -165,7 +165,7 @@ async fn canary_failing_one_model_alias_is_aborted_and_named() {
     assert!(
         entry
             .message
-            .contains(r#"{request="mistral-small"}: 1 is not <= 0"#),
+            .contains(r#"{request="mistral-small"}: 1 is not <= 0 (canary errors: 404 ×"#),
         "{}",
         entry.message
     );

@@ -7,7 +7,7 @@
 mod stats;
 mod targets;
 
-pub use stats::{Outcome, REQUEST_LABEL, RevisionStats};
+pub use stats::{ErrorKind, Outcome, REQUEST_LABEL, RevisionStats};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,18 +110,28 @@ impl ProbeRun {
             let r = r.lock().map_err(|_| "probe state poisoned".to_string())?;
             match &r.problem {
                 Some(p) => Err(format!("cannot probe the {role} revision: {p}")),
-                None => Ok((r.stats.series(metric), r.stats.samples())),
+                None => Ok((
+                    r.stats.series(metric),
+                    r.stats.samples(),
+                    r.stats.notes(role),
+                )),
             }
         };
         if let Some(why) = self.broken_probe() {
             return Measurement::failed(why);
         }
         let canary = read(&self.canary, "canary");
-        let stable = baseline.then(|| read(&self.stable, "stable").map(|(s, _)| s));
+        let stable = baseline.then(|| read(&self.stable, "stable").map(|(s, _, _)| s));
+        // Only the error ratio fails because of errors; a latency failure is about time.
+        let notes = match (&canary, metric) {
+            (Ok((_, _, n)), ProbeMetric::ErrorRatio) => n.clone(),
+            _ => Default::default(),
+        };
         Measurement {
-            samples: Some(canary.clone().map(|(_, n)| n)),
-            value: Some(canary.map(|(s, _)| s)),
+            samples: Some(canary.clone().map(|(_, n, _)| n)),
+            value: Some(canary.map(|(s, _, _)| s)),
             baseline: stable,
+            notes,
             ..Measurement::default()
         }
     }
@@ -313,20 +323,30 @@ impl Loop {
                     Ok(_) => Outcome::Success {
                         seconds: started.elapsed().as_secs_f64(),
                     },
-                    Err(_) => Outcome::Error,
+                    Err(e) => Outcome::Error(failure(&e)),
                 },
-                Ok(_) => Outcome::Error,
+                Ok(resp) => Outcome::Error(ErrorKind::Status(resp.status().as_u16())),
                 Err(e) => {
                     if e.is_connect() {
                         stale.store(true, Ordering::Relaxed);
                     }
-                    Outcome::Error
+                    Outcome::Error(failure(&e))
                 }
             };
-            metrics.probe_request(role, outcome != Outcome::Error);
+            metrics.probe_request(role, matches!(outcome, Outcome::Success { .. }));
             if let Ok(mut s) = state.lock() {
                 s.stats.record(template, outcome);
             }
         }
+    }
+}
+
+fn failure(e: &reqwest::Error) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Other
     }
 }

@@ -1,6 +1,8 @@
 //! What the probe saw for one revision, per request template: counts and a latency histogram.
 //! Pure and bounded: a histogram is a fixed array whatever the number of requests.
 
+use std::collections::BTreeMap;
+
 use crate::decision::{Labels, Sample};
 use crate::gate::ProbeMetric;
 
@@ -69,6 +71,8 @@ fn upper_bound(i: usize) -> f64 {
 pub struct RequestStats {
     pub requests: u64,
     pub errors: u64,
+    /// Errors by kind (`404`, `timeout`, …): a handful of keys at most, for messages.
+    pub error_kinds: BTreeMap<&'static str, u64>,
     /// Latency of successful requests only: a fast 404 must not make a slow canary look quick.
     pub latency: Histogram,
 }
@@ -79,8 +83,57 @@ pub enum Outcome {
     Success {
         seconds: f64,
     },
-    /// A non-success status, a timeout or a connection error.
-    Error,
+    /// A non-success status, a timeout or a connection error, by kind.
+    Error(ErrorKind),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    Status(u16),
+    Timeout,
+    Connect,
+    /// The response was cut off, or the request failed otherwise.
+    Other,
+}
+
+impl ErrorKind {
+    /// A static name, so counting never allocates and the keys stay few.
+    fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Status(code) => status_name(code),
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect => "connection refused",
+            ErrorKind::Other => "broken response",
+        }
+    }
+}
+
+/// Statuses named on their own; others by class.
+const NAMED: [(u16, &str); 10] = [
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (408, "408"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+
+fn status_name(code: u16) -> &'static str {
+    let class = match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    NAMED
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or(class, |(_, name)| name)
 }
 
 /// Every template's outcomes for one revision, in template order.
@@ -103,7 +156,10 @@ impl RevisionStats {
         s.requests += 1;
         match outcome {
             Outcome::Success { seconds } => s.latency.record(seconds),
-            Outcome::Error => s.errors += 1,
+            Outcome::Error(kind) => {
+                s.errors += 1;
+                *s.error_kinds.entry(kind.name()).or_insert(0) += 1;
+            }
         }
     }
 
@@ -132,6 +188,25 @@ impl RevisionStats {
             .zip(&self.per_request)
             .filter(|(_, s)| s.requests >= min && s.errors == s.requests)
             .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// Per template with errors: what they were, most frequent first (`404 ×37, timeout ×2`).
+    pub fn notes(&self, role: &str) -> BTreeMap<Labels, String> {
+        self.names
+            .iter()
+            .zip(&self.per_request)
+            .filter(|(_, s)| s.errors > 0)
+            .map(|(name, s)| {
+                let mut kinds: Vec<(&str, u64)> =
+                    s.error_kinds.iter().map(|(k, n)| (*k, *n)).collect();
+                kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                let text: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+                (
+                    Labels::from([(REQUEST_LABEL.to_string(), name.clone())]),
+                    format!("{role} errors: {}", text.join(", ")),
+                )
+            })
             .collect()
     }
 
@@ -186,8 +261,8 @@ mod tests {
     fn series_per_template_with_errors_and_latency_of_successes_only() {
         let mut s = RevisionStats::new(vec!["chat".into(), "embed".into()]);
         s.record(0, Outcome::Success { seconds: 0.2 });
-        s.record(0, Outcome::Error);
-        s.record(0, Outcome::Error);
+        s.record(0, Outcome::Error(ErrorKind::Status(404)));
+        s.record(0, Outcome::Error(ErrorKind::Status(404)));
         s.record(0, Outcome::Success { seconds: 0.2 });
         let errors = s.series(ProbeMetric::ErrorRatio);
         assert_eq!(
@@ -200,11 +275,16 @@ mod tests {
         assert!((0.2..=0.204).contains(&p50), "{p50}");
         assert_eq!(s.samples()[0].value, 4.0);
         assert_eq!(s.sent(), 4);
-        s.record(7, Outcome::Error);
+        s.record(7, Outcome::Error(ErrorKind::Status(404)));
         assert_eq!(s.sent(), 4, "an unknown template is ignored");
         assert!(s.all_failing(1).is_empty());
-        s.record(1, Outcome::Error);
+        s.record(1, Outcome::Error(ErrorKind::Timeout));
         assert_eq!(s.all_failing(1), ["embed"]);
+        let notes = s.notes("canary");
+        assert_eq!(
+            notes.values().collect::<Vec<_>>(),
+            ["canary errors: 404 ×2", "canary errors: timeout ×1"]
+        );
         assert!(
             s.all_failing(2).is_empty(),
             "one request is not enough to tell"

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
 use serde_json::{Value, json};
 use tollgate::gate::{GatePhase, GatedRollout};
 use tollgate::rollout::Phase;
@@ -336,5 +338,42 @@ async fn a_request_failing_on_both_revisions_holds_as_a_probe_problem() {
     );
     assert_eq!(entry.failures, 0, "{}", entry.message);
     s.ns.assert_paused_at(name, 1).await;
+    s.finish().await;
+}
+
+/// A probe header whose value comes from a Secret reaches every pod (they answer 401 without
+/// it), and the value appears nowhere in tollgate's log.
+#[tokio::test]
+async fn probe_headers_from_a_secret_reach_the_pods_and_are_never_logged() {
+    const KEY: &str = "sk-e2e-probe-5ecret";
+    let mut probe = probe(json!("http"));
+    for r in probe["requests"].as_array_mut().expect("requests") {
+        r["headers"] = json!([{"name": "Authorization", "secret": {"name": "litellm-probe", "key": "header"}}]);
+    }
+    let (s, server, _) = probed(
+        "probe-secret",
+        Setup {
+            probe,
+            ..Setup::default()
+        },
+    )
+    .await;
+    server.require_header("authorization", &format!("Bearer {KEY}"));
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "litellm-probe"}, "stringData": {"header": format!("Bearer {KEY}")}
+    }))
+    .expect("secret");
+    s.ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    s.ns.bump_revision("litellm", "v2").await;
+    s.ns.wait_phase("litellm", "promoted with authorized probes", |p| {
+        *p == Phase::Healthy
+    })
+    .await;
+    let log = s.tollgate.as_ref().expect("controller").log();
+    assert!(!log.is_empty(), "tollgate logged nothing");
+    assert!(!log.contains(KEY), "the Secret's value reached the log");
     s.finish().await;
 }

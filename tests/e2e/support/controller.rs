@@ -51,6 +51,7 @@ async fn service_account_kubeconfig() -> &'static str {
 pub struct Tollgate {
     child: Child,
     metrics_url: String,
+    log_path: std::path::PathBuf,
 }
 
 impl Tollgate {
@@ -61,10 +62,11 @@ impl Tollgate {
             .expect("a free port");
         let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("log directory");
+        let log_path = logs.join(format!("{namespace}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(logs.join(format!("{namespace}.log")))
+            .open(&log_path)
             .expect("controller log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args([
@@ -92,13 +94,23 @@ impl Tollgate {
             }
         })
         .await;
-        Tollgate { child, metrics_url }
+        Tollgate {
+            child,
+            metrics_url,
+            log_path,
+        }
     }
 
     /// The process id, for resource measurements (benches/scale.rs).
     #[allow(dead_code)]
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Everything the process logged so far (at debug level for tollgate itself).
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// Stops the process (as a crash or a rolling restart would) and waits for it to exit.

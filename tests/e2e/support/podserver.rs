@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State, connect_info::Connected};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::serve::IncomingStream;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -54,6 +54,8 @@ struct Shared {
     received: HashMap<String, u64>,
     /// When each request arrived, per hash.
     arrivals: HashMap<String, Vec<std::time::Instant>>,
+    /// A header every request must carry, else 401.
+    required: Option<(String, String)>,
 }
 
 /// The local address a connection was accepted on.
@@ -112,6 +114,13 @@ impl PodServer {
         if let Ok(mut s) = self.shared.lock() {
             s.replies
                 .insert((hash.to_string(), model.to_string()), reply);
+        }
+    }
+
+    /// Answers 401 to requests without header `name: value`.
+    pub fn require_header(&self, name: &str, value: &str) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.required = Some((name.to_string(), value.to_string()));
         }
     }
 
@@ -183,6 +192,7 @@ async fn answer(
     State(shared): State<Arc<Mutex<Shared>>>,
     ConnectInfo(Local(local)): ConnectInfo<Local>,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
     let model = model_of(&uri, &body);
@@ -207,6 +217,11 @@ async fn answer(
             );
         };
         *s.received.entry(hash.clone()).or_insert(0) += 1;
+        if let Some((name, value)) = &s.required
+            && headers.get(name).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+        {
+            return (StatusCode::UNAUTHORIZED, "no valid credentials".into());
+        }
         s.arrivals
             .entry(hash.clone())
             .or_default()

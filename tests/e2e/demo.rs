@@ -32,6 +32,18 @@ async fn promote_v2(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::rol
     healthy
 }
 
+/// Rolls out v3 and waits for tollgate to abort it; returns the gate's record.
+async fn abort_v3(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::gate::GatedRollout {
+    s.ns.bump_revision(name, "v3").await;
+    let entry = s
+        .wait_entry(&format!("{name}-gate"), name, "v3 aborted", |e| {
+            e.phase == GatePhase::Aborted
+        })
+        .await;
+    show_events(s, name, seen).await;
+    entry
+}
+
 /// Prints the gate as applied.
 async fn show_gate(s: &Scenario, name: &str) {
     let gate: Option<tollgate::gate::RolloutGate> =
@@ -74,13 +86,7 @@ async fn demo_a_healthy_canary_is_promoted_and_a_broken_one_aborted() {
     }
     let broken = Behaviour::all(MODELS, "200", 8.0).with("mistral-small", "404");
     s.start_traffic(name, broken, Behaviour::all(MODELS, "200", 8.0));
-    s.ns.bump_revision(name, "v3").await;
-    let entry = s
-        .wait_entry(&format!("{name}-gate"), name, "v3 aborted", |e| {
-            e.phase == GatePhase::Aborted
-        })
-        .await;
-    show_events(&s, name, &mut seen).await;
+    let entry = abort_v3(&s, name, &mut seen).await;
     support::wait_for("Argo to roll back", STEP_TIMEOUT, || async {
         let r = s.ns.get_rollout(name).await;
         match r.status_or_default().phase.as_deref() {
@@ -147,13 +153,7 @@ async fn demo_an_app_without_metrics_is_gated_by_probes() {
     say("v3 rolls out; its pods answer 404 for mistral-small only");
     server.set(&v2, "", Reply::OK);
     server.set("*", "mistral-small", Reply::status(404));
-    s.ns.bump_revision(name, "v3").await;
-    let entry = s
-        .wait_entry(&format!("{name}-gate"), name, "v3 aborted", |e| {
-            e.phase == GatePhase::Aborted
-        })
-        .await;
-    show_events(&s, name, &mut seen).await;
+    let entry = abort_v3(&s, name, &mut seen).await;
     assert!(entry.message.contains("mistral-small"), "{}", entry.message);
     say(&format!(
         "inspect: kubectl -n {} get rolloutgate -o yaml",

@@ -3,7 +3,7 @@
 # Every component runs on 127.0.0.1 on a free port, logs to $STATE/logs/NAME.log and has a pid file
 # under $STATE/pids, numbered so that `down` stops them in reverse start order.
 
-# Fake pod IPs come from this loopback range, so a test server bound to 0.0.0.0 answers as any pod.
+# Fake pod IPs come from this loopback range, so a test server can listen on a pod's own IP (tests/e2e/support/podserver.rs).
 POD_CIDR=127.10.0.0/16
 KWOK_NODES=3
 UP_TIMEOUT=${TOLLGATE_UP_TIMEOUT:-180}

@@ -1,7 +1,8 @@
 //! One HTTP server that answers as every pod of a namespace. KWOK gives pods IPs in
-//! 127.10.0.0/16, all loopback, so a server bound on 0.0.0.0 receives whatever is sent to any pod
-//! IP; the local address a connection arrived on says which pod, and so which revision, was
-//! reached. Behaviour is set per revision and per model (or path) by the test.
+//! 127.10.0.0/16, and on Linux every address of 127.0.0.0/8 is the loopback interface's: the
+//! server listens on each pod's own IP (never beyond loopback) as soon as a watch shows it, so the
+//! local address a connection arrived on says which pod, and so which revision, was reached.
+//! Behaviour is set per revision and per model (or path) by the test.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -88,22 +89,27 @@ impl Drop for PodServer {
 }
 
 impl PodServer {
-    /// Serves on 0.0.0.0 (so every pod IP reaches it) and learns the pods of `namespace`.
+    /// Listens on each pod IP of `namespace` (all loopback), as the watch learns them.
     pub async fn start(client: kube::Client, namespace: &str) -> PodServer {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+        // The port every pod listens on, reserved on 127.0.0.1; pod IPs are other addresses.
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind pod server");
-        let port = listener.local_addr().expect("pod server address").port();
+        let port = first.local_addr().expect("pod server address").port();
         let app = Router::new().fallback(answer).with_state(shared.clone());
-        let serve = tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Local>()).await;
-        });
-        let learn = tokio::spawn(learn_pods(client, namespace.to_string(), shared.clone()));
+        let serving = tokio::spawn(serve(first, app.clone()));
+        let learn = tokio::spawn(learn_pods(
+            client,
+            namespace.to_string(),
+            shared.clone(),
+            app,
+            port,
+        ));
         PodServer {
             port,
             shared,
-            tasks: vec![serve, learn],
+            tasks: vec![serving, learn],
         }
     }
 
@@ -153,15 +159,27 @@ impl PodServer {
     }
 }
 
-/// Learns pod IPs from a watch, so a pod is known the moment it has an IP — before tollgate,
-/// which lists pods every few seconds, can send to it.
-async fn learn_pods(client: kube::Client, namespace: String, shared: Arc<Mutex<Shared>>) {
+async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Local>()).await;
+}
+
+/// Learns pods from a watch, and listens on each new pod IP the moment it appears — before
+/// tollgate, which lists pods every few seconds, can send to it.
+async fn learn_pods(
+    client: kube::Client,
+    namespace: String,
+    shared: Arc<Mutex<Shared>>,
+    app: Router,
+    port: u16,
+) {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
 
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     let pods = watcher(api, watcher::Config::default()).applied_objects();
     futures::pin_mut!(pods);
+    // Listeners live as long as this task: aborting it closes them all.
+    let mut listeners = tokio::task::JoinSet::new();
     while let Some(event) = pods.next().await {
         let Ok(p) = event else { continue };
         let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref());
@@ -170,12 +188,21 @@ async fn learn_pods(client: kube::Client, namespace: String, shared: Arc<Mutex<S
             .labels
             .as_ref()
             .and_then(|l| l.get("rollouts-pod-template-hash"));
+        let (Some(Ok(ip)), Some(hash)) = (ip.map(str::parse::<IpAddr>), hash) else {
+            continue;
+        };
         // Learned IPs are kept: a pod being deleted may still be probed for a moment, and each
         // test's namespace is too short-lived for KWOK to reuse an IP in it.
-        if let (Some(Ok(ip)), Some(hash)) = (ip.map(str::parse::<IpAddr>), hash)
-            && let Ok(mut s) = shared.lock()
-        {
-            s.revisions.insert(ip, hash.clone());
+        let new = shared
+            .lock()
+            .is_ok_and(|mut s| s.revisions.insert(ip, hash.clone()).is_none());
+        if new && ip.is_loopback() {
+            match tokio::net::TcpListener::bind((ip, port)).await {
+                Ok(l) => {
+                    listeners.spawn(serve(l, app.clone()));
+                }
+                Err(e) => eprintln!("pod server: cannot listen on {ip}:{port}: {e}"),
+            }
         }
     }
 }
@@ -196,16 +223,6 @@ async fn answer(
     body: Bytes,
 ) -> (StatusCode, String) {
     let model = model_of(&uri, &body);
-    // A pod that just started may be probed before the next refresh has learned its IP.
-    for _ in 0..30 {
-        let known = shared
-            .lock()
-            .is_ok_and(|s| s.revisions.contains_key(&local.ip()));
-        if known {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let reply = {
         let Ok(mut s) = shared.lock() else {
             return (StatusCode::INTERNAL_SERVER_ERROR, "poisoned".into());

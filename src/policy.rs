@@ -105,6 +105,8 @@ impl ProbeRequest {
 const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHealth or webhook";
 /// The probe's latency histogram tops out at ~84 s; a longer timeout could not be measured.
 const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Every check of an evaluation is awaited together: one slow webhook holds up the rest.
+const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,9 +188,12 @@ fn compile_check(
         (None, Some(p), None) => Source::PodHealth(p.signal),
         (None, None, Some(w)) => Source::Webhook {
             webhook: w.clone(),
-            timeout: optional_duration("webhook.timeout", w.timeout.as_deref())?
-                .filter(|t| !t.is_zero())
-                .unwrap_or(DEFAULT_TIMEOUT),
+            timeout: bounded_timeout(
+                "webhook.timeout",
+                w.timeout.as_deref(),
+                DEFAULT_TIMEOUT,
+                MAX_WEBHOOK_TIMEOUT,
+            )?,
         },
         _ => {
             return Err(ONE_SOURCE.into());
@@ -290,18 +295,18 @@ fn probe(p: &gate::ProbeSource) -> Result<Probe, String> {
         return Err("requests: at least one request template is needed".into());
     }
     let rate = p.rate.unwrap_or(DEFAULT_PROBE_RATE);
-    if !(rate.is_finite() && rate > 0.0) {
+    // Admission enforces the same range; a rate outside it would make a zero or endless period.
+    if !(0.01..=1000.0).contains(&rate) {
         return Err(format!(
-            "rate: {rate} is not a positive number of requests per second"
+            "rate: {rate} is outside 0.01 to 1000 requests per second"
         ));
     }
-    let timeout =
-        optional_duration("timeout", p.timeout.as_deref())?.unwrap_or(DEFAULT_PROBE_TIMEOUT);
-    if timeout.is_zero() || timeout > MAX_PROBE_TIMEOUT {
-        return Err(format!(
-            "timeout: {timeout:?} is outside 1ms to {MAX_PROBE_TIMEOUT:?}"
-        ));
-    }
+    let timeout = bounded_timeout(
+        "timeout",
+        p.timeout.as_deref(),
+        DEFAULT_PROBE_TIMEOUT,
+        MAX_PROBE_TIMEOUT,
+    )?;
     let budget = match p.budget {
         None => None,
         Some(b) => Some(
@@ -316,11 +321,13 @@ fn probe(p: &gate::ProbeSource) -> Result<Probe, String> {
         scheme: p.scheme,
         requests,
         rate,
-        concurrency: p
-            .concurrency
-            .and_then(|c| usize::try_from(c).ok())
-            .filter(|c| *c > 0)
-            .unwrap_or(DEFAULT_PROBE_CONCURRENCY),
+        concurrency: match p.concurrency {
+            None => DEFAULT_PROBE_CONCURRENCY,
+            Some(c) => usize::try_from(c)
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| format!("concurrency: {c} is not a positive number"))?,
+        },
         timeout,
         budget,
     })
@@ -432,6 +439,20 @@ fn rule(c: &Check) -> Result<Rule, String> {
 /// A non-negative count from the spec (admission already rejects negatives).
 fn count(value: Option<i32>, default: u32) -> u32 {
     value.map_or(default, |v| u32::try_from(v).unwrap_or(0))
+}
+
+/// A timeout from the spec, between 1 ms and `max`.
+fn bounded_timeout(
+    field: &str,
+    text: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    let t = optional_duration(field, text)?.unwrap_or(default);
+    if t.is_zero() || t > max {
+        return Err(format!("{field}: {t:?} is outside 1ms to {max:?}"));
+    }
+    Ok(t)
 }
 
 fn optional_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, String> {
@@ -598,6 +619,20 @@ mod tests {
         let mut s = probe_gate();
         s["probe"]["port"] = json!(70000);
         assert!(compile(&spec(s)).expect_err("port").contains("port: 70000"));
+        let mut s = probe_gate();
+        s["probe"]["rate"] = json!(1e9);
+        assert!(
+            compile(&spec(s))
+                .expect_err("rate")
+                .contains("rate: 1000000000 is outside")
+        );
+        let mut s = probe_gate();
+        s["probe"]["concurrency"] = json!(0);
+        assert!(
+            compile(&spec(s))
+                .expect_err("concurrency")
+                .contains("concurrency: 0")
+        );
     }
 
     #[test]
@@ -663,6 +698,12 @@ mod tests {
         };
         assert_eq!(*timeout, Duration::from_secs(3));
         assert_eq!(g.checks[1].judge.rule.describe(), ">= 0.9");
+        let slow = compile(&spec(json!({"rollouts": {"name": "a"}, "checks": [
+            {"name": "v", "webhook": {"url": "http://j/", "timeout": "2h"}}]})));
+        assert!(
+            slow.expect_err("too slow")
+                .contains("webhook.timeout: 7200s is outside")
+        );
     }
 
     #[test]

@@ -46,7 +46,9 @@ def samples(path, families):
         m = pat.match(line.strip())
         if not m or m.group(1) not in families:
             continue
-        labels = frozenset(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        labels = re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or "")
+        # Bucket bounds print as "1" or "1.0" depending on the exporter: compare them as numbers.
+        labels = frozenset((k, repr(float(v)) if k == "le" else v) for k, v in labels)
         out[(m.group(1), labels)] = float(m.group(3))
     return out
 
@@ -74,7 +76,8 @@ def compare(tollgate, python, data):
     print(f"\nthroughput ratio: {rs / ts:.1f}x (target >= 10x)   RSS ratio: {tr / rr:.3f} = 1/{rr / tr:.1f} (target <= 1/5)")
     print(f"  {rsum}\n  {tsum}")
     fams = {"logmetrics_requests_total", "logmetrics_malformed_lines_total",
-            "logmetrics_request_duration_seconds_count", "logmetrics_lines_total",
+            "logmetrics_request_duration_seconds_count", "logmetrics_request_duration_seconds_bucket",
+            "logmetrics_lines_total",
             "logmetrics_lines_without_duration_total", "logmetrics_series_overflow_total"}
     ref, ours = samples(rout, fams), samples(tout, fams)
     # prometheus_client leaves out a reason that never occurred; zero-valued samples do not count.

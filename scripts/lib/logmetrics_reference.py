@@ -6,14 +6,16 @@ the final exposition to stdout and a summary to stderr.
     logmetrics_reference.py [--status-field status] [--model-field model] [--route-field F]
         [--user-field F] [--duration-field duration_ms] [--duration-unit ms|s]
         [--code-label code|class] [--buckets 0.05,...] [--allow LABEL=a,b] [--max-values N|LABEL=N]
-        [--overflow-value __other__] [--max-series 5000] [--max-line-bytes 65536] [--prefix logmetrics]
+        [--overflow-value __other__] [--max-series 5000] [--max-line-bytes 65536]
+        [--max-label-bytes 128] [--prefix logmetrics]
         [--pod P] [--pod-template-hash H] [--listen 127.0.0.1:0]
 
 Rules (kept identical to src/logmetrics): status is required, an integer 100..599 as a number or
 numeric string; label fields are strings (numbers and booleans as text), absent or null ->
 "__missing__", objects/arrays -> malformed wrong_type; duration absent or null -> counted without
-a duration, otherwise a non-negative number or numeric string. Label values beyond an allow-list
-or a per-label cap of distinct values become the overflow value; past --max-series label
+a duration, otherwise a non-negative number or numeric string. Label values longer than
+--max-label-bytes, beyond an allow-list or beyond a per-label cap of distinct values become the
+overflow value (a logged value equal to a sentinel joins the sentinel's series); past --max-series label
 combinations, a new one keeps its code and takes the overflow value for every other label. The
 histogram carries model and route only.
 """
@@ -36,14 +38,19 @@ class Malformed(Exception):
 
 
 class Dim:
-    def __init__(self, allow, cap, overflow):
-        self.allow, self.cap, self.overflow = allow, cap, overflow
+    def __init__(self, allow, cap, overflow, max_bytes):
+        self.allow, self.cap, self.overflow, self.max_bytes = allow, cap, overflow, max_bytes
         self.seen = set()
         self.overflowed = 0
 
     def value(self, v):
-        if v is None:
+        if v is None or v == MISSING:
             return MISSING
+        if v == self.overflow:
+            return v
+        if len(v.encode()) > self.max_bytes:
+            self.overflowed += 1
+            return self.overflow
         if v in self.seen:
             return v
         if (self.allow is not None and v not in self.allow) or len(self.seen) >= self.cap:
@@ -124,6 +131,7 @@ def main():
     p.add_argument("--overflow-value", default="__other__")
     p.add_argument("--max-series", type=int, default=5000)
     p.add_argument("--max-line-bytes", type=int, default=65536)
+    p.add_argument("--max-label-bytes", type=int, default=128)
     p.add_argument("--prefix", default="logmetrics")
     p.add_argument("--pod", default="")
     p.add_argument("--pod-template-hash", default="")
@@ -143,7 +151,8 @@ def main():
     for al in a.allow:
         k, v = al.split("=", 1)
         allow.setdefault(k, set()).update(x for x in v.split(",") if x)
-    dims = {l: Dim(allow.get(l), caps.get(l, default_cap), a.overflow_value) for l in labels}
+    dims = {l: Dim(allow.get(l), caps.get(l, default_cap), a.overflow_value, a.max_label_bytes)
+            for l in labels}
     paths = {l: mapped[l].split(".") for l in labels}
     dur_path = a.duration_field.split(".") if a.duration_field else None
     scale = 0.001 if a.duration_unit == "ms" else 1.0

@@ -115,11 +115,26 @@ pub async fn ask(
         }
     };
     let status = resp.status().as_u16();
-    match resp.bytes().await {
-        Ok(body) if body.len() <= MAX_REPLY => parse(status, &body, reported),
-        Ok(_) => Measurement::failed(format!("webhook reply is larger than {MAX_REPLY} bytes")),
+    match read_limited(resp).await {
+        Ok(Some(body)) => parse(status, &body, reported),
+        Ok(None) => Measurement::failed(format!("webhook reply is larger than {MAX_REPLY} bytes")),
         Err(e) => Measurement::failed(format!("reading the webhook reply: {}", without_url(&e))),
     }
+}
+
+/// The body, or `None` as soon as it grows past [`MAX_REPLY`] (never buffered beyond that).
+async fn read_limited(mut resp: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > MAX_REPLY as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_REPLY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// The URL may carry a token in its query: errors never repeat it.

@@ -110,6 +110,11 @@ pub struct LogmetricsArgs {
     /// The value standing in for label values beyond the allow-list or the cap.
     #[arg(long, env = "LOGMETRICS_OVERFLOW_VALUE", default_value = DEFAULT_OVERFLOW)]
     pub overflow_value: String,
+    /// Label values longer than this become the overflow value: a client-chosen model name
+    /// must not be able to blow up every line of the exposition.
+    #[arg(long, env = "LOGMETRICS_MAX_LABEL_BYTES", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_label_bytes: u32,
     /// Longer lines are counted (`reason="too_long"`) and skipped, never buffered.
     #[arg(long, env = "LOGMETRICS_MAX_LINE_BYTES", default_value_t = 65536,
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
@@ -165,6 +170,7 @@ pub struct Config {
     pub overflow_value: String,
     pub max_series: usize,
     pub max_line_bytes: usize,
+    pub max_label_bytes: usize,
     pub pod: String,
     pub pod_template_hash: String,
     pub exit_on_eof: bool,
@@ -256,6 +262,7 @@ impl Config {
             overflow_value: a.overflow_value,
             max_series: a.max_series as usize,
             max_line_bytes: a.max_line_bytes as usize,
+            max_label_bytes: a.max_label_bytes as usize,
             pod: a.pod,
             pod_template_hash: a.pod_template_hash,
             exit_on_eof: a.exit_on_eof,

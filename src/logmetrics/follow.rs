@@ -94,12 +94,20 @@ impl LineReader {
         Ok(n)
     }
 
-    /// Hands over a last line that had no newline (end of input, or its file was rotated away).
-    pub fn finish(&mut self, mut sink: impl FnMut(Line<'_>)) {
-        if self.end > self.start && !self.discarding {
+    /// Hands over a last line that had no newline (end of input, or its file was rotated away);
+    /// says whether there was one.
+    pub fn finish(&mut self, mut sink: impl FnMut(Line<'_>)) -> bool {
+        let last = self.end > self.start && !self.discarding;
+        if last {
             sink(Line::Ok(&self.buf[self.start..self.end]));
         }
         self.reset();
+        last
+    }
+
+    /// Drops bytes up to the next newline, silently: reading starts mid-line.
+    pub fn skip_partial_line(&mut self) {
+        self.discarding = true;
     }
 
     /// Forgets a partial line (its file was truncated under it).
@@ -131,9 +139,25 @@ pub fn read_to_end<R: Read>(
     while reader.fill(src, |l| h.line(l))? > 0 {
         h.batch_done();
     }
-    reader.finish(|l| h.line(l));
-    h.batch_done();
+    if reader.finish(|l| h.line(l)) {
+        h.batch_done();
+    }
     Ok(())
+}
+
+/// Seeks to the end; if the writer is mid-line there, the rest of that line is dropped, not
+/// counted as a malformed fragment.
+fn skip_to_end(file: &mut File, reader: &mut LineReader) -> io::Result<u64> {
+    let end = file.seek(SeekFrom::End(0))?;
+    if end > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(end - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            reader.skip_partial_line();
+        }
+    }
+    Ok(end)
 }
 
 /// Follows the file at `path` until `h.keep_going()` says stop (or, with `exit_on_eof`, until
@@ -165,7 +189,7 @@ pub fn follow(
         let current = identity(&meta);
         // Only a file that was already there at start-up is skipped to its end.
         let mut pos = if first && !waited && start_at == StartAt::End {
-            file.seek(SeekFrom::End(0))?
+            skip_to_end(&mut file, reader)?
         } else {
             0
         };
@@ -178,8 +202,9 @@ pub fn follow(
                 continue;
             }
             if exit_on_eof {
-                reader.finish(|l| h.line(l));
-                h.batch_done();
+                if reader.finish(|l| h.line(l)) {
+                    h.batch_done();
+                }
                 return Ok(());
             }
             // At the end: has the file been truncated or replaced?
@@ -201,8 +226,9 @@ pub fn follow(
                         h.batch_done();
                         continue;
                     }
-                    reader.finish(|l| h.line(l));
-                    h.batch_done();
+                    if reader.finish(|l| h.line(l)) {
+                        h.batch_done();
+                    }
                     h.reopened(Reopen::Rotated);
                     break;
                 }
@@ -394,6 +420,19 @@ mod tests {
         let c = c.lock().expect("lock");
         assert_eq!(c.lines, ["a", "b", "c", "d"]);
         assert_eq!(c.reopened, [Reopen::Rotated]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn starting_at_the_end_mid_line_drops_the_rest_of_that_line() {
+        let dir = temp_dir("midline");
+        let path = dir.join("access.log");
+        append(&path, "whole\n{\"half\":");
+        let (c, t) = follow_in_background(path.clone(), StartAt::End, 2);
+        std::thread::sleep(Duration::from_millis(100));
+        append(&path, "1}\nnext\nlast\n");
+        t.join().expect("follower");
+        assert_eq!(c.lock().expect("lock").lines, ["next", "last"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -20,16 +20,22 @@ const ABSENT: u32 = 1;
 struct Dim {
     allow: Option<BTreeSet<String>>,
     max_values: usize,
+    max_bytes: usize,
+    /// The overflow value as logged text: a line carrying it joins the overflow series rather
+    /// than printing a second series with the same labels.
+    overflow: String,
     ids: HashMap<Box<str>, u32>,
     /// id → rendered (escaped) value.
     names: Vec<String>,
 }
 
 impl Dim {
-    fn new(rule: &LabelRule, overflow: &str) -> Dim {
+    fn new(rule: &LabelRule, overflow: &str, max_bytes: usize) -> Dim {
         Dim {
             allow: rule.allow.clone(),
             max_values: rule.max_values,
+            max_bytes,
+            overflow: overflow.to_string(),
             ids: HashMap::new(),
             names: vec![escape(overflow), escape(MISSING)],
         }
@@ -37,8 +43,11 @@ impl Dim {
 
     /// The id of `value`; `(id, true)` when it was folded into the overflow value.
     fn id(&mut self, value: Option<&str>) -> (u32, bool) {
-        let Some(value) = value else {
-            return (ABSENT, false);
+        let value = match value {
+            None | Some(MISSING) => return (ABSENT, false),
+            Some(v) if v == self.overflow => return (OVERFLOW, false),
+            Some(v) if v.len() > self.max_bytes => return (OVERFLOW, true),
+            Some(v) => v,
         };
         if let Some(&id) = self.ids.get(value) {
             return (id, id == OVERFLOW);
@@ -100,7 +109,7 @@ impl Series {
         let dims = c
             .labels
             .clone()
-            .map(|r| r.map(|r| Dim::new(&r, &c.overflow_value)));
+            .map(|r| r.map(|r| Dim::new(&r, &c.overflow_value, c.max_label_bytes)));
         Series {
             prefix: c.prefix.clone(),
             constant: format!(
@@ -429,6 +438,33 @@ mod tests {
         assert!(out.contains(r#"model="m0"} 2"#), "{out}");
         // The cap bounds memory, not only output.
         assert_eq!(s.dims[1].as_ref().map(|d| d.ids.len()), Some(2));
+    }
+
+    #[test]
+    fn long_values_and_sentinel_lookalikes_join_the_sentinel_series() {
+        let (e, mut s) = setup(&["--max-label-bytes", "8"]);
+        let out = feed(
+            &e,
+            &mut s,
+            &[
+                r#"{"status":404,"model":"a-very-long-model-name-chosen-by-a-client"}"#,
+                r#"{"status":404,"model":"__other__"}"#,
+                r#"{"status":404,"model":"__missing__"}"#,
+                r#"{"status":404}"#,
+            ],
+        );
+        assert!(out.contains(r#"code="404",model="__other__"} 2"#), "{out}");
+        assert!(
+            out.contains(r#"code="404",model="__missing__"} 2"#),
+            "{out}"
+        );
+        assert!(!out.contains("a-very-long"), "{out}");
+        assert!(out.contains(r#"label="model"} 1"#), "{out}");
+        assert_eq!(
+            out.matches(r#"code="404",model="__other__"}"#).count(),
+            1,
+            "{out}"
+        );
     }
 
     #[test]

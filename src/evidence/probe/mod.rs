@@ -112,7 +112,7 @@ impl ProbeRun {
                 Some(p) => Err(format!("cannot probe the {role} revision: {p}")),
                 None => Ok((
                     r.stats.series(metric),
-                    r.stats.samples(),
+                    r.stats.samples(metric),
                     r.stats.notes(role),
                 )),
             }
@@ -319,8 +319,8 @@ impl Loop {
             let started = Instant::now();
             let outcome = match req.send().await {
                 // The whole body counts: a slow stream is a slow answer, a cut one an error.
-                Ok(resp) if r.succeeded(resp.status().as_u16()) => match resp.bytes().await {
-                    Ok(_) => Outcome::Success {
+                Ok(resp) if r.succeeded(resp.status().as_u16()) => match drain(resp).await {
+                    Ok(()) => Outcome::Success {
                         seconds: started.elapsed().as_secs_f64(),
                     },
                     Err(e) => Outcome::Error(failure(&e)),
@@ -332,6 +332,13 @@ impl Loop {
                     }
                     Outcome::Error(failure(&e))
                 }
+            };
+            // A timeout is the slowest answer of all: it counts in latency at the timeout.
+            let outcome = match outcome {
+                Outcome::Error(ErrorKind::Timeout) => Outcome::TimedOut {
+                    seconds: plan.timeout.as_secs_f64(),
+                },
+                other => other,
             };
             metrics.probe_request(role, matches!(outcome, Outcome::Success { .. }));
             if let Ok(mut s) = state.lock() {
@@ -349,4 +356,11 @@ fn failure(e: &reqwest::Error) -> ErrorKind {
     } else {
         ErrorKind::Other
     }
+}
+
+/// Reads a body to its end without keeping it: the canary is the code under test, and an endless
+/// or huge answer must cost the controller nothing but time (bounded by the timeout).
+async fn drain(mut resp: reqwest::Response) -> Result<(), reqwest::Error> {
+    while resp.chunk().await?.is_some() {}
+    Ok(())
 }

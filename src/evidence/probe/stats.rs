@@ -73,14 +73,26 @@ pub struct RequestStats {
     pub errors: u64,
     /// Errors by kind (`404`, `timeout`, …): a handful of keys at most, for messages.
     pub error_kinds: BTreeMap<&'static str, u64>,
-    /// Latency of successful requests only: a fast 404 must not make a slow canary look quick.
+    /// Latency of successful requests, and of timeouts at the timeout: a fast 404 must not make
+    /// a slow canary look quick, and the slowest answers must not drop out.
     pub latency: Histogram,
+}
+
+impl RequestStats {
+    fn error(&mut self, kind: ErrorKind) {
+        self.errors += 1;
+        *self.error_kinds.entry(kind.name()).or_insert(0) += 1;
+    }
 }
 
 /// How one request ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Outcome {
     Success {
+        seconds: f64,
+    },
+    /// An error that also counts in latency, at the timeout.
+    TimedOut {
         seconds: f64,
     },
     /// A non-success status, a timeout or a connection error, by kind.
@@ -156,10 +168,11 @@ impl RevisionStats {
         s.requests += 1;
         match outcome {
             Outcome::Success { seconds } => s.latency.record(seconds),
-            Outcome::Error(kind) => {
-                s.errors += 1;
-                *s.error_kinds.entry(kind.name()).or_insert(0) += 1;
+            Outcome::TimedOut { seconds } => {
+                s.latency.record(seconds);
+                s.error(ErrorKind::Timeout);
             }
+            Outcome::Error(kind) => s.error(kind),
         }
     }
 
@@ -210,9 +223,22 @@ impl RevisionStats {
             .collect()
     }
 
-    /// Requests per template, as the engine's sample counts.
-    pub fn samples(&self) -> Vec<Sample> {
-        self.series(ProbeMetric::Requests)
+    /// The sample count behind each template's `metric`: requests for counts and ratios, and
+    /// the latencies measured for a percentile (a template of 19 errors and one success has one
+    /// latency sample, not 20).
+    pub fn samples(&self, metric: ProbeMetric) -> Vec<Sample> {
+        match metric {
+            ProbeMetric::Requests | ProbeMetric::ErrorRatio => self.series(ProbeMetric::Requests),
+            ProbeMetric::LatencyP50 | ProbeMetric::LatencyP95 | ProbeMetric::LatencyP99 => self
+                .names
+                .iter()
+                .zip(&self.per_request)
+                .map(|(name, s)| Sample {
+                    labels: Labels::from([(REQUEST_LABEL.to_string(), name.clone())]),
+                    value: s.latency.total as f64,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -258,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn series_per_template_with_errors_and_latency_of_successes_only() {
+    fn series_per_template_with_errors_and_latency_of_successes_and_timeouts() {
         let mut s = RevisionStats::new(vec!["chat".into(), "embed".into()]);
         s.record(0, Outcome::Success { seconds: 0.2 });
         s.record(0, Outcome::Error(ErrorKind::Status(404)));
@@ -273,17 +299,27 @@ mod tests {
         assert!(errors[1].value.is_nan(), "no requests yet is no data");
         let p50 = s.series(ProbeMetric::LatencyP50)[0].value;
         assert!((0.2..=0.204).contains(&p50), "{p50}");
-        assert_eq!(s.samples()[0].value, 4.0);
+        assert_eq!(s.samples(ProbeMetric::ErrorRatio)[0].value, 4.0);
+        assert_eq!(s.samples(ProbeMetric::LatencyP95)[0].value, 2.0);
         assert_eq!(s.sent(), 4);
+        // A timeout is an error, and the slowest latency sample.
+        s.record(0, Outcome::TimedOut { seconds: 5.0 });
+        assert_eq!(s.samples(ProbeMetric::LatencyP95)[0].value, 3.0);
+        let p99 = s.series(ProbeMetric::LatencyP99)[0].value;
+        assert!((5.0..=5.1).contains(&p99), "{p99}");
+        assert_eq!(s.series(ProbeMetric::ErrorRatio)[0].value, 0.6);
         s.record(7, Outcome::Error(ErrorKind::Status(404)));
-        assert_eq!(s.sent(), 4, "an unknown template is ignored");
+        assert_eq!(s.sent(), 5, "an unknown template is ignored");
         assert!(s.all_failing(1).is_empty());
         s.record(1, Outcome::Error(ErrorKind::Timeout));
         assert_eq!(s.all_failing(1), ["embed"]);
         let notes = s.notes("canary");
         assert_eq!(
             notes.values().collect::<Vec<_>>(),
-            ["canary errors: 404 ×2", "canary errors: timeout ×1"]
+            [
+                "canary errors: 404 ×2, timeout ×1",
+                "canary errors: timeout ×1"
+            ]
         );
         assert!(
             s.all_failing(2).is_empty(),

@@ -93,7 +93,13 @@ fn cel_condition() -> (CheckPolicy, Measurement) {
 fn evaluate(policy: &CheckPolicy, m: &Measurement, gate: &Policy) -> decision::Action {
     let result = decision::judge(policy, m);
     let verdict = decision::combine(std::slice::from_ref(&result));
-    decision::decide(gate, History::default(), &verdict, Duration::from_secs(60)).1
+    decision::decide(
+        gate,
+        History::default(),
+        &verdict,
+        decision::AtPause::agreed(Duration::from_secs(60)),
+    )
+    .1
 }
 
 fn rate(name: &str, policy: &CheckPolicy, m: &Measurement) -> f64 {

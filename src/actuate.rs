@@ -9,7 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::rollout::{Phase, Rollout};
+use crate::rollout::{BLUE_GREEN_PAUSE, CANARY_PAUSE, Phase, Rollout};
 
 /// The field manager tollgate's writes are recorded under.
 pub const FIELD_MANAGER: &str = "tollgate";
@@ -47,9 +47,18 @@ pub fn patch(rollout: &Rollout, action: Action) -> Result<Value> {
         .resource_version
         .clone()
         .ok_or_else(|| refuse("it has no resourceVersion".into()))?;
-    match rollout.phase() {
-        Phase::CanaryPause { .. } | Phase::BlueGreenPause => {}
+    let reason = match rollout.phase() {
+        Phase::CanaryPause { .. } => CANARY_PAUSE,
+        Phase::BlueGreenPause => BLUE_GREEN_PAUSE,
         other => return Err(refuse(format!("it is not at a pause ({other:?})"))),
+    };
+    // Clearing pauseConditions would clear these too: someone else's pause is theirs to end.
+    let others = rollout.other_pauses(reason);
+    if action == Action::Promote && !others.is_empty() {
+        return Err(refuse(format!(
+            "it also waits on {} (not tollgate's)",
+            others.join(", ")
+        )));
     }
     Ok(match action {
         Action::Promote => {
@@ -115,6 +124,19 @@ mod tests {
         }
         let err = patch(&r, Action::Promote).expect_err("must refuse");
         assert!(err.to_string().contains("not at a pause"), "{err}");
+    }
+
+    #[test]
+    fn never_clears_a_pause_condition_that_is_not_its_own() {
+        let mut r = at_pause(false);
+        if let Some(s) = r.status.as_mut() {
+            s.pause_conditions.push(crate::rollout::PauseCondition {
+                reason: "InconclusiveAnalysisRun".into(),
+                start_time: None,
+            });
+        }
+        let err = patch(&r, Action::Promote).expect_err("must refuse");
+        assert!(err.to_string().contains("InconclusiveAnalysisRun"), "{err}");
     }
 
     #[test]

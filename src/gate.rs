@@ -164,7 +164,7 @@ pub struct PrometheusSource {
     /// Base URL of the HTTP API, e.g. `http://prometheus.monitoring:9090`.
     #[schemars(regex(pattern = r"^https?://"))]
     pub address: String,
-    /// Per-query timeout. Default `10s`.
+    /// Per-query timeout, at most `60s`; a timeout is Error evidence. Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION))]
     pub timeout: Option<String>,
@@ -227,15 +227,19 @@ pub struct Check {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// The value is numerator / denominator, series by series. A series missing from the
-    /// numerator counts as 0 (no errors); a missing or zero denominator is NoData.
+    /// numerator counts as 0 (no errors); a missing or zero denominator is NoData; a numerator
+    /// series with no denominator series of the same labels is Error (aggregate both sides by
+    /// the same labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratio: Option<Ratio>,
     /// Pass when `value <op> value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<Threshold>,
-    /// Pass when this CEL expression is true. Variables: `value`, and `stable` and `samples`
-    /// when measured.
+    /// Pass when this CEL expression is true. Variables: `value`; `stable`, the same query for
+    /// the stable revision, measured whenever the expression names it; `samples` with
+    /// `minSamples`. At most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
     pub condition: Option<String>,
     /// Evaluate the query for the stable revision too; pass while the canary stays within
     /// these bounds of it.
@@ -557,6 +561,35 @@ pub struct GatedRollout {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation: Option<EvaluationRecord>,
+    /// The gate generation the counters were judged under; evidence from another never counts.
+    #[serde(default)]
+    pub gate_generation: i64,
+    /// A digest of the gate's spec the counters were judged under.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy_hash: String,
+    /// When tollgate first saw this pause (its own clock; bake time counts from the later of
+    /// this and the pause's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// The gate will evaluate this pause no more (a deadline hold): a restart keeps it so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub concluded: bool,
+    /// A promote or abort decided and about to be sent, written before the patch so a
+    /// controller that dies in between knows the move was its own. Cleared once recorded.
+    #[serde(default)]
+    pub intent: Option<Intent>,
+}
+
+/// What the gate was about to do to a Rollout at a pause.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// `Promoted` or `Aborted`: the phase to record once it is done.
+    pub phase: GatePhase,
+    /// When it was decided (RFC 3339).
+    pub time: String,
+    /// The decision's Event text.
+    pub message: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]

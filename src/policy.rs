@@ -107,6 +107,8 @@ const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHealth
 const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Every check of an evaluation is awaited together: one slow webhook holds up the rest.
 const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// A query slower than this is a query to fix, not one to wait for.
+const MAX_PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,6 +118,16 @@ const DEFAULT_MAX_RESTARTS: f64 = 1.0;
 const DEFAULT_MAX_NOT_READY: Duration = Duration::from_secs(120);
 
 /// Compiles a spec. The error names the field and says what is wrong.
+/// A digest of a gate's spec, stable across processes and versions (FNV-1a over its JSON): the
+/// status records it beside the counters judged under that spec.
+pub fn digest(spec: &RolloutGateSpec) -> String {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 pub fn compile(spec: &RolloutGateSpec) -> Result<Gate, String> {
     let deadline = match &spec.deadline {
         Some(d) => Some(duration("deadline.after", &d.after)?),
@@ -252,8 +264,12 @@ fn prom_queries(
         .or(default_source)
         .cloned()
         .ok_or("no Prometheus source: set spec.prometheus or the check's prometheus")?;
-    let timeout = optional_duration("prometheus.timeout", source.timeout.as_deref())?
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = bounded_timeout(
+        "prometheus.timeout",
+        source.timeout.as_deref(),
+        DEFAULT_TIMEOUT,
+        MAX_PROMETHEUS_TIMEOUT,
+    )?;
     let (query, denominator) = match (&c.query, &c.ratio) {
         (Some(q), None) => (q.clone(), None),
         (None, Some(r)) => (r.numerator.clone(), Some(r.denominator.clone())),

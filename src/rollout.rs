@@ -67,6 +67,8 @@ pub struct BlueGreenStrategy {
     pub preview_service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_promotion_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_promotion_seconds: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -155,6 +157,51 @@ impl Rollout {
         self.status
             .as_ref()
             .is_some_and(|s| s.pause_conditions.iter().any(|c| c.reason == reason))
+    }
+
+    /// Pause conditions other than `reason`: an analysis's `InconclusiveAnalysisRun`, an
+    /// experiment's, or any Argo adds later. A promote clears every pause condition at once, so
+    /// tollgate never promotes past one of these.
+    pub fn other_pauses(&self, reason: &str) -> Vec<String> {
+        self.status
+            .as_ref()
+            .map(|s| {
+                s.pause_conditions
+                    .iter()
+                    .filter(|c| c.reason != reason)
+                    .map(|c| c.reason.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How the pause at canary `step` (or the blue-green pause, for `None`) ends by itself,
+    /// without evidence: a `pause: {duration}` step or blue-green `autoPromotionSeconds`.
+    pub fn self_ending_pause(&self, step: Option<i32>) -> Option<String> {
+        let strategy = &self.spec.strategy;
+        match step {
+            Some(step) => {
+                let index = usize::try_from(step).ok()?;
+                let pause = strategy.canary.as_ref()?.steps.get(index)?.pause.as_ref()?;
+                let duration = pause.get("duration")?;
+                let text = match duration {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => format!("{n}s"),
+                    other => other.to_string(),
+                };
+                Some(format!(
+                    "step {step} is `pause: {{duration: {text}}}`: Argo ends this pause by itself \
+                     after {text} without evidence; use `pause: {{}}` so only the gate ends it"
+                ))
+            }
+            None => {
+                let seconds = strategy.blue_green.as_ref()?.auto_promotion_seconds?;
+                Some(format!(
+                    "autoPromotionSeconds is {seconds}: Argo ends this pause by itself after \
+                     {seconds}s without evidence; remove it so only the gate ends the pause"
+                ))
+            }
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -263,6 +310,45 @@ mod tests {
             "status": {"observedGeneration": "1", "pauseConditions": [{"reason": "BlueGreenPause"}]},
         }));
         assert_eq!(r.phase(), Phase::BlueGreenPause);
+    }
+
+    #[test]
+    fn pause_conditions_of_others_are_named() {
+        let r = canary(json!({"observedGeneration": "2", "currentStepIndex": 1,
+            "pauseConditions": [{"reason": "CanaryPauseStep"}, {"reason": "InconclusiveAnalysisRun"}]}));
+        assert_eq!(
+            r.other_pauses(CANARY_PAUSE),
+            vec!["InconclusiveAnalysisRun"]
+        );
+        let alone = canary(json!({"pauseConditions": [{"reason": "CanaryPauseStep"}]}));
+        assert!(alone.other_pauses(CANARY_PAUSE).is_empty());
+    }
+
+    #[test]
+    fn pauses_that_end_by_themselves_are_reported() {
+        let r = rollout(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "app"},
+            "spec": {"strategy": {"canary": {"steps": [
+                {"pause": {"duration": "1h"}}, {"pause": {"duration": 30}}, {"pause": {}}]}}},
+        }));
+        let timed = r.self_ending_pause(Some(0)).expect("timed");
+        assert!(timed.contains("after 1h without evidence"), "{timed}");
+        assert!(
+            r.self_ending_pause(Some(1))
+                .is_some_and(|t| t.contains("after 30s"))
+        );
+        assert_eq!(r.self_ending_pause(Some(2)), None);
+        assert_eq!(r.self_ending_pause(Some(7)), None);
+        let bg = rollout(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "api"},
+            "spec": {"strategy": {"blueGreen": {"activeService": "a", "autoPromotionSeconds": 600}}},
+        }));
+        assert!(
+            bg.self_ending_pause(None)
+                .is_some_and(|t| t.contains("600s"))
+        );
     }
 
     #[test]

@@ -20,8 +20,17 @@ pub struct Vars {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TemplateError {
-    Unknown { name: String },
-    Unterminated { at: usize },
+    Unknown {
+        name: String,
+    },
+    Unterminated {
+        at: usize,
+    },
+    /// A revision variable with no revision behind it: an empty hash in PromQL matches every
+    /// series *without* the label, so the query would measure something else entirely.
+    NoRevision {
+        name: String,
+    },
 }
 
 impl fmt::Display for TemplateError {
@@ -37,6 +46,11 @@ impl fmt::Display for TemplateError {
             TemplateError::Unterminated { at } => {
                 write!(f, "'{{{{' at byte {at} has no closing '}}}}'")
             }
+            TemplateError::NoRevision { name } => write!(
+                f,
+                "{{{{ {name} }}}} names a revision the Rollout does not have yet (no stable \
+                 revision before its first rollout completes)"
+            ),
         }
     }
 }
@@ -57,7 +71,22 @@ pub const NAMES: &[&str] = &[
 ];
 
 impl Vars {
-    fn value(&self, name: &str) -> Option<String> {
+    fn value(&self, name: &str) -> Option<Result<String, TemplateError>> {
+        let revision = match name {
+            "hash" | "podRegex" => Some(&self.hash),
+            "canaryHash" | "canaryPodRegex" => Some(&self.canary_hash),
+            "stableHash" | "stablePodRegex" => Some(&self.stable_hash),
+            _ => None,
+        };
+        if revision.is_some_and(|r| r.is_empty()) {
+            return Some(Err(TemplateError::NoRevision {
+                name: name.to_string(),
+            }));
+        }
+        self.text(name).map(Ok)
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
         let pods = |hash: &str| {
             format!(
                 "{}-{}-[a-z0-9]+",
@@ -102,7 +131,7 @@ pub fn render(template: &str, vars: &Vars) -> Result<String, TemplateError> {
         let name = after[..end].trim();
         let value = vars.value(name).ok_or_else(|| TemplateError::Unknown {
             name: name.to_string(),
-        })?;
+        })??;
         out.push_str(&promql_string(&value));
         let consumed = start + 2 + end + 2;
         offset += consumed;
@@ -114,7 +143,13 @@ pub fn render(template: &str, vars: &Vars) -> Result<String, TemplateError> {
 
 /// Checks a template without values: every variable known, every `{{` closed.
 pub fn validate(template: &str) -> Result<(), TemplateError> {
-    render(template, &Vars::default()).map(|_| ())
+    let example = Vars {
+        hash: "h".into(),
+        canary_hash: "h".into(),
+        stable_hash: "h".into(),
+        ..Vars::default()
+    };
+    render(template, &example).map(|_| ())
 }
 
 /// Escapes a value for the inside of a PromQL double-quoted string.
@@ -216,6 +251,28 @@ mod tests {
             "{msg}"
         );
         assert!(validate("{{hash}} {{ podRegex }}").is_ok());
+    }
+
+    #[test]
+    fn an_empty_revision_is_refused_never_rendered_as_match_all() {
+        // The first rollout has no stable revision: `hash=""` would match every series
+        // without the label.
+        let mut v = vars();
+        v.stable_hash = String::new();
+        for q in ["{{ stableHash }}", "{{stablePodRegex}}"] {
+            assert!(
+                matches!(render(q, &v), Err(TemplateError::NoRevision { .. })),
+                "{q}"
+            );
+        }
+        assert!(matches!(
+            render("{{hash}}", &v.for_stable()),
+            Err(TemplateError::NoRevision { .. })
+        ));
+        assert_eq!(
+            render("{{hash}}", &v).expect("the canary renders"),
+            "67b4ccbdb4"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::actuate::FIELD_MANAGER;
 use crate::evidence::prometheus::{self, Credentials};
 use crate::gate::{GatedRollout, RolloutGate};
 use crate::metrics::Metrics;
+use crate::policy::{self, Gate};
 use crate::rollout::Rollout;
 
 pub struct Context {
@@ -30,6 +31,18 @@ pub struct Context {
     sources: Mutex<HashMap<(String, u64), prometheus::Client>>,
     /// For webhook sources (connection pooling across evaluations).
     pub http: reqwest::Client,
+    /// Each gate's compiled policy and spec digest, by uid, for the generation it was built from.
+    compiled: Mutex<HashMap<String, Built>>,
+}
+
+/// A compiled gate and the generation it was compiled from.
+type Built = (Option<i64>, Arc<Compiled>);
+
+/// A gate spec, compiled once per generation.
+pub struct Compiled {
+    pub gate: Result<Gate, String>,
+    /// [`policy::digest`] of the spec.
+    pub digest: String,
 }
 
 impl Context {
@@ -56,7 +69,35 @@ impl Context {
             trackers: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
             http,
+            compiled: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The gate's compiled policy: compiled (CEL included) once per generation, not once per
+    /// reconcile. Gates that went away are dropped from the cache when another is compiled.
+    pub fn compiled(&self, gate: &RolloutGate) -> Arc<Compiled> {
+        let uid = gate.uid().unwrap_or_default();
+        let generation = gate.metadata.generation;
+        let build = || {
+            Arc::new(Compiled {
+                gate: policy::compile(&gate.spec),
+                digest: policy::digest(&gate.spec),
+            })
+        };
+        let Ok(mut cache) = self.compiled.lock() else {
+            return build();
+        };
+        if let Some((built_for, c)) = cache.get(&uid)
+            && *built_for == generation
+        {
+            return c.clone();
+        }
+        let live: std::collections::HashSet<String> =
+            self.gates.state().iter().filter_map(|g| g.uid()).collect();
+        cache.retain(|uid, _| live.contains(uid));
+        let c = build();
+        cache.insert(uid, (generation, c.clone()));
+        c
     }
 
     /// The gates in the Rollout's namespace that select it (ignoring gates being deleted).

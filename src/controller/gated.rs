@@ -11,13 +11,13 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
-use super::tracker::{PauseKey, Tracker};
+use super::tracker::{PauseKey, Resumed, Tracker};
 use crate::actuate::{self, FIELD_MANAGER};
 use crate::decision::{self, CheckResult, Measurement, Verdict};
 use crate::evidence::probe::{self, ProbeRun};
 use crate::evidence::{self, credentials, pods, webhook};
-use crate::gate::{GatePhase, GatedRollout, Mode, PauseSelector, RolloutGate};
-use crate::policy::{self, Gate, GateCheck, Source};
+use crate::gate::{GatePhase, GatedRollout, Intent, Mode, PauseSelector, RolloutGate};
+use crate::policy::{Gate, GateCheck, Source};
 use crate::report;
 use crate::rollout::{BLUE_GREEN_PAUSE, CANARY_PAUSE, Phase, Rollout};
 use crate::template::Vars;
@@ -93,14 +93,79 @@ fn entry_of(gate: &RolloutGate, rollout: &str) -> Option<GatedRollout> {
 }
 
 async fn one_gate(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -> Result<Action> {
-    let compiled = match policy::compile(&gate.spec) {
+    let built = ctx.compiled(gate);
+    let compiled = match &built.gate {
         Ok(c) => c,
-        Err(problem) => return invalid_gate(rollout, gate, problem, ctx).await,
+        Err(problem) => return invalid_gate(rollout, gate, problem.clone(), ctx).await,
     };
-    match gated_pause(rollout, &compiled.pauses, gate) {
-        Some(pause) => at_pause(rollout, gate, &compiled, pause, ctx).await,
-        None => away_from_pause(rollout, gate, ctx).await,
+    let pause = gated_pause(rollout, &compiled.pauses, gate, &built.digest);
+    let mut entry = entry_of(gate, &rollout.name_any());
+    if let Some(settled) = settle_intent(rollout, gate, entry.as_ref(), pause.as_ref(), ctx).await?
+    {
+        entry = Some(settled);
     }
+    match pause {
+        Some(pause) => at_pause(rollout, gate, compiled, pause, entry, ctx).await,
+        None => away_from_pause(rollout, gate, entry, ctx).await,
+    }
+}
+
+/// A promote or abort the status says was about to be sent for a pause the Rollout has left,
+/// that this process did not see through (it died, or its status write failed, in between): the
+/// move was tollgate's own, so it is recorded as such, with the Event that was missed.
+async fn settle_intent(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    entry: Option<&GatedRollout>,
+    now_at: Option<&PauseKey>,
+    ctx: &Context,
+) -> Result<Option<GatedRollout>> {
+    let Some((e, intent)) = entry.and_then(|e| Some((e, e.intent.as_ref()?))) else {
+        return Ok(None);
+    };
+    let still_there = now_at.is_some_and(|p| {
+        p.revision == e.revision
+            && p.step == e.step
+            && Some(p.started.as_str()) == e.pause_started.as_deref()
+    });
+    let seen_through = ctx
+        .trackers
+        .lock()
+        .ok()
+        .and_then(|t| t.get(&key(rollout)).map(|t| t.acted_at.is_some()))
+        .unwrap_or(false);
+    if still_there || seen_through {
+        // Still at the pause: the patch never landed, and the next record clears the intent.
+        return Ok(None);
+    }
+    let status = rollout.status_or_default();
+    let happened = match intent.phase {
+        GatePhase::Aborted => status.abort,
+        _ => !status.abort && status.current_pod_hash.as_deref() == Some(e.revision.as_str()),
+    };
+    let record = if happened {
+        let (type_, reason) = match intent.phase {
+            GatePhase::Aborted => (EventType::Warning, "Aborted"),
+            _ => (EventType::Normal, "Promoted"),
+        };
+        ctx.event(rollout, gate, type_, reason, intent.message.clone())
+            .await;
+        GatedRollout {
+            phase: intent.phase,
+            since: Some(intent.time.clone()),
+            message: intent.message.clone(),
+            intent: None,
+            ..e.clone()
+        }
+    } else {
+        GatedRollout {
+            intent: None,
+            ..e.clone()
+        }
+    };
+    ctx.patch_gate_status(gate, &rollout.name_any(), Some(&record), json!({}))
+        .await?;
+    Ok(Some(record))
 }
 
 async fn invalid_gate(
@@ -134,7 +199,12 @@ async fn invalid_gate(
 }
 
 /// The pause this Rollout waits at, if the gate gates it.
-fn gated_pause(rollout: &Rollout, pauses: &PauseSelector, gate: &RolloutGate) -> Option<PauseKey> {
+fn gated_pause(
+    rollout: &Rollout,
+    pauses: &PauseSelector,
+    gate: &RolloutGate,
+    digest: &str,
+) -> Option<PauseKey> {
     let status = rollout.status_or_default();
     let (reason, step) = match rollout.phase() {
         Phase::CanaryPause { step } if pauses.steps.is_empty() || pauses.steps.contains(&step) => {
@@ -155,10 +225,16 @@ fn gated_pause(rollout: &Rollout, pauses: &PauseSelector, gate: &RolloutGate) ->
         started,
         gate_uid: gate.uid().unwrap_or_default(),
         gate_generation: gate.metadata.generation.unwrap_or_default(),
+        policy_hash: digest.to_string(),
     })
 }
 
-async fn away_from_pause(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -> Result<Action> {
+async fn away_from_pause(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    previous: Option<GatedRollout>,
+    ctx: &Context,
+) -> Result<Action> {
     let k = key(rollout);
     let tracker = ctx.trackers.lock().ok().and_then(|t| t.get(&k).cloned());
     if let Some(mut t) = tracker.filter(|t| t.acted_at.is_some() && argo_has_not_observed(rollout))
@@ -170,7 +246,6 @@ async fn away_from_pause(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -
         store(ctx, k, t);
         return Ok(Action::requeue(UNPAUSING_RECHECK));
     }
-    let previous = entry_of(gate, &rollout.name_any());
     let was_evaluating = previous
         .as_ref()
         .is_some_and(|e| matches!(e.phase, GatePhase::Evaluating | GatePhase::Holding));
@@ -237,7 +312,13 @@ fn argo_has_not_observed(rollout: &Rollout) -> bool {
 fn stood_down_message(rollout: &Rollout, was: &GatedRollout) -> String {
     let status = rollout.status_or_default();
     let pause = report::pause_name(&rollout.name_any(), was.step, &was.revision);
-    if status.abort {
+    let same_revision = status.current_pod_hash.as_deref() == Some(was.revision.as_str());
+    if let Some(how) = rollout
+        .self_ending_pause(was.step)
+        .filter(|_| same_revision && !status.abort)
+    {
+        format!("{pause} ended by itself, without the gate's evidence ({how})")
+    } else if status.abort {
         format!("{pause} was aborted by someone else; tollgate stood down")
     } else if status.current_pod_hash.as_deref() != Some(was.revision.as_str()) {
         format!(
@@ -271,11 +352,12 @@ async fn at_pause(
     gate: &RolloutGate,
     compiled: &Gate,
     pause: PauseKey,
+    entry: Option<GatedRollout>,
     ctx: &Context,
 ) -> Result<Action> {
     let k = key(rollout);
-    let entry = entry_of(gate, &rollout.name_any());
     let existing = ctx.trackers.lock().ok().and_then(|t| t.get(&k).cloned());
+    let where_ = report::pause_name(&k.1, pause.step, &pause.revision);
     let mut tracker = match existing {
         Some(t) if t.pause == pause => t,
         Some(t)
@@ -283,22 +365,39 @@ async fn at_pause(
                 && t.pause.step == pause.step
                 && t.pause.started == pause.started =>
         {
-            // The gate changed mid-pause: evidence judged under the old policy does not count.
-            let note = format!(
-                "the gate changed (generation {}) during {}; evaluation starts over",
-                pause.gate_generation,
-                report::pause_name(&k.1, pause.step, &pause.revision)
-            );
-            ctx.event(rollout, gate, EventType::Normal, "GateChanged", note)
-                .await;
+            gate_changed(rollout, gate, &pause, &where_, ctx).await;
             Tracker::fresh(pause)
         }
-        _ => Tracker::resume(pause, entry.as_ref()),
+        _ => match Tracker::resume(pause, entry.as_ref(), compiled.policy.interval, ago) {
+            Resumed::Restored(t) => t,
+            Resumed::GateChanged(t) => {
+                gate_changed(rollout, gate, &t.pause, &where_, ctx).await;
+                t
+            }
+            Resumed::Fresh(t) => {
+                if let Some(how) = rollout.self_ending_pause(t.pause.step) {
+                    let note = format!("{where_}: {how}");
+                    ctx.event(rollout, gate, EventType::Warning, "SelfEndingPause", note)
+                        .await;
+                }
+                t
+            }
+        },
     };
     if tracker.finished.is_some() {
         tracker.probe = None;
         store(ctx, k, tracker);
         return Ok(Action::await_change());
+    }
+    let own = match tracker.pause.step {
+        Some(_) => CANARY_PAUSE,
+        None => BLUE_GREEN_PAUSE,
+    };
+    let others = rollout.other_pauses(own);
+    if !others.is_empty() {
+        let outcome = held_by_others(rollout, gate, &mut tracker, entry, &others, ctx).await;
+        store(ctx, k, tracker);
+        return outcome.map(|_| Action::requeue(compiled.policy.interval));
     }
     if tracker.probe.is_none() {
         start_probe(rollout, compiled, &mut tracker, ctx);
@@ -313,6 +412,101 @@ async fn at_pause(
         evaluate_and_act(rollout, gate, compiled, &mut tracker, entry.as_ref(), ctx).await;
     store(ctx, k, tracker);
     outcome
+}
+
+/// Evidence judged under the old policy does not count: say so.
+async fn gate_changed(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    pause: &PauseKey,
+    where_: &str,
+    ctx: &Context,
+) {
+    let note = format!(
+        "the gate changed (generation {}) during {where_}; evaluation starts over",
+        pause.gate_generation
+    );
+    ctx.event(rollout, gate, EventType::Normal, "GateChanged", note)
+        .await;
+}
+
+/// Another pause condition sits beside the gated one (an analysis's InconclusiveAnalysisRun,
+/// …). A promote clears every pause condition at once, so the gate holds — without evaluating
+/// — until that one is resolved by whoever owns it.
+async fn held_by_others(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    tracker: &mut Tracker,
+    entry: Option<GatedRollout>,
+    others: &[String],
+    ctx: &Context,
+) -> Result<()> {
+    let pause = &tracker.pause;
+    let message = format!(
+        "holding {}: the Rollout also waits on {} (not tollgate's); the gate acts only when its \
+         pause is the only one",
+        report::pause_name(&rollout.name_any(), pause.step, &pause.revision),
+        others.join(", ")
+    );
+    tracker.probe = None;
+    if tracker.announced == message {
+        return Ok(());
+    }
+    tracker.announced = message.clone();
+    let record = GatedRollout {
+        phase: GatePhase::Holding,
+        since: Some(now()),
+        message: message.clone(),
+        ..pause_record(rollout, tracker, entry)
+    };
+    ctx.patch_gate_status(gate, &rollout.name_any(), Some(&record), ready_extra(gate))
+        .await?;
+    ctx.event(rollout, gate, EventType::Warning, "ForeignPause", message)
+        .await;
+    Ok(())
+}
+
+/// The facts every record of this pause carries: which pause, under which gate, the counters.
+fn pause_record(
+    rollout: &Rollout,
+    tracker: &Tracker,
+    previous: Option<GatedRollout>,
+) -> GatedRollout {
+    let pause = &tracker.pause;
+    let h = tracker.history;
+    let first_seen = Timestamp::now()
+        .checked_sub(tracker.first_seen.elapsed())
+        .ok()
+        .map(|t| t.to_string());
+    let same_pause = |e: &GatedRollout| {
+        e.revision == pause.revision
+            && e.step == pause.step
+            && e.pause_started.as_deref() == Some(pause.started.as_str())
+    };
+    GatedRollout {
+        revision: pause.revision.clone(),
+        stable: rollout.status_or_default().stable_rs,
+        step: pause.step,
+        pause_started: Some(pause.started.clone()),
+        evaluations: count(h.evaluations),
+        pass_streak: count(h.pass_streak),
+        failures: count(h.failures),
+        errors: count(h.errors),
+        error_streak: count(h.error_streak),
+        gate_generation: pause.gate_generation,
+        policy_hash: pause.policy_hash.clone(),
+        first_seen,
+        concluded: false,
+        intent: None,
+        last_evaluation: previous.filter(same_pause).and_then(|e| e.last_evaluation),
+        ..GatedRollout::default()
+    }
+}
+
+/// How long ago an RFC 3339 time was; `None` when it cannot be read.
+fn ago(time: &str) -> Option<Duration> {
+    let t = time.parse::<Timestamp>().ok()?;
+    Duration::try_from(Timestamp::now().duration_since(t)).ok()
 }
 
 /// Starts the pause's HTTP probe, and gives it one interval of traffic before the first
@@ -362,8 +556,12 @@ async fn evaluate_and_act(
     let results = gather(rollout, gate, compiled, tracker, ctx).await;
     let verdict = decision::combine(&results);
     ctx.metrics.evaluation(verdict.name());
-    let at_pause = since(&pause.started);
-    let (history, action) = decision::decide(&compiled.policy, tracker.history, &verdict, at_pause);
+    let since_start = ago(&pause.started).unwrap_or_default();
+    let at = decision::AtPause {
+        since_start,
+        baked: since_start.min(tracker.first_seen.elapsed()),
+    };
+    let (history, action) = decision::decide(&compiled.policy, tracker.history, &verdict, at);
     let decided = Instant::now();
     tracker.history = history;
     let mode = match compiled.mode {
@@ -403,6 +601,15 @@ async fn evaluate_and_act(
                     "Aborted",
                 ),
             };
+            let intent = Intent {
+                phase: match act {
+                    actuate::Action::Promote => GatePhase::Promoted,
+                    actuate::Action::Abort => GatePhase::Aborted,
+                },
+                time: now(),
+                message: text.clone(),
+            };
+            record_intent(rollout, gate, tracker, entry, intent, ctx).await?;
             match actuate_seen(rollout, act, ctx).await? {
                 Outcome::Applied(p, sent) => {
                     let took = decided.elapsed();
@@ -412,7 +619,7 @@ async fn evaluate_and_act(
                     tracker.acted_at = Some(Instant::now());
                     (p, text.clone(), Some((type_, word, text)))
                 }
-                Outcome::Stale(why) => return stale(tracker, ctx, &name, why),
+                Outcome::Stale(why) => return stale(gate, tracker, ctx, &name, why).await,
             }
         }
         (
@@ -431,7 +638,15 @@ async fn evaluate_and_act(
             )
         }
         (decision::Action::Wait { reason, .. }, _) => {
-            (GatePhase::Evaluating, format!("{where_}: {reason}"), None)
+            let caveat = rollout
+                .self_ending_pause(pause.step)
+                .map(|how| format!(" (warning: {how})"))
+                .unwrap_or_default();
+            (
+                GatePhase::Evaluating,
+                format!("{where_}: {reason}{caveat}"),
+                None,
+            )
         }
         (decision::Action::Hold { reason, .. }, _) => {
             let text = format!("holding {where_}: {reason}");
@@ -462,9 +677,6 @@ async fn evaluate_and_act(
         .zip(compiled.checks.iter().map(|c| &c.judge.rule))
         .collect();
     let record = GatedRollout {
-        revision: pause.revision.clone(),
-        stable: rollout.status_or_default().stable_rs,
-        step: pause.step,
         phase,
         since: match entry {
             Some(e) if e.phase == phase && e.revision == pause.revision && e.step == pause.step => {
@@ -472,14 +684,10 @@ async fn evaluate_and_act(
             }
             _ => Some(now()),
         },
-        pause_started: Some(pause.started.clone()),
-        evaluations: count(history.evaluations),
-        pass_streak: count(history.pass_streak),
-        failures: count(history.failures),
-        errors: count(history.errors),
-        error_streak: count(history.error_streak),
         message: message.clone(),
+        concluded: phase == GatePhase::Holding && after.is_none(),
         last_evaluation: Some(report::evaluation_record(now(), &verdict, &checks)),
+        ..pause_record(rollout, tracker, None)
     };
     let mut extra = ready_extra(gate);
     if let Some(obj) = extra.as_object_mut() {
@@ -508,7 +716,36 @@ async fn evaluate_and_act(
     })
 }
 
-fn stale(tracker: &mut Tracker, ctx: &Context, rollout: &str, why: String) -> Result<Action> {
+/// Writes what the gate is about to do before it does it (see [`settle_intent`]).
+async fn record_intent(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    tracker: &Tracker,
+    entry: Option<&GatedRollout>,
+    intent: Intent,
+    ctx: &Context,
+) -> Result<()> {
+    let record = GatedRollout {
+        phase: entry.map(|e| e.phase).unwrap_or(GatePhase::Evaluating),
+        since: entry.and_then(|e| e.since.clone()),
+        message: format!("about to act: {}", intent.message),
+        intent: Some(intent),
+        ..pause_record(rollout, tracker, entry.cloned())
+    };
+    ctx.patch_gate_status(gate, &rollout.name_any(), Some(&record), json!({}))
+        .await
+}
+
+async fn stale(
+    gate: &RolloutGate,
+    tracker: &mut Tracker,
+    ctx: &Context,
+    rollout: &str,
+    why: String,
+) -> Result<Action> {
+    // The patch was refused: the intent written before it never happened.
+    ctx.patch_gate_fields(gate, json!({"rollouts": {rollout: {"intent": null}}}))
+        .await?;
     ctx.metrics.stale_decisions.inc();
     tracing::info!(%rollout, reason = %why, "decision not applied: the Rollout changed; evaluating again");
     tracker.next_due = Instant::now();
@@ -723,15 +960,6 @@ fn condition(
 
 fn now() -> String {
     Timestamp::now().to_string()
-}
-
-/// Time since an RFC 3339 timestamp; zero when it cannot be read (never longer than real).
-fn since(started: &str) -> Duration {
-    started
-        .parse::<Timestamp>()
-        .ok()
-        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t)).ok())
-        .unwrap_or_default()
 }
 
 fn count(n: u32) -> i32 {

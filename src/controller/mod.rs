@@ -65,22 +65,15 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let server = tokio::spawn(server::serve(config.listen, health.clone()));
 
-    // The gate cache every reconcile reads from.
+    // The gate cache every reconcile reads from. The same watch triggers reconciles, after the
+    // cache has taken each change in, so a reconcile never reads an older gate than the one
+    // that woke it.
     let gate_api: Api<RolloutGate> = scoped(&client, config.namespace.as_deref());
-    let gate_cache = watcher(gate_api.clone(), watcher::Config::default())
-        .default_backoff()
-        .reflect(gate_writer)
-        .for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "RolloutGate watch error");
-            }
-        });
-    tokio::spawn(gate_cache);
-    gates.wait_until_ready().await.map_err(|e| Error::Refused {
-        action: "start",
-        rollout: String::new(),
-        reason: format!("RolloutGate cache never became ready: {e}"),
-    })?;
+    let gate_changes = spec_changes(
+        watcher(gate_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(gate_writer),
+    );
 
     // DeserializeGuard: a Rollout that does not parse is reported and skipped instead of
     // failing the whole watch.
@@ -94,16 +87,16 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
     let ready = health.ready.clone();
     let rollouts_for_ready = rollouts.clone();
+    let gates_for_ready = gates.clone();
     tokio::spawn(async move {
+        synced(&gates_for_ready).await;
         synced(&rollouts_for_ready).await;
         ready.store(true, Ordering::Relaxed);
         tracing::info!("caches synced; ready");
     });
     let mapper_store = rollouts.clone();
     controller
-        .watches(gate_api, watcher::Config::default(), move |gate| {
-            affected(&gate, &mapper_store)
-        })
+        .watches_stream(gate_changes, move |gate| affected(&gate, &mapper_store))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -126,6 +119,36 @@ where
             return;
         }
     }
+}
+
+/// Gates whose spec changed (a new generation), appeared or went away. Status writes are left
+/// out: the controller writes a gate's status at every evaluation, and waking every Rollout of
+/// the gate for each write would make a gate of n Rollouts cost n² reconciles.
+fn spec_changes(
+    events: impl futures::Stream<
+        Item = std::result::Result<watcher::Event<RolloutGate>, watcher::Error>,
+    > + Send,
+) -> impl futures::Stream<Item = std::result::Result<RolloutGate, watcher::Error>> + Send {
+    let mut seen: std::collections::HashMap<String, Option<i64>> = Default::default();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(g) | watcher::Event::InitApply(g)) => {
+                let uid = g.uid().unwrap_or_default();
+                let generation = g.metadata.generation;
+                (seen.insert(uid, generation) != Some(generation)).then_some(Ok(g))
+            }
+            Ok(watcher::Event::Delete(g)) => {
+                seen.remove(&g.uid().unwrap_or_default());
+                Some(Ok(g))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "RolloutGate watch error");
+                Some(Err(e))
+            }
+        };
+        futures::future::ready(changed)
+    })
 }
 
 /// Every Rollout a gate change may concern: those it selects now, and those it recorded

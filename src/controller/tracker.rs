@@ -2,7 +2,7 @@
 //! a restarted controller resumes from there (see [`Tracker::resume`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::decision::History;
 use crate::evidence::probe::ProbeRun;
@@ -18,6 +18,8 @@ pub struct PauseKey {
     pub started: String,
     pub gate_uid: String,
     pub gate_generation: i64,
+    /// A digest of the gate's spec (see [`crate::policy::digest`]).
+    pub policy_hash: String,
 }
 
 #[derive(Clone, Debug)]
@@ -25,6 +27,9 @@ pub struct Tracker {
     pub pause: PauseKey,
     pub history: History,
     pub next_due: Instant,
+    /// When this process first saw the pause (or, after a restart, when the status says
+    /// tollgate first saw it): bake time never counts from before this.
+    pub first_seen: Instant,
     /// Set once the gate decided for this pause (promoted, aborted, dry-run decision, or a
     /// deadline hold): nothing more is evaluated for it.
     pub finished: Option<GatePhase>,
@@ -38,12 +43,26 @@ pub struct Tracker {
     pub probe: Option<Arc<ProbeRun>>,
 }
 
+/// How a tracker was picked up from the gate's status.
+#[derive(Debug)]
+pub enum Resumed {
+    /// Nothing recorded for this pause: a fresh start.
+    Fresh(Tracker),
+    /// The status described this pause under this very gate: its counters continue.
+    Restored(Tracker),
+    /// The status described this pause under another version of the gate: its evidence is
+    /// discarded and evaluation starts over.
+    GateChanged(Tracker),
+}
+
 impl Tracker {
     pub fn fresh(pause: PauseKey) -> Tracker {
+        let now = Instant::now();
         Tracker {
             pause,
             history: History::default(),
-            next_due: Instant::now(),
+            next_due: now,
+            first_seen: now,
             finished: None,
             acted_at: None,
             nudged: false,
@@ -52,15 +71,38 @@ impl Tracker {
         }
     }
 
-    /// Picks up where the gate's status left off, if it describes this very pause.
-    pub fn resume(pause: PauseKey, recorded: Option<&GatedRollout>) -> Tracker {
+    /// Picks up where the gate's status left off, if it describes this very pause under this
+    /// very policy. `since` tells how long ago a recorded RFC 3339 time was (None: unreadable).
+    /// A decided pause stays decided; the next evaluation comes one full `interval` after the
+    /// recorded one, so a crash-looping controller never bunches its required passes.
+    pub fn resume(
+        pause: PauseKey,
+        recorded: Option<&GatedRollout>,
+        interval: Duration,
+        since: impl Fn(&str) -> Option<Duration>,
+    ) -> Resumed {
         let mut t = Tracker::fresh(pause);
-        let Some(r) = recorded else { return t };
+        let Some(r) = recorded else {
+            return Resumed::Fresh(t);
+        };
         let same_pause = r.revision == t.pause.revision
             && r.step == t.pause.step
             && r.pause_started.as_deref() == Some(t.pause.started.as_str());
         if !same_pause {
-            return t;
+            return Resumed::Fresh(t);
+        }
+        if let Some(seen) = r.first_seen.as_deref().and_then(&since) {
+            t.first_seen = Instant::now().checked_sub(seen).unwrap_or(t.first_seen);
+        }
+        let same_policy =
+            r.gate_generation == t.pause.gate_generation && r.policy_hash == t.pause.policy_hash;
+        if matches!(r.phase, GatePhase::Promoted | GatePhase::Aborted) {
+            // Acted on: whatever the gate says now, the Rollout has been moved once.
+            t.finished = Some(r.phase);
+            return Resumed::Restored(t);
+        }
+        if !same_policy {
+            return Resumed::GateChanged(t);
         }
         let n = |v: i32| u32::try_from(v).unwrap_or(0);
         t.history = History {
@@ -70,20 +112,27 @@ impl Tracker {
             errors: n(r.errors),
             error_streak: n(r.error_streak),
         };
-        if matches!(
-            r.phase,
-            GatePhase::Promoted | GatePhase::Aborted | GatePhase::DryRun
-        ) {
+        if r.phase == GatePhase::DryRun || r.concluded {
             t.finished = Some(r.phase);
         }
+        let last = r.last_evaluation.as_ref().map(|e| e.time.as_str());
+        if let Some(ago) = last.and_then(&since) {
+            t.next_due = Instant::now() + interval.saturating_sub(ago);
+        } else if last.is_some() {
+            // A time that cannot be read is never a reason to evaluate early.
+            t.next_due = Instant::now() + interval;
+        }
         t.announced = r.message.clone();
-        t
+        Resumed::Restored(t)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::EvaluationRecord;
+
+    const INTERVAL: Duration = Duration::from_secs(30);
 
     fn key() -> PauseKey {
         PauseKey {
@@ -92,6 +141,7 @@ mod tests {
             started: "2026-11-27T10:00:00Z".into(),
             gate_uid: "u".into(),
             gate_generation: 1,
+            policy_hash: "p1".into(),
         }
     }
 
@@ -103,29 +153,122 @@ mod tests {
             phase,
             pass_streak: 2,
             failures: 1,
+            gate_generation: 1,
+            policy_hash: "p1".into(),
+            last_evaluation: Some(EvaluationRecord {
+                time: "last".into(),
+                ..EvaluationRecord::default()
+            }),
             ..GatedRollout::default()
+        }
+    }
+
+    /// Every recorded time is `ago` in the past.
+    fn resume(r: &GatedRollout, ago: Duration) -> Resumed {
+        Tracker::resume(key(), Some(r), INTERVAL, |_| Some(ago))
+    }
+
+    fn restored(r: Resumed) -> Tracker {
+        match r {
+            Resumed::Restored(t) => t,
+            other => panic!("expected a restored tracker, got {other:?}"),
         }
     }
 
     #[test]
     fn resumes_the_same_pause_after_a_restart() {
-        let t = Tracker::resume(key(), Some(&recorded(GatePhase::Evaluating)));
+        let t = restored(resume(&recorded(GatePhase::Evaluating), Duration::ZERO));
         assert_eq!(t.history.pass_streak, 2);
         assert_eq!(t.history.failures, 1);
         assert_eq!(t.finished, None);
     }
 
     #[test]
+    fn the_next_evaluation_is_a_full_interval_after_the_recorded_one() {
+        let t = restored(resume(
+            &recorded(GatePhase::Evaluating),
+            Duration::from_secs(5),
+        ));
+        let wait = t.next_due.saturating_duration_since(Instant::now());
+        assert!(
+            wait > Duration::from_secs(20) && wait <= Duration::from_secs(25),
+            "{wait:?}"
+        );
+        let old = restored(resume(
+            &recorded(GatePhase::Evaluating),
+            Duration::from_secs(90),
+        ));
+        assert!(old.next_due <= Instant::now());
+        let unreadable = Tracker::resume(
+            key(),
+            Some(&recorded(GatePhase::Evaluating)),
+            INTERVAL,
+            |_| None,
+        );
+        let t = restored(unreadable);
+        assert!(t.next_due > Instant::now() + Duration::from_secs(25));
+    }
+
+    #[test]
     fn never_acts_twice_on_a_pause_it_already_decided() {
-        let t = Tracker::resume(key(), Some(&recorded(GatePhase::Promoted)));
+        for phase in [GatePhase::Promoted, GatePhase::Aborted, GatePhase::DryRun] {
+            let t = restored(resume(&recorded(phase), Duration::ZERO));
+            assert_eq!(t.finished, Some(phase));
+        }
+        let mut held = recorded(GatePhase::Holding);
+        held.concluded = true;
+        let t = restored(resume(&held, Duration::ZERO));
+        assert_eq!(t.finished, Some(GatePhase::Holding));
+        let t = restored(resume(&recorded(GatePhase::Holding), Duration::ZERO));
+        assert_eq!(t.finished, None);
+    }
+
+    #[test]
+    fn evidence_from_another_version_of_the_gate_is_discarded() {
+        for change in [
+            |r: &mut GatedRollout| r.gate_generation = 2,
+            |r: &mut GatedRollout| r.policy_hash = "p2".into(),
+        ] {
+            let mut r = recorded(GatePhase::Evaluating);
+            change(&mut r);
+            let Resumed::GateChanged(t) = resume(&r, Duration::ZERO) else {
+                panic!("a changed gate must discard the streak")
+            };
+            assert_eq!(t.history, History::default());
+        }
+        // A DryRun verdict under another policy (e.g. now Enforce) is evaluated afresh.
+        let mut dry = recorded(GatePhase::DryRun);
+        dry.gate_generation = 2;
+        let Resumed::GateChanged(t) = resume(&dry, Duration::ZERO) else {
+            panic!("DryRun -> Enforce starts afresh")
+        };
+        assert_eq!(t.finished, None);
+        // A pause already acted on stays decided.
+        let mut promoted = recorded(GatePhase::Promoted);
+        promoted.gate_generation = 2;
+        let t = restored(resume(&promoted, Duration::ZERO));
         assert_eq!(t.finished, Some(GatePhase::Promoted));
+    }
+
+    #[test]
+    fn bake_time_counts_from_when_tollgate_first_saw_the_pause() {
+        let mut r = recorded(GatePhase::Evaluating);
+        r.first_seen = Some("then".into());
+        let t = restored(resume(&r, Duration::from_secs(40)));
+        let seen = t.first_seen.elapsed();
+        assert!(
+            seen >= Duration::from_secs(40) && seen < Duration::from_secs(45),
+            "{seen:?}"
+        );
     }
 
     #[test]
     fn a_different_pause_starts_from_nothing() {
         let mut other = recorded(GatePhase::Promoted);
         other.step = Some(3);
-        let t = Tracker::resume(key(), Some(&other));
+        let Resumed::Fresh(t) = resume(&other, Duration::ZERO) else {
+            panic!("another pause is fresh")
+        };
         assert_eq!(t.history, History::default());
         assert_eq!(t.finished, None);
     }

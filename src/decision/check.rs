@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 
 use super::rule::{Inputs, Rule, num};
 use super::{
-    Answer, CheckPolicy, Labels, Measurement, NoDataPolicy, Sample, Verdict, format_labels,
+    Answer, CheckPolicy, Labels, Measurement, NoDataPolicy, Sample, Verdict, format_labels, listing,
 };
 
 /// Labels that differ between revisions by construction; series of the canary and the stable
 /// revision are paired on every other label.
 const REVISION_LABELS: &[&str] = &["rollouts_pod_template_hash", "pod_template_hash"];
+
+/// Series (or label sets) named in one reason; the rest are counted.
+const MAX_NAMED: usize = 10;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesResult {
@@ -53,42 +56,81 @@ pub fn judge(policy: &CheckPolicy, m: &Measurement) -> CheckResult {
 
 /// The per-series results, or the verdict for the whole check when it cannot get that far.
 fn judge_series(policy: &CheckPolicy, m: &Measurement) -> Result<Vec<SeriesResult>, Verdict> {
+    if !m.warnings.is_empty() {
+        // Partial data can hide exactly the series that fail: judge nothing on it.
+        return Err(Verdict::NoData(format!(
+            "the source warned the answer may be incomplete: {}",
+            listing(&m.warnings, MAX_NAMED)
+        )));
+    }
     if matches!(policy.rule, Rule::Reported) {
         return Err(reported(m));
     }
-    let values = resolve(policy.ratio, m.value.as_ref(), m.denominator.as_ref())?;
+    if let Some(v @ Verdict::NoData(_)) = &m.verdict {
+        return Err(v.clone());
+    }
+    let mut values = resolve(policy.ratio, m.value.as_ref(), m.denominator.as_ref())?;
     if values.is_empty() {
         return Err(Verdict::NoData("the query returned no series".into()));
     }
-    let baseline = if policy.rule.needs_baseline() {
-        let b = resolve(
-            policy.ratio,
-            m.baseline.as_ref(),
-            m.baseline_denominator.as_ref(),
-        )?;
-        Some(index(&b))
-    } else {
-        None
+    // The verdict and its text never depend on the order a source listed its series in.
+    values.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let canary = index(&values, "the query")?;
+    let baseline = match policy.rule.needs_baseline() {
+        true => {
+            let b = resolve(
+                policy.ratio,
+                m.baseline.as_ref(),
+                m.baseline_denominator.as_ref(),
+            )?;
+            Some(index(&b, "the stable query")?)
+        }
+        false => None,
     };
     let samples = match (policy.min_samples, m.samples.as_ref()) {
         (None, _) => None,
         (Some(_), None) => return Err(Verdict::NoData("no sample count was measured".into())),
-        (Some(_), Some(answer)) => Some(answer.clone().map_err(Verdict::Error)?),
+        (Some(_), Some(answer)) => Some(sample_counts(answer, &canary)?),
     };
-    Ok(values
+    let mut series: Vec<SeriesResult> = values
         .iter()
         .map(|s| {
-            let stable = baseline
+            let key = join_key(&s.labels);
+            let stable = baseline.as_ref().map(|b| b.get(&key).copied());
+            let count = samples
                 .as_ref()
-                .map(|b| b.get(&join_key(&s.labels)).copied());
-            let count = samples.as_ref().map(|all| samples_for(all, &s.labels));
+                .map(|c| c.get(&key).copied().unwrap_or(0.0));
             let mut one = judge_one(policy, s, stable, count);
             if let (Verdict::Fail(why), Some(note)) = (&mut one.verdict, m.notes.get(&s.labels)) {
                 why.push_str(&format!(" ({note})"));
             }
             one
         })
-        .collect())
+        .collect();
+    if let Some(baseline) = &baseline {
+        series.extend(stable_only(baseline, &canary));
+    }
+    Ok(series)
+}
+
+/// Stable series the canary has no partner for. They are not dropped: the canary served none of
+/// that traffic (or the query's labels differ by revision), so that label set has no evidence.
+fn stable_only<'a>(
+    baseline: &'a BTreeMap<Labels, f64>,
+    canary: &'a BTreeMap<Labels, f64>,
+) -> impl Iterator<Item = SeriesResult> + 'a {
+    baseline
+        .iter()
+        .filter(|(key, _)| !canary.contains_key(*key))
+        .map(|(key, stable)| SeriesResult {
+            labels: key.clone(),
+            value: None,
+            stable: stable.is_finite().then_some(*stable),
+            samples: None,
+            verdict: Verdict::NoData(
+                "the stable revision has this series and the canary has none".into(),
+            ),
+        })
 }
 
 /// The source's own verdict; a failed request is Error, and values without a rule to judge them
@@ -168,9 +210,12 @@ fn series_verdict(
 
 /// The check's value series: the answer itself, or numerator / denominator.
 ///
-/// For a ratio, the denominator decides which series exist. A series missing from the numerator
-/// is 0 — `sum(rate(errors_total[1m]))` is an *empty* vector while there are no errors, and that
-/// must read as a healthy 0%, not as "no data". A denominator of 0 is no traffic: NaN, so NoData.
+/// For a ratio, the denominator decides which series exist. A denominator series missing from
+/// the numerator is 0 — `sum(rate(errors_total[1m]))` is an *empty* vector while there are no
+/// errors, and that must read as a healthy 0%, not as "no data". A denominator of 0 is no
+/// traffic: NaN, so NoData. A numerator series that pairs with *no* denominator series is an
+/// Error: its errors would otherwise vanish (numerator `sum by (code)` over denominator `sum`
+/// reads every error as 0%).
 fn resolve(
     ratio: bool,
     value: Option<&Answer>,
@@ -184,13 +229,27 @@ fn resolve(
     let denominator =
         denominator.ok_or_else(|| Verdict::NoData("the denominator was not measured".into()))?;
     let denominator = denominator.clone().map_err(Verdict::Error)?;
-    if denominator.is_empty() {
+    if denominator.is_empty() && value.is_empty() {
         return Err(Verdict::NoData(
             "the denominator returned no series (no traffic yet, or the metric does not exist)"
                 .into(),
         ));
     }
-    let numerators = index(&value);
+    let numerators = index(&value, "the numerator")?;
+    let denominators = index(&denominator, "the denominator")?;
+    let unpaired: Vec<String> = numerators
+        .keys()
+        .filter(|k| !denominators.contains_key(*k))
+        .map(format_labels)
+        .collect();
+    if !unpaired.is_empty() {
+        return Err(Verdict::Error(format!(
+            "numerator series {} pair with no denominator series, so their errors cannot be \
+             judged; aggregate numerator and denominator by the same labels (e.g. both \
+             `sum by (model)`)",
+            listing(&unpaired, MAX_NAMED)
+        )));
+    }
     Ok(denominator
         .into_iter()
         .map(|d| {
@@ -208,6 +267,7 @@ fn resolve(
         .collect())
 }
 
+/// The labels a series pairs on: all but the revision labels.
 fn join_key(labels: &Labels) -> Labels {
     labels
         .iter()
@@ -216,24 +276,51 @@ fn join_key(labels: &Labels) -> Labels {
         .collect()
 }
 
-fn index(samples: &[Sample]) -> BTreeMap<Labels, f64> {
-    samples
-        .iter()
-        .map(|s| (join_key(&s.labels), s.value))
-        .collect()
+/// Series by the labels they pair on. Two series with one key differ only by a revision label:
+/// the query mixed revisions, and keeping either would silently drop the other.
+fn index(samples: &[Sample], what: &str) -> Result<BTreeMap<Labels, f64>, Verdict> {
+    let mut by_key = BTreeMap::new();
+    for s in samples {
+        let key = join_key(&s.labels);
+        if by_key.insert(key.clone(), s.value).is_some() {
+            return Err(Verdict::Error(format!(
+                "{what} returned several series for {} that differ only by revision label; \
+                 select one revision (`{{{{ hash }}}}`) or aggregate the revision label away",
+                format_labels(&key)
+            )));
+        }
+    }
+    Ok(by_key)
 }
 
-/// The sample count for one series: its own when the samples query keeps that label set, the
-/// single total when it returns one series, otherwise 0 (no samples seen for it).
-fn samples_for(all: &[Sample], labels: &Labels) -> f64 {
-    let key = join_key(labels);
-    if let Some(own) = all.iter().find(|s| join_key(&s.labels) == key) {
-        return own.value;
+/// The sample count for each value series: its own, when the samples query keeps the check's
+/// labels, or the single total when it returns one unlabelled series. A value series without a
+/// count has 0 samples (NoData); a count that pairs with no value series is an Error, because
+/// the samples query then counts something other than what is judged.
+fn sample_counts(
+    answer: &Answer,
+    values: &BTreeMap<Labels, f64>,
+) -> Result<BTreeMap<Labels, f64>, Verdict> {
+    let all = answer.clone().map_err(Verdict::Error)?;
+    if let [only] = all.as_slice()
+        && join_key(&only.labels).is_empty()
+    {
+        return Ok(values.keys().map(|k| (k.clone(), only.value)).collect());
     }
-    match all {
-        [only] if only.labels.is_empty() => only.value,
-        _ => 0.0,
+    let counts = index(&all, "the minSamples query")?;
+    let unpaired: Vec<String> = counts
+        .keys()
+        .filter(|k| !values.contains_key(*k))
+        .map(format_labels)
+        .collect();
+    if !unpaired.is_empty() {
+        return Err(Verdict::Error(format!(
+            "minSamples series {} pair with no series of the check; aggregate the minSamples \
+             query by the check's labels, or to one total",
+            listing(&unpaired, MAX_NAMED)
+        )));
     }
+    Ok(counts)
 }
 
 /// Any failing series fails the check (naming every failing label set); otherwise any error
@@ -251,15 +338,15 @@ fn fold(series: &[SeriesResult]) -> Verdict {
     };
     let failed = collect(|v| matches!(v, Verdict::Fail(_)));
     if !failed.is_empty() {
-        return Verdict::Fail(failed.join("; "));
+        return Verdict::Fail(listing(&failed, MAX_NAMED));
     }
     let errors = collect(|v| matches!(v, Verdict::Error(_)));
     if !errors.is_empty() {
-        return Verdict::Error(errors.join("; "));
+        return Verdict::Error(listing(&errors, MAX_NAMED));
     }
     let missing = collect(|v| matches!(v, Verdict::NoData(_)));
     if !missing.is_empty() {
-        return Verdict::NoData(missing.join("; "));
+        return Verdict::NoData(listing(&missing, MAX_NAMED));
     }
     Verdict::Pass
 }
@@ -366,7 +453,7 @@ mod tests {
     #[test]
     fn ratio_without_a_denominator_is_no_data() {
         let m = Measurement {
-            value: Some(Ok(one(3.0))),
+            value: Some(Ok(vec![])),
             denominator: Some(Ok(vec![])),
             ..Measurement::default()
         };
@@ -423,6 +510,148 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    fn ratio_of(numerator: Vec<Sample>, denominator: Vec<Sample>) -> Measurement {
+        Measurement {
+            value: Some(Ok(numerator)),
+            denominator: Some(Ok(denominator)),
+            ..Measurement::default()
+        }
+    }
+
+    #[test]
+    fn a_numerator_aggregated_by_other_labels_is_an_error_never_zero_errors() {
+        // `sum by (code) (errors)` over `sum (requests)`: the canary fails every request, and
+        // looking the numerator up by the denominator's labels would read 0 errors and promote.
+        let m = ratio_of(vec![Sample::new(&[("code", "500")], 4.0)], one(4.0));
+        let r = judge(&ratio(0.05), &m);
+        let Verdict::Error(why) = &r.verdict else {
+            panic!("expected an error, got {:?}", r.verdict)
+        };
+        assert!(why.contains(r#"{code="500"}"#), "{why}");
+        assert!(
+            why.contains("aggregate numerator and denominator by the same labels"),
+            "{why}"
+        );
+        // The other way round: one total of errors over per-model requests.
+        let m = ratio_of(one(4.0), vec![Sample::new(&[("model", "a")], 4.0)]);
+        assert!(matches!(judge(&ratio(0.05), &m).verdict, Verdict::Error(_)));
+        // Errors while the denominator is empty: the queries do not describe the same traffic.
+        let m = ratio_of(one(4.0), vec![]);
+        assert!(matches!(judge(&ratio(0.05), &m).verdict, Verdict::Error(_)));
+        // The NoData policy never turns an unpaired numerator into a skip.
+        let mut skip = ratio(0.05);
+        skip.no_data = NoDataPolicy::Skip;
+        let m = ratio_of(vec![Sample::new(&[("code", "500")], 4.0)], one(4.0));
+        assert!(!judge(&skip, &m).skipped);
+    }
+
+    #[test]
+    fn unpaired_series_are_named_and_bounded() {
+        let numerators: Vec<Sample> = (0..415)
+            .map(|i| Sample::new(&[("pod", &format!("p{i:03}"))], 1.0))
+            .collect();
+        let r = judge(&ratio(0.05), &ratio_of(numerators, one(4.0)));
+        let why = r.verdict.reason();
+        assert!(
+            why.contains(r#"{pod="p000"}"#) && why.contains("and 405 more"),
+            "{why}"
+        );
+        assert!(why.len() < 1000, "{}", why.len());
+    }
+
+    #[test]
+    fn series_that_differ_only_by_revision_are_an_error() {
+        // The query matched both revisions: judging either would hide the other.
+        let m = values(vec![
+            Sample::new(&[("rollouts_pod_template_hash", "new")], 0.9),
+            Sample::new(&[("rollouts_pod_template_hash", "old")], 0.0),
+        ]);
+        let r = judge(&at_most(0.05), &m);
+        assert!(
+            matches!(&r.verdict, Verdict::Error(why) if why.contains("differ only by revision")),
+            "{:?}",
+            r.verdict
+        );
+    }
+
+    #[test]
+    fn the_verdict_does_not_depend_on_series_order() {
+        let a = Sample::new(&[("model", "a")], 0.5);
+        let b = Sample::new(&[("model", "b")], 0.7);
+        let one_way = judge(&at_most(0.1), &values(vec![a.clone(), b.clone()]));
+        let other_way = judge(&at_most(0.1), &values(vec![b, a]));
+        assert_eq!(one_way, other_way);
+    }
+
+    #[test]
+    fn warnings_from_the_source_are_no_data_never_a_pass() {
+        let mut m = values(one(0.0));
+        m.warnings = vec!["store gateway unavailable: partial response".into()];
+        let r = judge(&at_most(0.05), &m);
+        assert_eq!(
+            r.verdict,
+            Verdict::NoData(
+                "the source warned the answer may be incomplete: store gateway unavailable: \
+                 partial response"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn sample_counts_that_pair_with_no_series_are_an_error() {
+        let mut p = at_most(0.05);
+        p.min_samples = Some(10.0);
+        // Counts by code, values by model: the counts describe other traffic.
+        let m = Measurement {
+            value: Some(Ok(vec![Sample::new(&[("model", "a")], 0.0)])),
+            samples: Some(Ok(vec![
+                Sample::new(&[("code", "200")], 50.0),
+                Sample::new(&[("code", "500")], 50.0),
+            ])),
+            ..Measurement::default()
+        };
+        let r = judge(&p, &m);
+        assert!(
+            matches!(&r.verdict, Verdict::Error(why) if why.contains(r#"{code="200"}"#)),
+            "{:?}",
+            r.verdict
+        );
+        // A total that keeps only the revision label is still one total.
+        let total = Measurement {
+            samples: Some(Ok(vec![Sample::new(
+                &[("rollouts_pod_template_hash", "new")],
+                50.0,
+            )])),
+            ..m
+        };
+        assert_eq!(judge(&p, &total).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_stable_series_the_canary_lacks_is_no_data_not_dropped() {
+        let p = policy(Rule::AgainstStable(Tolerance {
+            max_increase: Some(0.01),
+            ..Tolerance::default()
+        }));
+        let m = Measurement {
+            baseline: Some(Ok(vec![
+                Sample::new(&[("model", "a")], 0.0),
+                Sample::new(&[("model", "b")], 0.0),
+            ])),
+            ..values(vec![Sample::new(&[("model", "a")], 0.0)])
+        };
+        let r = judge(&p, &m);
+        assert_eq!(
+            r.verdict,
+            Verdict::NoData(
+                r#"{model="b"}: the stable revision has this series and the canary has none"#
+                    .into()
+            )
+        );
+        assert_eq!(r.series.len(), 2);
     }
 
     #[test]

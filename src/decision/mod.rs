@@ -9,7 +9,7 @@ mod policy;
 mod rule;
 
 pub use check::{CheckResult, SeriesResult, judge};
-pub use policy::{Action, DeadlineAction, History, Policy, decide};
+pub use policy::{Action, AtPause, DeadlineAction, History, Policy, decide};
 pub use rule::{Comparison, Rule, RuleError, Tolerance, num};
 
 use std::collections::BTreeMap;
@@ -52,11 +52,15 @@ pub struct Measurement {
     pub baseline_denominator: Option<Answer>,
     /// The minimum-samples query, when the check has one.
     pub samples: Option<Answer>,
-    /// A verdict the source reached itself (a webhook's reply), judged under [`Rule::Reported`].
+    /// A verdict the source reached itself (a webhook's reply), judged under [`Rule::Reported`];
+    /// NoData under any rule when there is nothing to measure yet.
     pub verdict: Option<Verdict>,
     /// What the source knows about a series beyond its value (e.g. which statuses a probe
     /// request failed with), added to that series' reason when it fails.
     pub notes: BTreeMap<Labels, String>,
+    /// Warnings the source sent with its answer (a Thanos or Mimir store that did not answer, a
+    /// VictoriaMetrics `isPartial` result): the data may be incomplete, so it is never judged.
+    pub warnings: Vec<String>,
 }
 
 impl Measurement {
@@ -64,6 +68,14 @@ impl Measurement {
     pub fn failed(why: impl Into<String>) -> Measurement {
         Measurement {
             value: Some(Err(why.into())),
+            ..Measurement::default()
+        }
+    }
+
+    /// There is nothing to measure yet (e.g. no stable revision to compare with): NoData.
+    pub fn no_data(why: impl Into<String>) -> Measurement {
+        Measurement {
+            verdict: Some(Verdict::NoData(why.into())),
             ..Measurement::default()
         }
     }
@@ -155,6 +167,21 @@ pub fn combine(results: &[CheckResult]) -> Verdict {
     }
 }
 
+/// At most `max` items joined with `; `, then how many more there were: every list that reaches
+/// status, an Event or a log line is bounded, however many series a query returned.
+pub fn listing(items: &[String], max: usize) -> String {
+    let mut text = items
+        .iter()
+        .take(max)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > max {
+        text.push_str(&format!(" … and {} more", items.len() - max));
+    }
+    text
+}
+
 /// `{model="a", route="b"}`, the way PromQL prints a label set.
 pub fn format_labels(labels: &Labels) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -206,6 +233,13 @@ mod tests {
             Verdict::Pass
         );
         assert!(matches!(combine(&[]), Verdict::NoData(_)));
+    }
+
+    #[test]
+    fn long_lists_are_cut_and_counted() {
+        let items: Vec<String> = (0..415).map(|i| format!("s{i}")).collect();
+        assert_eq!(listing(&items[..2], 3), "s0; s1");
+        assert_eq!(listing(&items, 3), "s0; s1; s2 … and 412 more");
     }
 
     #[test]

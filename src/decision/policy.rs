@@ -120,13 +120,34 @@ impl History {
     }
 }
 
-/// Decides after one evaluation. `at_pause` is the time since the pause began.
+/// Time spent at the pause, by two clocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AtPause {
+    /// Since Argo's pause `startTime` (Argo's clock): the deadline counts from here.
+    pub since_start: Duration,
+    /// Since the later of that start and the moment tollgate first saw the pause (its own
+    /// monotonic clock): bake time counts from here, so a skewed clock never shortens a bake.
+    pub baked: Duration,
+}
+
+impl AtPause {
+    /// Both clocks agree.
+    pub fn agreed(d: Duration) -> AtPause {
+        AtPause {
+            since_start: d,
+            baked: d,
+        }
+    }
+}
+
+/// Decides after one evaluation.
 pub fn decide(
     policy: &Policy,
     history: History,
     verdict: &Verdict,
-    at_pause: Duration,
+    at: AtPause,
 ) -> (History, Action) {
+    let at_pause = at.baked;
     let h = history.record(verdict);
     if let Verdict::Fail(why) = verdict
         && h.failures > policy.failure_limit
@@ -146,7 +167,7 @@ pub fn decide(
         );
         return (h, Action::Promote { reason });
     }
-    if let Some(deadline) = policy.deadline.filter(|d| at_pause >= *d) {
+    if let Some(deadline) = policy.deadline.filter(|d| at.since_start >= *d) {
         let last = match verdict {
             Verdict::Pass => format!("{}/{required} passing evaluations", h.pass_streak),
             other => format!("{}: {}", other.name(), other.reason()),
@@ -156,6 +177,14 @@ pub fn decide(
             human(deadline)
         );
         return match policy.on_deadline {
+            // The gate's author chose this: say so, so nobody reads it as a failing canary.
+            DeadlineAction::Abort if !matches!(verdict, Verdict::Fail(_) | Verdict::Pass) => {
+                let reason = format!(
+                    "deadline reached with no evidence: aborting as the gate's deadline says \
+                     ({reason})"
+                );
+                (h, Action::Abort { reason })
+            }
             DeadlineAction::Abort => (h, Action::Abort { reason }),
             DeadlineAction::Hold => (
                 h,
@@ -267,7 +296,7 @@ mod tests {
         let mut h = History::default();
         let mut last = None;
         for (v, t) in steps {
-            let (next, action) = decide(policy, h, v, Duration::from_secs(*t));
+            let (next, action) = decide(policy, h, v, AtPause::agreed(Duration::from_secs(*t)));
             h = next;
             last = Some(action);
         }
@@ -435,10 +464,37 @@ mod tests {
             ..policy()
         };
         assert_eq!(
-            run(&abort, &[(Verdict::NoData("empty".into()), 601)])
-                .1
-                .name(),
-            "abort"
+            run(&abort, &[(Verdict::NoData("empty".into()), 601)]).1,
+            Action::Abort {
+                reason: "deadline reached with no evidence: aborting as the gate's deadline \
+                         says (no decision within the 10m deadline (last: NoData: empty))"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_skewed_clock_never_shortens_the_bake_but_the_deadline_keeps_argos() {
+        let p = Policy {
+            required_passes: 1,
+            ..policy()
+        };
+        // Argo's clock says 90 s at the pause; tollgate has seen it for 5 s.
+        let at = AtPause {
+            since_start: 90 * SEC,
+            baked: 5 * SEC,
+        };
+        let (_, a) = decide(&p, History::default(), &Verdict::Pass, at);
+        assert_eq!(a.name(), "wait", "{a:?}");
+        let late = AtPause {
+            since_start: 700 * SEC,
+            baked: 5 * SEC,
+        };
+        let (_, a) = decide(&p, History::default(), &Verdict::NoData("x".into()), late);
+        assert!(
+            a.reason()
+                .starts_with("no decision within the 10m deadline"),
+            "{a:?}"
         );
     }
 

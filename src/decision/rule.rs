@@ -52,6 +52,8 @@ pub struct Tolerance {
 pub struct Condition {
     pub source: String,
     program: Arc<cel::Program>,
+    /// The expression names `stable`: the stable revision is measured for it.
+    uses_stable: bool,
 }
 
 impl fmt::Debug for Condition {
@@ -96,14 +98,22 @@ impl Rule {
             expr: source.to_string(),
             message: e.to_string(),
         })?;
+        let uses_stable = program.references().has_variable("stable");
         Ok(Rule::Condition(Condition {
             source: source.to_string(),
             program: Arc::new(program),
+            uses_stable,
         }))
     }
 
+    /// Whether the stable revision must be measured too: for a tolerance against it, and for a
+    /// condition that names `stable`.
     pub fn needs_baseline(&self) -> bool {
-        matches!(self, Rule::AgainstStable(_))
+        match self {
+            Rule::AgainstStable(_) => true,
+            Rule::Condition(c) => c.uses_stable,
+            Rule::Threshold { .. } | Rule::Reported => false,
+        }
     }
 
     /// `Ok(None)` when the rule holds, `Ok(Some(why))` when it does not.
@@ -262,6 +272,14 @@ mod tests {
             value: 0.99,
         };
         assert_eq!(gt.judge(at(0.99)), Ok(Some("0.99 is not > 0.99".into())));
+    }
+
+    #[test]
+    fn a_condition_naming_stable_needs_the_baseline() {
+        let with = Rule::condition("value <= stable * 1.1").expect("compiles");
+        assert!(with.needs_baseline());
+        let without = Rule::condition("value <= 0.05 && samples > 10.0").expect("compiles");
+        assert!(!without.needs_baseline());
     }
 
     #[test]

@@ -3,14 +3,38 @@
 //!
 //! Only what gating needs: `/api/v1/query` over GET, bearer or basic auth, an extra CA, a
 //! timeout. Results become [`Sample`]s; `NaN`/`±Inf` are kept as such (the decision engine makes
-//! them NoData). Errors are one line for status and Events and never contain credentials.
+//! them NoData). `warnings` (Prometheus, Thanos, Mimir) and `isPartial` (VictoriaMetrics) are
+//! kept beside the samples: partial data is never judged. Bodies are read up to [`MAX_BODY`].
+//! Errors are one line for status and Events and never contain credentials.
 
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
+use super::http;
 use crate::decision::{Answer, Labels, Sample};
+
+/// The largest answer read. A gating query returns one series per label set it judges, a few
+/// KiB; an answer past this is a query that selects far more than it should.
+pub const MAX_BODY: usize = 8 << 20;
+
+/// What one query returned: its series, or why it could not answer, and any warnings the
+/// server sent with a successful answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub answer: Answer,
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    fn failed(why: String) -> Reply {
+        Reply {
+            answer: Err(why),
+            warnings: Vec::new(),
+        }
+    }
+}
 
 /// Credentials and trust for one source, already read from their Secrets.
 #[derive(Clone, Default)]
@@ -73,7 +97,7 @@ impl Client {
 
     /// Runs an instant query evaluated at `at` (Unix seconds). Every query of one evaluation uses
     /// the same instant, so a numerator and its denominator describe the same moment.
-    pub async fn query(&self, promql: &str, at: f64, timeout: Duration) -> Answer {
+    pub async fn query(&self, promql: &str, at: f64, timeout: Duration) -> Reply {
         let mut request = self
             .http
             .get(format!("{}/api/v1/query", self.base))
@@ -82,16 +106,20 @@ impl Client {
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| describe_transport(&self.base, &e))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| describe_transport(&self.base, &e))?;
-        parse(status.as_u16(), &body)
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Reply::failed(describe_transport(&self.base, &e)),
+        };
+        let status = response.status().as_u16();
+        match http::read_limited(response, MAX_BODY).await {
+            Ok(Some(body)) => parse(status, &body),
+            Ok(None) => Reply::failed(format!(
+                "{} answered with more than {} MiB; narrow the query to the series it judges",
+                self.base,
+                MAX_BODY >> 20
+            )),
+            Err(e) => Reply::failed(describe_transport(&self.base, &e)),
+        }
     }
 }
 
@@ -119,6 +147,11 @@ struct Response {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+    /// VictoriaMetrics cluster: some storage nodes did not answer.
+    #[serde(default, rename = "isPartial")]
+    is_partial: bool,
 }
 
 #[derive(Deserialize)]
@@ -136,19 +169,41 @@ struct VectorSample {
 }
 
 /// Parses an API response (any HTTP status: errors come as JSON with 4xx/5xx too).
-pub fn parse(http_status: u16, body: &[u8]) -> Answer {
-    let response: Response = serde_json::from_slice(body).map_err(|_| {
-        let snippet: String = String::from_utf8_lossy(body).chars().take(120).collect();
-        format!("HTTP {http_status}, not a Prometheus API response: {snippet:?}")
-    })?;
-    if response.status != "success" {
-        return Err(format!(
+pub fn parse(http_status: u16, body: &[u8]) -> Reply {
+    let response: Response = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(_) => {
+            let snippet: String = String::from_utf8_lossy(body).chars().take(120).collect();
+            return Reply::failed(format!(
+                "HTTP {http_status}, not a Prometheus API response: {snippet:?}"
+            ));
+        }
+    };
+    let mut warnings: Vec<String> = response
+        .warnings
+        .iter()
+        .map(|w| w.chars().take(MAX_WARNING).collect())
+        .collect();
+    if response.is_partial {
+        warnings
+            .push("the answer is partial (isPartial: some storage nodes did not answer)".into());
+    }
+    let answer = match response.status.as_str() {
+        "success" => samples(response.data),
+        _ => Err(format!(
             "query rejected (HTTP {http_status}, {}): {}",
             response.error_type.as_deref().unwrap_or("error"),
             response.error.as_deref().unwrap_or("no message")
-        ));
-    }
-    let data = response.data.ok_or("a success response without data")?;
+        )),
+    };
+    Reply { answer, warnings }
+}
+
+/// Longest warning kept; a server may put a whole stack trace in one.
+const MAX_WARNING: usize = 300;
+
+fn samples(data: Option<Data>) -> Answer {
+    let data = data.ok_or("a success response without data")?;
     match data.result_type.as_str() {
         "vector" => {
             let samples: Vec<VectorSample> = serde_json::from_value(data.result)
@@ -198,7 +253,7 @@ mod tests {
         let body = br#"{"status":"success","data":{"resultType":"vector","result":[
             {"metric":{"model":"a"},"value":[1700000000.1,"0.25"]},
             {"metric":{"model":"b"},"value":[1700000000.1,"NaN"]}]}}"#;
-        let samples = parse(200, body).expect("parses");
+        let samples = parse(200, body).answer.expect("parses");
         assert_eq!(samples[0], Sample::new(&[("model", "a")], 0.25));
         assert!(samples[1].value.is_nan());
     }
@@ -206,27 +261,32 @@ mod tests {
     #[test]
     fn an_empty_vector_is_an_empty_answer_not_an_error() {
         let body = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert_eq!(parse(200, body), Ok(vec![]));
+        assert_eq!(parse(200, body).answer, Ok(vec![]));
     }
 
     #[test]
     fn scalars_and_infinities() {
         let body =
             br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"+Inf"]}}"#;
-        assert_eq!(parse(200, body).expect("parses")[0].value, f64::INFINITY);
+        assert_eq!(
+            parse(200, body).answer.expect("parses")[0].value,
+            f64::INFINITY
+        );
     }
 
     #[test]
     fn rejected_queries_and_garbage_are_errors() {
         let body = br#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected end of input"}"#;
         assert_eq!(
-            parse(400, body),
+            parse(400, body).answer,
             Err(
                 "query rejected (HTTP 400, bad_data): 1:5: parse error: unexpected end of input"
                     .into()
             )
         );
-        let err = parse(502, b"<html>Bad Gateway</html>").expect_err("not JSON");
+        let err = parse(502, b"<html>Bad Gateway</html>")
+            .answer
+            .expect_err("not JSON");
         assert!(
             err.starts_with("HTTP 502, not a Prometheus API response"),
             "{err}"
@@ -234,11 +294,30 @@ mod tests {
         let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
         assert!(
             parse(200, matrix)
+                .answer
                 .expect_err("matrix")
                 .contains("instant query")
         );
         let bad_value = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}"#;
-        assert!(parse(200, bad_value).is_err());
+        assert!(parse(200, bad_value).answer.is_err());
+    }
+
+    #[test]
+    fn warnings_and_partial_answers_are_kept_beside_the_samples() {
+        let body = br#"{"status":"success","warnings":["PromQL warning: encountered a mix of histograms and floats"],
+            "data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0"]}]}}"#;
+        let reply = parse(200, body);
+        assert_eq!(reply.answer.expect("parses").len(), 1);
+        assert_eq!(
+            reply.warnings,
+            vec!["PromQL warning: encountered a mix of histograms and floats".to_string()]
+        );
+        let vm =
+            br#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[]}}"#;
+        assert!(parse(200, vm).warnings[0].contains("isPartial"));
+        let clean =
+            br#"{"status":"success","isPartial":false,"data":{"resultType":"vector","result":[]}}"#;
+        assert!(parse(200, clean).warnings.is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use super::http;
 use crate::decision::{Labels, Measurement, Sample, Verdict};
 use crate::template::Vars;
 
@@ -115,26 +116,11 @@ pub async fn ask(
         }
     };
     let status = resp.status().as_u16();
-    match read_limited(resp).await {
+    match http::read_limited(resp, MAX_REPLY).await {
         Ok(Some(body)) => parse(status, &body, reported),
         Ok(None) => Measurement::failed(format!("webhook reply is larger than {MAX_REPLY} bytes")),
         Err(e) => Measurement::failed(format!("reading the webhook reply: {}", without_url(&e))),
     }
-}
-
-/// The body, or `None` as soon as it grows past [`MAX_REPLY`] (never buffered beyond that).
-async fn read_limited(mut resp: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    if resp.content_length().is_some_and(|n| n > MAX_REPLY as u64) {
-        return Ok(None);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > MAX_REPLY {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
 }
 
 /// The URL may carry a token in its query: errors never repeat it.

@@ -29,6 +29,10 @@ enum Command {
         /// Watch only this namespace (a namespaced install); every namespace by default.
         #[arg(long, env = "TOLLGATE_NAMESPACE")]
         namespace: Option<String>,
+        /// Fault injection for tests: exit the moment a promote or abort is accepted, before it
+        /// is recorded (the worst moment to crash).
+        #[arg(long, hide = true)]
+        crash_after_acting: bool,
     },
     /// Sidecar exporter: turn an app's JSON-lines access log into per-pod Prometheus metrics
     /// (`<prefix>_requests_total{code,model,…}`, `<prefix>_request_duration_seconds`), labelled
@@ -60,12 +64,14 @@ fn main() -> ExitCode {
             log_format,
             instance,
             namespace,
+            crash_after_acting,
         } => run(
             log_format,
             tollgate::controller::Config {
                 listen,
                 instance,
                 namespace,
+                crash_after_acting,
             },
         ),
     };

@@ -33,6 +33,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Each gate's compiled policy and spec digest, by uid, for the generation it was built from.
     compiled: Mutex<HashMap<String, Built>>,
+    /// Fault injection for tests (see [`super::Config::crash_after_acting`]).
+    pub crash_after_acting: bool,
 }
 
 /// A compiled gate and the generation it was compiled from.
@@ -70,6 +72,7 @@ impl Context {
             sources: Mutex::new(HashMap::new()),
             http,
             compiled: Mutex::new(HashMap::new()),
+            crash_after_acting: false,
         })
     }
 

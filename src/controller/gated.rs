@@ -449,6 +449,8 @@ async fn held_by_others(
         others.join(", ")
     );
     tracker.probe = None;
+    // No evidence is judged meanwhile: the passes a promotion needs start again afterwards.
+    tracker.history.pass_streak = 0;
     if tracker.announced == message {
         return Ok(());
     }
@@ -612,6 +614,10 @@ async fn evaluate_and_act(
             record_intent(rollout, gate, tracker, entry, intent, ctx).await?;
             match actuate_seen(rollout, act, ctx).await? {
                 Outcome::Applied(p, sent) => {
+                    if ctx.crash_after_acting {
+                        tracing::error!(rollout = %name, "crash-after-acting: exiting before recording");
+                        std::process::exit(70);
+                    }
                     let took = decided.elapsed();
                     let send_ms = sent.duration_since(decided).as_secs_f64() * 1000.0;
                     ctx.metrics.actuation.observe(took.as_secs_f64());

@@ -37,6 +37,9 @@ pub struct Config {
     pub instance: String,
     /// Watch only this namespace (a namespaced install); all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Fault injection for tests: exit right after a promote or abort is accepted, before it
+    /// is recorded.
+    pub crash_after_acting: bool,
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -54,11 +57,9 @@ where
 pub async fn run(config: Config) -> Result<()> {
     let client = Client::try_default().await?;
     let (gates, gate_writer) = reflector::store::<RolloutGate>();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        gates.clone(),
-        &config.instance,
-    )?);
+    let mut context = Context::new(client.clone(), gates.clone(), &config.instance)?;
+    context.crash_after_acting = config.crash_after_acting;
+    let ctx = Arc::new(context);
     let health = Health {
         metrics: ctx.metrics.clone(),
         ready: Arc::new(Default::default()),

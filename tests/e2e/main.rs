@@ -8,6 +8,7 @@ mod logmetrics;
 
 mod admission;
 mod demo;
+mod faults;
 mod gating;
 mod podhealth;
 mod probes;

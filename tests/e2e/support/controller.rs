@@ -56,6 +56,11 @@ pub struct Tollgate {
 
 impl Tollgate {
     pub async fn start(namespace: &str) -> Tollgate {
+        Self::start_with(namespace, &[]).await
+    }
+
+    /// Started with extra flags (e.g. a fault-injection hook).
+    pub async fn start_with(namespace: &str, extra: &[&str]) -> Tollgate {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -76,6 +81,7 @@ impl Tollgate {
                 "--namespace",
                 namespace,
             ])
+            .args(extra)
             .env("RUST_LOG", "info,kube=warn,tollgate=debug")
             .env("KUBECONFIG", service_account_kubeconfig().await)
             .stdin(Stdio::null())
@@ -111,6 +117,16 @@ impl Tollgate {
     #[allow(dead_code)]
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    #[allow(dead_code)]
+    pub async fn exited(&mut self) -> Option<i32> {
+        match tokio::time::timeout(STEP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            Ok(Err(e)) => panic!("waiting for tollgate: {e}"),
+            Err(_) => panic!("tollgate did not exit within {STEP_TIMEOUT:?}"),
+        }
     }
 
     /// Stops the process (as a crash or a rolling restart would) and waits for it to exit.

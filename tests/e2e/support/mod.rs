@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod exporter;
+pub mod faultproxy;
 pub mod podserver;
 pub mod prom;
 pub mod scenario;

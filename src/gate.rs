@@ -527,25 +527,26 @@ pub enum GatePhase {
 }
 
 /// The gate's record of one Rollout at one pause. It is also what a restarted controller
-/// resumes from.
+/// resumes from. Every field is always written (absent values as null), so a merge patch of a
+/// new record never leaves a field of an older one behind.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GatedRollout {
     /// The canary's pod-template-hash.
     #[serde(default)]
     pub revision: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub stable: Option<String>,
     /// Canary step index; absent for a blue-green pause.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub step: Option<i32>,
     #[serde(default)]
     pub phase: GatePhase,
     /// When the phase began (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub since: Option<String>,
     /// When the pause began (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pause_started: Option<String>,
     #[serde(default)]
     pub evaluations: i32,
@@ -559,20 +560,21 @@ pub struct GatedRollout {
     pub error_streak: i32,
     #[serde(default)]
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_evaluation: Option<EvaluationRecord>,
     /// The gate generation the counters were judged under; evidence from another never counts.
     #[serde(default)]
     pub gate_generation: i64,
     /// A digest of the gate's spec the counters were judged under.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub policy_hash: String,
-    /// When tollgate first saw this pause (its own clock; bake time counts from the later of
-    /// this and the pause's start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_seen: Option<String>,
+    /// How long tollgate has watched this pause, by its own monotonic clock, at the last write:
+    /// a restarted controller counts bake time on from here (never from a wall clock that may
+    /// differ from the last one's).
+    #[serde(default)]
+    pub baked_seconds: i64,
     /// The gate will evaluate this pause no more (a deadline hold): a restart keeps it so.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub concluded: bool,
     /// A promote or abort decided and about to be sent, written before the patch so a
     /// controller that dies in between knows the move was its own. Cleared once recorded.

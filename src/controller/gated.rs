@@ -476,10 +476,6 @@ fn pause_record(
 ) -> GatedRollout {
     let pause = &tracker.pause;
     let h = tracker.history;
-    let first_seen = Timestamp::now()
-        .checked_sub(tracker.first_seen.elapsed())
-        .ok()
-        .map(|t| t.to_string());
     let same_pause = |e: &GatedRollout| {
         e.revision == pause.revision
             && e.step == pause.step
@@ -497,7 +493,7 @@ fn pause_record(
         error_streak: count(h.error_streak),
         gate_generation: pause.gate_generation,
         policy_hash: pause.policy_hash.clone(),
-        first_seen,
+        baked_seconds: i64::try_from(tracker.first_seen.elapsed().as_secs()).unwrap_or(i64::MAX),
         concluded: false,
         intent: None,
         last_evaluation: previous.filter(same_pause).and_then(|e| e.last_evaluation),
@@ -566,6 +562,9 @@ async fn evaluate_and_act(
     let (history, action) = decision::decide(&compiled.policy, tracker.history, &verdict, at);
     let decided = Instant::now();
     tracker.history = history;
+    // Until the outcome sets it: a patch or status write that fails is retried at the gate's
+    // cadence with fresh evidence, not at the error policy's.
+    tracker.next_due = decided + compiled.policy.interval;
     let mode = match compiled.mode {
         Mode::Enforce => "Enforce",
         Mode::DryRun => "DryRun",

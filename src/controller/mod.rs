@@ -125,31 +125,48 @@ where
 /// Gates whose spec changed (a new generation), appeared or went away. Status writes are left
 /// out: the controller writes a gate's status at every evaluation, and waking every Rollout of
 /// the gate for each write would make a gate of n Rollouts cost n² reconciles.
+///
+/// A (re)list is passed on only once complete: the reflector publishes listed gates to the
+/// cache at its end, and a reconcile woken earlier would find no gate and wait for a change.
 fn spec_changes(
     events: impl futures::Stream<
         Item = std::result::Result<watcher::Event<RolloutGate>, watcher::Error>,
     > + Send,
 ) -> impl futures::Stream<Item = std::result::Result<RolloutGate, watcher::Error>> + Send {
     let mut seen: std::collections::HashMap<String, Option<i64>> = Default::default();
-    events.filter_map(move |event| {
-        let changed = match event {
-            Ok(watcher::Event::Apply(g) | watcher::Event::InitApply(g)) => {
-                let uid = g.uid().unwrap_or_default();
+    let mut listing: Vec<RolloutGate> = Vec::new();
+    events
+        .map(move |event| {
+            let mut changed = |g: RolloutGate| {
                 let generation = g.metadata.generation;
-                (seen.insert(uid, generation) != Some(generation)).then_some(Ok(g))
+                (seen.insert(g.uid().unwrap_or_default(), generation) != Some(generation))
+                    .then_some(Ok(g))
+            };
+            match event {
+                Ok(watcher::Event::Apply(g)) => changed(g).into_iter().collect(),
+                Ok(watcher::Event::Init) => {
+                    listing.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(g)) => {
+                    listing.push(g);
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => listing
+                    .drain(..)
+                    .filter_map(&mut changed)
+                    .collect::<Vec<_>>(),
+                Ok(watcher::Event::Delete(g)) => {
+                    seen.remove(&g.uid().unwrap_or_default());
+                    vec![Ok(g)]
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "RolloutGate watch error");
+                    vec![Err(e)]
+                }
             }
-            Ok(watcher::Event::Delete(g)) => {
-                seen.remove(&g.uid().unwrap_or_default());
-                Some(Ok(g))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "RolloutGate watch error");
-                Some(Err(e))
-            }
-        };
-        futures::future::ready(changed)
-    })
+        })
+        .flat_map(futures::stream::iter)
 }
 
 /// Every Rollout a gate change may concern: those it selects now, and those it recorded
@@ -204,6 +221,50 @@ fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, ctx: Arc<Con
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gate(uid: &str, generation: i64) -> RolloutGate {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid, "generation": generation},
+            "spec": {"rollouts": {"name": "app"}, "podHealth": {}},
+        }))
+        .expect("test gate parses")
+    }
+
+    #[tokio::test]
+    async fn only_spec_changes_wake_rollouts_and_a_list_only_once_complete() {
+        use watcher::Event::*;
+        let events = vec![
+            Init,
+            InitApply(gate("a", 1)),
+            InitApply(gate("b", 1)),
+            InitDone,
+            // A status write: same generation.
+            Apply(gate("a", 1)),
+            Apply(gate("a", 2)),
+            Delete(gate("b", 1)),
+            // A relist after a watch error: nothing changed, nothing woken.
+            Init,
+            InitApply(gate("a", 2)),
+            InitDone,
+        ];
+        let woken: Vec<(String, Option<i64>)> =
+            spec_changes(futures::stream::iter(events.into_iter().map(Ok)))
+                .map(|g| {
+                    let g = g.expect("no errors");
+                    (g.name_any(), g.metadata.generation)
+                })
+                .collect()
+                .await;
+        let expected = [("a", 1), ("b", 1), ("a", 2), ("b", 1)];
+        assert_eq!(
+            woken,
+            expected
+                .iter()
+                .map(|(n, g)| (n.to_string(), Some(*g)))
+                .collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn a_malformed_rollout_is_an_invalid_object_not_a_watch_error() {

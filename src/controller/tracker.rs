@@ -43,6 +43,10 @@ pub struct Tracker {
     pub probe: Option<Arc<ProbeRun>>,
 }
 
+/// How long a controller may be away (a rolling restart, a leader failover) before the passes it
+/// recorded no longer count as consecutive with the next.
+const RESTART_ALLOWANCE: Duration = Duration::from_secs(60);
+
 /// How a tracker was picked up from the gate's status.
 #[derive(Debug)]
 pub enum Resumed {
@@ -91,9 +95,8 @@ impl Tracker {
         if !same_pause {
             return Resumed::Fresh(t);
         }
-        if let Some(seen) = r.first_seen.as_deref().and_then(&since) {
-            t.first_seen = Instant::now().checked_sub(seen).unwrap_or(t.first_seen);
-        }
+        let baked = Duration::from_secs(u64::try_from(r.baked_seconds).unwrap_or(0));
+        t.first_seen = Instant::now().checked_sub(baked).unwrap_or(t.first_seen);
         let same_policy =
             r.gate_generation == t.pause.gate_generation && r.policy_hash == t.pause.policy_hash;
         if matches!(r.phase, GatePhase::Promoted | GatePhase::Aborted) {
@@ -105,9 +108,16 @@ impl Tracker {
             return Resumed::GateChanged(t);
         }
         let n = |v: i32| u32::try_from(v).unwrap_or(0);
+        let last = r.last_evaluation.as_ref().map(|e| e.time.as_str());
+        let ago = last.and_then(&since);
+        // Passes count only when consecutive with no gap in the evidence: after a stand-down,
+        // a conflict, or a controller away for longer than a restart or failover takes, they
+        // start over. Failures always stand.
+        let unbroken = r.phase == GatePhase::Evaluating
+            && ago.is_some_and(|ago| ago <= interval * 2 + RESTART_ALLOWANCE);
         t.history = History {
             evaluations: n(r.evaluations),
-            pass_streak: n(r.pass_streak),
+            pass_streak: if unbroken { n(r.pass_streak) } else { 0 },
             failures: n(r.failures),
             errors: n(r.errors),
             error_streak: n(r.error_streak),
@@ -115,8 +125,7 @@ impl Tracker {
         if r.phase == GatePhase::DryRun || r.concluded {
             t.finished = Some(r.phase);
         }
-        let last = r.last_evaluation.as_ref().map(|e| e.time.as_str());
-        if let Some(ago) = last.and_then(&since) {
+        if let Some(ago) = ago {
             t.next_due = Instant::now() + interval.saturating_sub(ago);
         } else if last.is_some() {
             // A time that cannot be read is never a reason to evaluate early.
@@ -251,15 +260,36 @@ mod tests {
     }
 
     #[test]
-    fn bake_time_counts_from_when_tollgate_first_saw_the_pause() {
+    fn bake_time_goes_on_from_what_was_recorded_never_from_a_wall_clock() {
         let mut r = recorded(GatePhase::Evaluating);
-        r.first_seen = Some("then".into());
-        let t = restored(resume(&r, Duration::from_secs(40)));
+        r.baked_seconds = 40;
+        // However long ago the wall clock says the record was written.
+        let t = restored(resume(&r, Duration::from_secs(4000)));
         let seen = t.first_seen.elapsed();
         assert!(
             seen >= Duration::from_secs(40) && seen < Duration::from_secs(45),
             "{seen:?}"
         );
+    }
+
+    #[test]
+    fn passes_from_before_a_gap_in_the_evidence_start_over() {
+        let t = restored(resume(
+            &recorded(GatePhase::Evaluating),
+            Duration::from_secs(110),
+        ));
+        assert_eq!(t.history.pass_streak, 2, "a restart's worth of time");
+        let t = restored(resume(
+            &recorded(GatePhase::Evaluating),
+            Duration::from_secs(121),
+        ));
+        assert_eq!(t.history.pass_streak, 0, "away for longer");
+        assert_eq!(t.history.failures, 1, "failures always stand");
+        for phase in [GatePhase::StoodDown, GatePhase::Holding, GatePhase::Waiting] {
+            let t = restored(resume(&recorded(phase), Duration::ZERO));
+            assert_eq!(t.history.pass_streak, 0, "{phase:?}");
+            assert_eq!(t.history.failures, 1, "{phase:?}");
+        }
     }
 
     #[test]

@@ -39,11 +39,14 @@ pub fn judge(policy: &CheckPolicy, m: &Measurement) -> CheckResult {
         Ok(series) => (fold(&series), series),
         Err(verdict) => (verdict, Vec::new()),
     };
+    // `Skip` is for a check with no traffic to judge; a partial answer may hold exactly the
+    // failing series, so it is never skipped.
+    let partial = !m.warnings.is_empty();
     let (verdict, skipped) = match (verdict, policy.no_data) {
         (Verdict::NoData(why), NoDataPolicy::Fail) => {
             (Verdict::Fail(format!("no data: {why}")), false)
         }
-        (v @ Verdict::NoData(_), NoDataPolicy::Skip) => (v, true),
+        (v @ Verdict::NoData(_), NoDataPolicy::Skip) if !partial => (v, true),
         (v, _) => (v, false),
     };
     CheckResult {
@@ -173,6 +176,12 @@ fn series_verdict(
     stable: Option<Option<f64>>,
     samples: Option<f64>,
 ) -> Verdict {
+    if let Some(have) = samples.filter(|h| h.is_infinite() || *h < 0.0) {
+        return Verdict::Error(format!(
+            "{} samples: a count is never negative or infinite",
+            num(have)
+        ));
+    }
     // NaN samples count as too few: `partial_cmp` is not `Greater`/`Equal` for NaN.
     if let (Some(min), Some(have)) = (policy.min_samples, samples)
         && !matches!(
@@ -186,14 +195,17 @@ fn series_verdict(
             num(min)
         ));
     }
-    if !value.is_finite() {
+    if value.is_nan() {
         return Verdict::NoData(format!("the value is {value}"));
     }
     let stable = match stable {
         None => None,
         Some(None) => return Verdict::NoData("the stable revision has no matching series".into()),
-        Some(Some(v)) if !v.is_finite() => {
-            return Verdict::NoData(format!("the stable value is {v}"));
+        Some(Some(v)) if v.is_nan() => return Verdict::NoData(format!("the stable value is {v}")),
+        Some(Some(v)) if v.is_infinite() => {
+            return Verdict::Error(format!(
+                "the stable value is {v}, which every canary value is within"
+            ));
         }
         Some(Some(v)) => Some(v),
     };
@@ -202,6 +214,11 @@ fn series_verdict(
         stable,
         samples,
     }) {
+        // `errors / requests` over no requests is +Inf: it may fail a rule, never pass one.
+        Ok(None) if value.is_infinite() => Verdict::Error(format!(
+            "the value is {value} (a division by zero?): an infinite value can fail a check but \
+             never pass one"
+        )),
         Ok(None) => Verdict::Pass,
         Ok(Some(why)) => Verdict::Fail(why),
         Err(e) => Verdict::Error(e.to_string()),
@@ -250,21 +267,43 @@ fn resolve(
             listing(&unpaired, MAX_NAMED)
         )));
     }
-    Ok(denominator
+    denominator
         .into_iter()
         .map(|d| {
             let n = numerators.get(&join_key(&d.labels)).copied().unwrap_or(0.0);
-            let value = if d.value == 0.0 {
-                f64::NAN
-            } else {
-                n / d.value
-            };
-            Sample {
+            let value = ratio_of(n, d.value)
+                .map_err(|why| Verdict::Error(format!("{}: {why}", format_labels(&d.labels))))?;
+            Ok(Sample {
                 labels: d.labels,
                 value,
-            }
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// Errors over requests. Counts are never negative or infinite, errors never outnumber the
+/// requests they are part of, and errors over no requests mean the two queries count different
+/// things: each is an Error, since any of them could read as a healthy ratio. No requests and
+/// no errors is no traffic: NaN, so NoData.
+fn ratio_of(n: f64, d: f64) -> Result<f64, String> {
+    // Counters sampled at slightly different moments may disagree by a hair.
+    const SLACK: f64 = 1.001;
+    if !(n.is_finite() && d.is_finite() && n >= 0.0 && d >= 0.0) {
+        return Err(format!(
+            "numerator {} over denominator {}: counts are never negative or infinite",
+            num(n),
+            num(d)
+        ));
+    }
+    if n > d * SLACK {
+        return Err(format!(
+            "numerator {} exceeds denominator {}: the numerator must count a subset of what the \
+             denominator counts",
+            num(n),
+            num(d)
+        ));
+    }
+    Ok(if d == 0.0 { f64::NAN } else { n / d })
 }
 
 /// The labels a series pairs on: all but the revision labels.
@@ -294,7 +333,7 @@ fn index(samples: &[Sample], what: &str) -> Result<BTreeMap<Labels, f64>, Verdic
 }
 
 /// The sample count for each value series: its own, when the samples query keeps the check's
-/// labels, or the single total when it returns one unlabelled series. A value series without a
+/// labels, or the total when both return one unlabelled series. A value series without a
 /// count has 0 samples (NoData); a count that pairs with no value series is an Error, because
 /// the samples query then counts something other than what is judged.
 fn sample_counts(
@@ -305,6 +344,14 @@ fn sample_counts(
     if let [only] = all.as_slice()
         && join_key(&only.labels).is_empty()
     {
+        if values.len() > 1 {
+            // One total would let a series with a single request ride on the others' counts.
+            return Err(Verdict::Error(format!(
+                "minSamples returned one total for {} series; aggregate it by the check's labels \
+                 so each series has a count of its own",
+                values.len()
+            )));
+        }
         return Ok(values.keys().map(|k| (k.clone(), only.value)).collect());
     }
     let counts = index(&all, "the minSamples query")?;
@@ -421,8 +468,82 @@ mod tests {
         let r = judge(&at_most(0.05), &values(one(f64::NAN)));
         assert_eq!(r.verdict, Verdict::NoData("the value is NaN".into()));
         assert_eq!(r.series[0].value, None);
+        // errors / requests over no requests: +Inf fails an upper bound…
         let inf = judge(&at_most(0.05), &values(one(f64::INFINITY)));
-        assert!(matches!(inf.verdict, Verdict::NoData(_)));
+        assert!(matches!(inf.verdict, Verdict::Fail(_)), "{:?}", inf.verdict);
+        // …and never passes a lower one (success / requests over no requests).
+        let p = policy(Rule::Threshold {
+            op: Comparison::Ge,
+            value: 0.99,
+        });
+        let r = judge(&p, &values(one(f64::INFINITY)));
+        assert!(matches!(r.verdict, Verdict::Error(_)), "{:?}", r.verdict);
+        let mut skip = p.clone();
+        skip.no_data = NoDataPolicy::Skip;
+        assert!(!judge(&skip, &values(one(f64::INFINITY))).skipped);
+    }
+
+    #[test]
+    fn counts_that_cannot_be_counts_are_errors() {
+        for (n, d, says) in [
+            (5.0, 0.0, "exceeds denominator"),
+            (-1.0, 10.0, "never negative"),
+            (1.0, -10.0, "never negative"),
+            (12.0, 10.0, "exceeds denominator"),
+            (f64::INFINITY, 10.0, "never negative or infinite"),
+        ] {
+            let r = judge(&ratio(0.05), &ratio_of(one(n), one(d)));
+            assert!(
+                matches!(&r.verdict, Verdict::Error(why) if why.contains(says)),
+                "{n}/{d}: {:?}",
+                r.verdict
+            );
+        }
+        // A hair over, from counters sampled a moment apart, is still judged.
+        let r = judge(&ratio(0.05), &ratio_of(one(10.005), one(10.0)));
+        assert!(matches!(r.verdict, Verdict::Fail(_)), "{:?}", r.verdict);
+        let mut p = at_most(0.05);
+        p.min_samples = Some(10.0);
+        for bad in [f64::INFINITY, -3.0] {
+            let m = Measurement {
+                samples: Some(Ok(one(bad))),
+                ..values(one(0.0))
+            };
+            assert!(matches!(judge(&p, &m).verdict, Verdict::Error(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_sample_total_never_covers_several_series() {
+        let mut p = at_most(0.05);
+        p.min_samples = Some(100.0);
+        let m = Measurement {
+            value: Some(Ok(vec![
+                Sample::new(&[("model", "a")], 0.0),
+                Sample::new(&[("model", "b")], 0.0),
+            ])),
+            samples: Some(Ok(one(5000.0))),
+            ..Measurement::default()
+        };
+        let r = judge(&p, &m);
+        assert!(
+            matches!(&r.verdict, Verdict::Error(why) if why.contains("one total for 2 series")),
+            "{:?}",
+            r.verdict
+        );
+    }
+
+    #[test]
+    fn a_partial_answer_is_never_skipped() {
+        let mut p = at_most(0.05);
+        p.no_data = NoDataPolicy::Skip;
+        let mut m = values(one(0.9));
+        m.warnings = vec!["partial response".into()];
+        let r = judge(&p, &m);
+        assert!(
+            matches!(r.verdict, Verdict::NoData(_)) && !r.skipped,
+            "{r:?}"
+        );
     }
 
     #[test]

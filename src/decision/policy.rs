@@ -149,11 +149,15 @@ pub fn decide(
 ) -> (History, Action) {
     let at_pause = at.baked;
     let h = history.record(verdict);
-    if let Verdict::Fail(why) = verdict
-        && h.failures > policy.failure_limit
-    {
+    if h.failures > policy.failure_limit {
+        // Once past the limit, the pause is lost whatever comes next: an abort that did not go
+        // through (a 409, a crash) is decided again, never outgrown by later passes.
+        let last = match verdict {
+            Verdict::Fail(why) => why.clone(),
+            other => format!("since then: {} {}", other.name(), other.reason()),
+        };
         let reason = format!(
-            "{} failing evaluation(s), {} tolerated: {why}",
+            "{} failing evaluation(s), {} tolerated: {last}",
             h.failures, policy.failure_limit
         );
         return (h, Action::Abort { reason });
@@ -471,6 +475,30 @@ mod tests {
                     .into()
             }
         );
+    }
+
+    #[test]
+    fn past_the_failure_limit_later_passes_never_promote() {
+        // The abort after the failure was refused (409) or the controller died before sending
+        // it: the next evaluations pass, and the pause must still end in an abort.
+        let p = Policy {
+            failure_limit: 0,
+            required_passes: 2,
+            bake_time: Duration::ZERO,
+            ..policy()
+        };
+        let mut h = History::default();
+        let verdicts = [
+            Verdict::Fail("too high".into()),
+            Verdict::Pass,
+            Verdict::Pass,
+            Verdict::Pass,
+        ];
+        for v in &verdicts {
+            let (next, action) = decide(&p, h, v, AtPause::agreed(60 * SEC));
+            assert_eq!(action.name(), "abort", "{v:?} after {h:?}: {action:?}");
+            h = next;
+        }
     }
 
     #[test]

@@ -41,6 +41,15 @@ pub async fn measure(
             other => rendered.push(other),
         }
     }
+    let same = |a: usize, b: usize| matches!((&rendered[a], &rendered[b]), (Some(Ok(x)), Some(Ok(y))) if x == y);
+    if baseline && (same(0, 2) || same(1, 3)) {
+        // Compared with itself, every canary is within any tolerance of "stable".
+        return Measurement::failed(
+            "the query reads the same series for the canary and the stable revision; select \
+             the revision with {{ hash }} (canaryHash and stableHash do not change between the \
+             two)",
+        );
+    }
     let replies = futures::future::join_all(rendered.into_iter().map(|promql| async move {
         match promql {
             None => None,
@@ -75,5 +84,83 @@ pub async fn measure(
         samples,
         warnings,
         ..Measurement::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::decision::{Tolerance, Verdict, judge};
+    use crate::gate::PrometheusSource;
+
+    /// Nothing listens here: a test that reaches the network fails with "unreachable".
+    const NOWHERE: &str = "http://127.0.0.1:9";
+
+    fn queries(query: &str) -> PromQueries {
+        PromQueries {
+            query: query.into(),
+            denominator: None,
+            samples_query: None,
+            source: PrometheusSource {
+                address: NOWHERE.into(),
+                timeout: None,
+                auth: None,
+            },
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn vars(stable: &str) -> Vars {
+        Vars {
+            namespace: "ns".into(),
+            rollout: "app".into(),
+            hash: "canary1".into(),
+            canary_hash: "canary1".into(),
+            stable_hash: stable.into(),
+            step: Some(1),
+        }
+    }
+
+    fn against_stable() -> Rule {
+        Rule::AgainstStable(Tolerance {
+            max_ratio: Some(1.2),
+            ..Tolerance::default()
+        })
+    }
+
+    async fn measured(query: &str, rule: &Rule, stable: &str) -> Measurement {
+        let client = prometheus::Client::new(NOWHERE, &Default::default()).expect("client");
+        measure(&queries(query), rule, &client, &vars(stable), 0.0).await
+    }
+
+    #[tokio::test]
+    async fn a_query_that_reads_the_canary_twice_is_never_compared_with_itself() {
+        let rule = against_stable();
+        let m = measured(r#"up{h="{{ canaryHash }}"}"#, &rule, "stable1").await;
+        let policy = crate::decision::CheckPolicy {
+            name: "c".into(),
+            rule,
+            no_data: Default::default(),
+            min_samples: None,
+            ratio: false,
+        };
+        let r = judge(&policy, &m);
+        assert!(
+            matches!(&r.verdict, Verdict::Error(why) if why.contains("the same series")),
+            "{:?}",
+            r.verdict
+        );
+    }
+
+    #[tokio::test]
+    async fn no_stable_revision_is_no_data_and_sends_nothing() {
+        let m = measured(r#"up{h="{{ hash }}"}"#, &against_stable(), "").await;
+        assert!(
+            matches!(&m.verdict, Some(Verdict::NoData(why)) if why.contains("does not have yet")),
+            "{m:?}"
+        );
+        assert!(m.value.is_none(), "no query was sent: {m:?}");
     }
 }

@@ -5,7 +5,9 @@
 //!
 //!     scripts/bench            (or, with the stack up: cargo bench --bench scale)
 //!
-//! Knobs: TOLLGATE_BENCH_ROLLOUTS (1000), TOLLGATE_BENCH_WINDOW_SECONDS (90).
+//! Knobs: TOLLGATE_BENCH_ROLLOUTS (1000), TOLLGATE_BENCH_PER_GATE (10 Rollouts per gate; 1000
+//! puts them all under one gate, to see its status stay bounded), TOLLGATE_BENCH_WINDOW_SECONDS
+//! (90).
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/support/mod.rs"]
@@ -24,14 +26,22 @@ use support::controller::{Tollgate, metric_sum};
 use support::exporter::Exporter;
 use support::{TestNamespace, prom};
 
-const PER_GATE: usize = 10;
 const METRIC: &str = "tollgate_bench_error_ratio";
+
+fn per_gate() -> usize {
+    std::env::var("TOLLGATE_BENCH_PER_GATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(10)
+}
 
 fn rollout(i: usize) -> serde_json::Value {
     let name = format!("r{i:04}");
+    let group = i / per_gate();
     json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": name, "labels": {"app": name, "group": format!("g{:03}", i / PER_GATE)}},
+        "metadata": {"name": name, "labels": {"app": name, "group": format!("g{group:03}")}},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
@@ -163,6 +173,37 @@ fn percentiles(log: &str, key: &str) -> (usize, f64, f64, f64) {
     (values.len(), at(0.5), at(0.99), at(1.0))
 }
 
+/// The largest gate object as the API server stores it, and how its entries are kept.
+async fn status_sizes(gates: &Api<DynamicObject>) {
+    let list = gates
+        .list(&ListParams::default())
+        .await
+        .expect("list gates");
+    let Some((bytes, gate)) = list
+        .items
+        .iter()
+        .map(|g| (serde_json::to_vec(g).map(|v| v.len()).unwrap_or(0), g))
+        .max_by_key(|(bytes, _)| *bytes)
+    else {
+        return;
+    };
+    let entries = gate.data["status"]["rollouts"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let detailed = entries
+        .values()
+        .filter(|e| !e["lastEvaluation"].is_null())
+        .count();
+    println!(
+        "  largest gate object      {:>8.1} KiB  ({} entries: {detailed} with their last evaluation, {} compact; {} omitted)",
+        bytes as f64 / 1024.0,
+        entries.len(),
+        entries.len() - detailed,
+        gate.data["status"]["omittedRollouts"].as_i64().unwrap_or(0)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("TOLLGATE_BENCH_ROLLOUTS")
@@ -177,7 +218,7 @@ async fn main() {
     println!(
         "tollgate scale benchmark: {n} Rollouts in {}, {} gates",
         ns.name,
-        n.div_ceil(PER_GATE)
+        n.div_ceil(per_gate())
     );
     let exporter = Exporter::start().await;
     let target = prom::Target::register(&ns.name, exporter.address());
@@ -226,7 +267,7 @@ async fn main() {
         &ns.name,
         &ApiResource::erase::<RolloutGate>(&()),
     );
-    for g in 0..n.div_ceil(PER_GATE) {
+    for g in 0..n.div_ceil(per_gate()) {
         let obj: DynamicObject = serde_json::from_value(gate(g, &ns.name, 1000)).expect("gate");
         gates_raw
             .create(&PostParams::default(), &obj)
@@ -278,10 +319,11 @@ async fn main() {
         a1.1, a1.2
     );
     println!("  tollgate / argo RSS      {:>8.2}x", t1.1 / a1.1.max(1.0));
+    status_sizes(&gates_raw).await;
 
     // Release the gates one after another, 100 ms apart (10 Rollouts each): every Rollout is
     // promoted at its next evaluation, while the rest stay under load.
-    for g in 0..n.div_ceil(PER_GATE) {
+    for g in 0..n.div_ceil(per_gate()) {
         let obj: DynamicObject = serde_json::from_value(gate(g, &ns.name, 1)).expect("gate");
         gates_raw
             .patch(

@@ -506,9 +506,27 @@ pub struct RolloutGateStatus {
     /// One line on the newest decision, for `kubectl get gate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
-    /// Per gated Rollout, by name.
+    /// Per gated Rollout, by name. At most 100 entries keep their last evaluation; beyond
+    /// that, a Rollout at a pause keeps a compact entry (the pause, its counters and any
+    /// pending action) and a Rollout not at a pause gets none: see `omittedRollouts`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rollouts: BTreeMap<String, GatedRollout>,
+    /// Selected Rollouts without an entry, because the gate keeps at most 100 entries and
+    /// drops those not at a pause first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted_rollouts: Option<i64>,
+}
+
+/// Entries a gate's status keeps in full (see [`RolloutGateStatus::rollouts`]): the status of
+/// a gate over a thousand Rollouts stays far below the API server's object size limit.
+pub const MAX_DETAILED_ENTRIES: usize = 100;
+
+impl GatedRollout {
+    /// At a pause, with evidence being gathered or an action pending: the counters a restart
+    /// resumes from, which are never dropped to bound the status.
+    pub fn in_flight(&self) -> bool {
+        matches!(self.phase, GatePhase::Evaluating | GatePhase::Holding) || self.intent.is_some()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

@@ -29,6 +29,11 @@ enum Command {
         /// Watch only this namespace (a namespaced install); every namespace by default.
         #[arg(long, env = "TOLLGATE_NAMESPACE")]
         namespace: Option<String>,
+        /// Rollouts reconciled at once. Evidence is gathered outside these slots, so a slow
+        /// source never holds one.
+        #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_RECONCILES", default_value_t = 16,
+            value_parser = clap::value_parser!(u16).range(1..))]
+        max_concurrent_reconciles: u16,
         /// Fault injection for tests: exit the moment a promote or abort is accepted, before it
         /// is recorded (the worst moment to crash).
         #[arg(long, hide = true)]
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
             log_format,
             instance,
             namespace,
+            max_concurrent_reconciles,
             crash_after_acting,
         } => run(
             log_format,
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
                 listen,
                 instance,
                 namespace,
+                max_concurrent_reconciles,
                 crash_after_acting,
             },
         ),

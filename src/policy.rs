@@ -501,9 +501,10 @@ pub fn duration(field: &str, text: &str) -> Result<Duration, String> {
             ('h', _) => Duration::from_secs(3600),
             _ => return Err(bad()),
         };
-        total += unit
+        let part = unit
             .checked_mul(u32::try_from(n).map_err(|_| bad())?)
             .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
     }
     if !digits.is_empty() {
         return Err(bad());
@@ -807,5 +808,8 @@ mod tests {
             duration("interval", "5d"),
             Err("interval: \"5d\" is not a duration like 30s, 2m or 1h30m".into())
         );
+        // A sum past what a Duration holds is refused, never a panic.
+        let huge = "4294967295h".repeat(1_200_000);
+        assert!(duration("interval", &huge).is_err());
     }
 }

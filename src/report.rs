@@ -1,28 +1,37 @@
 //! Turning an evaluation into what people read: status records, one-line summaries, Event text.
 //! Pure functions of the decision engine's results.
 
+pub use crate::decision::clip;
 use crate::decision::{CheckResult, Rule, SeriesResult, Verdict, format_labels, num};
 use crate::gate::{CheckRecord, EvaluationRecord, SeriesRecord};
 
 /// Series kept per check in status; failing ones first. Events and logs name every failure.
 const MAX_SERIES: usize = 20;
+/// Series kept per evaluation record, shared among its checks: a status entry stays a few KiB
+/// however many checks and series the gate has.
+const MAX_RECORD_SERIES: usize = 40;
+/// Longest reason kept per check in a status entry.
+pub const MAX_REASON: usize = 300;
+/// Longest message kept in a status entry or an Event.
+pub const MAX_MESSAGE: usize = 1000;
 
 pub fn evaluation_record(
     time: String,
     verdict: &Verdict,
     checks: &[(CheckResult, &Rule)],
 ) -> EvaluationRecord {
+    let per_check = (MAX_RECORD_SERIES / checks.len().max(1)).clamp(1, MAX_SERIES);
     EvaluationRecord {
         time,
         verdict: verdict.name().to_string(),
         checks: checks
             .iter()
-            .map(|(r, rule)| check_record(r, rule))
+            .map(|(r, rule)| check_record(r, rule, per_check))
             .collect(),
     }
 }
 
-fn check_record(result: &CheckResult, rule: &Rule) -> CheckRecord {
+fn check_record(result: &CheckResult, rule: &Rule, max_series: usize) -> CheckRecord {
     let mut series: Vec<&SeriesResult> = result.series.iter().collect();
     // Failing, then no-data, then errors, then passing: the interesting ones survive the cap.
     series.sort_by_key(|s| match s.verdict {
@@ -40,10 +49,10 @@ fn check_record(result: &CheckResult, rule: &Rule) -> CheckRecord {
         name: result.name.clone(),
         verdict,
         rule: rule.describe(),
-        reason: result.verdict.reason().to_string(),
+        reason: clip(result.verdict.reason(), MAX_REASON),
         series: series
             .into_iter()
-            .take(MAX_SERIES)
+            .take(max_series)
             .map(|s| SeriesRecord {
                 labels: format_labels(&s.labels),
                 value: s.value,

@@ -119,20 +119,23 @@ PY
   chmod -R u+w "$BUILD_DIR/share/argo-crds"
 }
 
-ensure_prometheus() {
-  command -v prometheus >/dev/null && return 0
-  log "installing Debian's prometheus ..."
+# Prometheus and VictoriaMetrics come from Debian's packages, installed only when missing.
+ensure_debian_packages() {
+  local missing=() p
+  for p in prometheus victoria-metrics; do command -v "$p" >/dev/null || missing+=("$p"); done
+  [ ${#missing[@]} = 0 ] && return 0
+  log "installing Debian's ${missing[*]} ..."
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    --no-install-recommends prometheus >/dev/null || die "apt-get install prometheus failed"
-  # The package starts a system service on :9090 where systemd runs; the stack runs its own.
-  command -v systemctl >/dev/null && $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+  # The packages start system services (:9090, :8428) where systemd runs; the stack runs its own.
+  command -v systemctl >/dev/null && $SUDO systemctl disable --now "${missing[@]}" >/dev/null 2>&1 || true
 }
 
 COMPONENTS=(etcd kwok argo-rollouts kubernetes kubectl)
 
 build_all() {
-  ensure_prometheus
+  ensure_debian_packages
   command -v go >/dev/null || die "go is not on PATH"
   BUILD_DIR="$CACHE_ROOT/$(cache_key)"
   all_built && return 0

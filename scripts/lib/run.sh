@@ -184,11 +184,31 @@ PROM
   wait_until prometheus curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
 }
 
+start_victoria_metrics() {
+  local d="$STATE/victoria-metrics"
+  mkdir -p "$d/data"
+  # The same targets Prometheus scrapes, at the same interval. Its query settings stay the defaults
+  # (-search.latencyOffset=30s among them); file_sd refresh is a flag here, not a config field.
+  cat >"$d/scrape.yml" <<VM
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: tests
+    file_sd_configs:
+      - files: ["$STATE/prometheus/targets/*.json"]
+VM
+  start 80 victoria-metrics victoria-metrics -httpListenAddr "127.0.0.1:$VM_PORT" \
+    -storageDataPath "$d/data" -retentionPeriod 1d -promscrape.config "$d/scrape.yml" \
+    -promscrape.fileSDCheckInterval 1s
+  wait_until victoria-metrics curl -sf "http://127.0.0.1:$VM_PORT/health"
+}
+
 write_env() {
   cat >"$STATE/env" <<ENV
 export KUBECONFIG=$STATE/kubeconfig
 export PATH=$BIN:\$PATH
 export PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
+export VICTORIA_URL=http://127.0.0.1:$VM_PORT
 export TOLLGATE_PROM_TARGETS_DIR=$STATE/prometheus/targets
 export TOLLGATE_POD_CIDR=$POD_CIDR
 export ETCD_PORT=$ETCD_PORT
@@ -199,6 +219,7 @@ export KWOK_PORT=$KWOK_PORT
 export ARGO_METRICS_PORT=$ARGO_METRICS_PORT
 export ARGO_HEALTHZ_PORT=$ARGO_HEALTHZ_PORT
 export PROM_PORT=$PROM_PORT
+export VM_PORT=$VM_PORT
 ENV
 }
 
@@ -211,7 +232,7 @@ cluster_up() {
   BIN=$(bin_dir) SHARE=$(share_dir)
   local t0=$SECONDS
   rm -rf "$STATE" && mkdir -p "$STATE/logs" "$STATE/pids"
-  for v in ETCD_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT ARGO_METRICS_PORT ARGO_HEALTHZ_PORT PROM_PORT; do
+  for v in ETCD_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT ARGO_METRICS_PORT ARGO_HEALTHZ_PORT PROM_PORT VM_PORT; do
     printf -v "$v" '%s' "$(free_port)"
   done
   write_env
@@ -225,6 +246,7 @@ cluster_up() {
   start_kwok
   start_argo
   start_prometheus
+  start_victoria_metrics
   trap - ERR EXIT
   log "stack up in $((SECONDS - t0))s; run: eval \"\$(scripts/cluster env)\""
 }
@@ -251,6 +273,7 @@ cluster_status() {
     "kwok nodes|nodes_ready"
     "argo-rollouts|curl -sf http://127.0.0.1:$ARGO_HEALTHZ_PORT/healthz"
     "prometheus|curl -sf http://127.0.0.1:$PROM_PORT/-/ready"
+    "victoria-metrics|curl -sf http://127.0.0.1:$VM_PORT/health"
   )
   local c
   for c in "${checks[@]}"; do

@@ -4,20 +4,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::tracker::Tracker;
 use crate::actuate::FIELD_MANAGER;
 use crate::evidence::prometheus::{self, Credentials};
-use crate::gate::{GatedRollout, RolloutGate};
+use crate::gate::{GatedRollout, MAX_DETAILED_ENTRIES, RolloutGate};
 use crate::metrics::Metrics;
 use crate::policy::{self, Gate};
+use crate::report;
 use crate::rollout::Rollout;
 
 pub struct Context {
@@ -35,7 +39,16 @@ pub struct Context {
     compiled: Mutex<HashMap<String, Built>>,
     /// Fault injection for tests (see [`super::Config::crash_after_acting`]).
     pub crash_after_acting: bool,
+    /// Requests in flight per source address (see [`Context::turn`]).
+    turns: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Rollouts to reconcile now (their evidence is in); the controller reads the other end.
+    wake: mpsc::UnboundedSender<ObjectRef<DeserializeGuard<Rollout>>>,
+    wakeups: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<DeserializeGuard<Rollout>>>>>,
 }
+
+/// Requests one source address may have in flight at once, across every gate and Rollout: a
+/// source that slows down queues its own requests and nobody else's.
+const TURNS_PER_SOURCE: usize = 16;
 
 /// A compiled gate and the generation it was compiled from.
 type Built = (Option<i64>, Arc<Compiled>);
@@ -63,6 +76,7 @@ impl Context {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::Error::Io(format!("building the webhook HTTP client: {e}")))?;
+        let (wake, wakeups) = mpsc::unbounded();
         Ok(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -73,7 +87,35 @@ impl Context {
             http,
             compiled: Mutex::new(HashMap::new()),
             crash_after_acting: false,
+            turns: Mutex::new(HashMap::new()),
+            wake,
+            wakeups: Mutex::new(Some(wakeups)),
         })
+    }
+
+    /// Waits for a turn to send to `address` (held until the permit is dropped).
+    pub async fn turn(&self, address: &str) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut turns = self.turns.lock().ok()?;
+            turns
+                .entry(address.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(TURNS_PER_SOURCE)))
+                .clone()
+        };
+        semaphore.acquire_owned().await.ok()
+    }
+
+    /// Asks the controller to reconcile `rollout` now.
+    pub fn wake(&self, rollout: &Rollout) {
+        let target =
+            ObjectRef::new(&rollout.name_any()).within(&rollout.namespace().unwrap_or_default());
+        // The controller has stopped when nobody listens: nothing left to wake.
+        let _ = self.wake.unbounded_send(target);
+    }
+
+    /// The Rollouts [`Context::wake`] asks for, once (for the controller to listen on).
+    pub fn wakeups(&self) -> Option<mpsc::UnboundedReceiver<ObjectRef<DeserializeGuard<Rollout>>>> {
+        self.wakeups.lock().ok()?.take()
     }
 
     /// The gate's compiled policy: compiled (CEL included) once per generation, not once per
@@ -145,7 +187,7 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        let note = truncate(note, 1000);
+        let note = report::clip(&note, report::MAX_MESSAGE);
         // kube's Recorder folds Events with the same (reason, action, object) into one series and
         // keeps only the first note; a distinct action per distinct message keeps each decision.
         let action = format!("{reason}-{:08x}", fingerprint(&note) & 0xffff_ffff);
@@ -187,7 +229,7 @@ impl Context {
 
     /// Merge-patches one Rollout's entry (and optional top-level fields) into a gate's status.
     /// Entries are keyed by Rollout name, so concurrent reconciles of different Rollouts never
-    /// overwrite each other.
+    /// overwrite each other. The entry is bounded first (see [`bounded`]).
     pub async fn patch_gate_status(
         &self,
         gate: &RolloutGate,
@@ -195,6 +237,14 @@ impl Context {
         entry: Option<&GatedRollout>,
         extra: serde_json::Value,
     ) -> crate::Result<()> {
+        let entry = match entry.map(|e| bounded(gate, rollout, e)) {
+            Some(None) if extra.as_object().is_none_or(|o| o.is_empty()) => return Ok(()),
+            Some(None) => {
+                return self.patch_gate_fields(gate, extra).await;
+            }
+            Some(Some(e)) => Some(e),
+            None => None,
+        };
         let mut status = json!({ "rollouts": { rollout: entry } });
         if let (Some(obj), Some(extra)) = (status.as_object_mut(), extra.as_object()) {
             obj.extend(extra.clone());
@@ -202,6 +252,37 @@ impl Context {
         self.patch_gate_fields(gate, status).await
     }
 }
+
+/// The entry as the gate's status can hold it: messages clipped; past
+/// [`MAX_DETAILED_ENTRIES`] detailed entries, a compact one (no last evaluation) for a Rollout
+/// at a pause and none for one that is not (`None`).
+fn bounded(gate: &RolloutGate, rollout: &str, entry: &GatedRollout) -> Option<GatedRollout> {
+    let empty = BTreeMap::new();
+    let kept = gate.status.as_ref().map_or(&empty, |s| &s.rollouts);
+    let mut entry = GatedRollout {
+        message: report::clip(&entry.message, report::MAX_MESSAGE),
+        ..entry.clone()
+    };
+    let detailed = kept
+        .values()
+        .filter(|e| e.last_evaluation.is_some())
+        .count();
+    let was_detailed = kept
+        .get(rollout)
+        .is_some_and(|e| e.last_evaluation.is_some());
+    if detailed < MAX_DETAILED_ENTRIES || was_detailed {
+        return Some(entry);
+    }
+    if !entry.in_flight() && !kept.contains_key(rollout) {
+        return None;
+    }
+    entry.last_evaluation = None;
+    entry.message = report::clip(&entry.message, COMPACT_MESSAGE);
+    Some(entry)
+}
+
+/// Longest message of a compact entry.
+const COMPACT_MESSAGE: usize = 120;
 
 /// Whether a gate selects a Rollout (by name, or by labels).
 pub fn selects(gate: &RolloutGate, name: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -224,14 +305,53 @@ fn fingerprint(value: impl std::hash::Hash) -> u64 {
     h.finish()
 }
 
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max - 3;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{EvaluationRecord, GatePhase, RolloutGateStatus};
+
+    fn detailed(phase: GatePhase) -> GatedRollout {
+        GatedRollout {
+            phase,
+            message: "m".repeat(5000),
+            last_evaluation: Some(EvaluationRecord::default()),
+            ..GatedRollout::default()
         }
-        text.truncate(cut);
-        text.push_str("...");
     }
-    text
+
+    fn gate_with(entries: usize) -> RolloutGate {
+        let mut gate: RolloutGate = serde_json::from_value(json!({
+            "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+            "metadata": {"name": "g", "namespace": "ns"},
+            "spec": {"rollouts": {"name": "app"}, "podHealth": {}},
+        }))
+        .expect("test gate parses");
+        gate.status = Some(RolloutGateStatus {
+            rollouts: (0..entries)
+                .map(|i| (format!("r{i}"), detailed(GatePhase::Promoted)))
+                .collect(),
+            ..RolloutGateStatus::default()
+        });
+        gate
+    }
+
+    #[test]
+    fn entries_are_bounded_and_paused_rollouts_are_never_dropped() {
+        let under = gate_with(3);
+        let e = bounded(&under, "new", &detailed(GatePhase::Evaluating)).expect("kept");
+        assert!(e.last_evaluation.is_some());
+        assert_eq!(e.message.len(), report::MAX_MESSAGE);
+
+        let full = gate_with(MAX_DETAILED_ENTRIES);
+        let compact = bounded(&full, "new", &detailed(GatePhase::Evaluating)).expect("kept");
+        assert!(compact.last_evaluation.is_none());
+        assert!(compact.message.len() <= COMPACT_MESSAGE);
+        let waiting = GatedRollout::default();
+        assert_eq!(bounded(&full, "new", &waiting), None);
+        let old = bounded(&full, "r7", &detailed(GatePhase::Promoted)).expect("kept");
+        assert!(
+            old.last_evaluation.is_some(),
+            "an entry kept in full stays in full"
+        );
+    }
 }

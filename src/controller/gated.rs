@@ -10,25 +10,27 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::context::Context;
+use super::context::{Compiled, Context};
+use super::gather::Gathering;
 use super::tracker::{PauseKey, Resumed, Tracker};
 use crate::actuate::{self, FIELD_MANAGER};
-use crate::decision::{self, CheckResult, Measurement, Verdict};
+use crate::decision::{self, CheckResult, Verdict};
 use crate::evidence::probe::{self, ProbeRun};
-use crate::evidence::{self, credentials, pods, webhook};
 use crate::gate::{GatePhase, GatedRollout, Intent, Mode, PauseSelector, RolloutGate};
-use crate::policy::{Gate, GateCheck, Source};
+use crate::policy::Gate;
 use crate::report;
 use crate::rollout::{BLUE_GREEN_PAUSE, CANARY_PAUSE, Phase, Rollout};
-use crate::template::Vars;
 use crate::{Error, Result};
 
 /// How long Argo may take to observe a promote before tollgate nudges it (see the README on
 /// Argo's informer write-back).
 const NUDGE_AFTER: Duration = Duration::from_secs(5);
 const UNPAUSING_RECHECK: Duration = Duration::from_secs(2);
+/// When to look again at an evaluation whose evidence is still being gathered, should its wake
+/// never come: past the longest source timeout.
+const GATHERING_BACKSTOP: Duration = Duration::from_secs(70);
 
-pub async fn reconcile(rollout: &Rollout, ctx: &Context) -> Result<Action> {
+pub async fn reconcile(rollout: &Rollout, ctx: &Arc<Context>) -> Result<Action> {
     let gates = ctx.gates_for(rollout);
     match gates.as_slice() {
         [] => {
@@ -92,7 +94,11 @@ fn entry_of(gate: &RolloutGate, rollout: &str) -> Option<GatedRollout> {
         .and_then(|s| s.rollouts.get(rollout).cloned())
 }
 
-async fn one_gate(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -> Result<Action> {
+async fn one_gate(
+    rollout: &Rollout,
+    gate: &Arc<RolloutGate>,
+    ctx: &Arc<Context>,
+) -> Result<Action> {
     let built = ctx.compiled(gate);
     let compiled = match &built.gate {
         Ok(c) => c,
@@ -105,7 +111,7 @@ async fn one_gate(rollout: &Rollout, gate: &RolloutGate, ctx: &Context) -> Resul
         entry = Some(settled);
     }
     match pause {
-        Some(pause) => at_pause(rollout, gate, compiled, pause, entry, ctx).await,
+        Some(pause) => at_pause(rollout, gate, &built, pause, entry, ctx).await,
         None => away_from_pause(rollout, gate, entry, ctx).await,
     }
 }
@@ -349,12 +355,15 @@ async fn nudge(rollout: &Rollout, ctx: &Context) -> Result<()> {
 
 async fn at_pause(
     rollout: &Rollout,
-    gate: &RolloutGate,
-    compiled: &Gate,
+    gate: &Arc<RolloutGate>,
+    built: &Arc<Compiled>,
     pause: PauseKey,
     entry: Option<GatedRollout>,
-    ctx: &Context,
+    ctx: &Arc<Context>,
 ) -> Result<Action> {
+    let Ok(compiled) = &built.gate else {
+        return Ok(Action::await_change());
+    };
     let k = key(rollout);
     let existing = ctx.trackers.lock().ok().and_then(|t| t.get(&k).cloned());
     let where_ = report::pause_name(&k.1, pause.step, &pause.revision);
@@ -408,10 +417,49 @@ async fn at_pause(
         store(ctx, k, tracker);
         return Ok(Action::requeue(wait));
     }
-    let outcome =
-        evaluate_and_act(rollout, gate, compiled, &mut tracker, entry.as_ref(), ctx).await;
+    let Some((seen, results)) = gathered(rollout, gate, built, &mut tracker, ctx) else {
+        store(ctx, k, tracker);
+        // The gathering wakes the Rollout when it is done; this is only a backstop.
+        return Ok(Action::requeue(GATHERING_BACKSTOP));
+    };
+    let outcome = evaluate_and_act(
+        &seen,
+        gate,
+        compiled,
+        &mut tracker,
+        entry.as_ref(),
+        results,
+        ctx,
+    )
+    .await;
     store(ctx, k, tracker);
     outcome
+}
+
+/// The evidence of the evaluation that is due, with the Rollout as it was when gathering began;
+/// `None` while it is being gathered (started here if it was not).
+fn gathered(
+    rollout: &Rollout,
+    gate: &Arc<RolloutGate>,
+    built: &Arc<Compiled>,
+    tracker: &mut Tracker,
+    ctx: &Arc<Context>,
+) -> Option<(Rollout, Vec<CheckResult>)> {
+    if let Some(g) = &tracker.gathering {
+        let results = g.results()?;
+        let seen = g.seen.clone();
+        tracker.gathering = None;
+        return Some((seen, results));
+    }
+    tracker.gathering = Some(Arc::new(Gathering::start(
+        rollout,
+        gate.clone(),
+        built.clone(),
+        tracker.pause.clone(),
+        tracker.probe.clone(),
+        ctx,
+    )));
+    None
 }
 
 /// Evidence judged under the old policy does not count: say so.
@@ -548,10 +596,10 @@ async fn evaluate_and_act(
     compiled: &Gate,
     tracker: &mut Tracker,
     entry: Option<&GatedRollout>,
+    results: Vec<CheckResult>,
     ctx: &Context,
 ) -> Result<Action> {
     let pause = tracker.pause.clone();
-    let results = gather(rollout, gate, compiled, tracker, ctx).await;
     let verdict = decision::combine(&results);
     ctx.metrics.evaluation(verdict.name());
     let since_start = ago(&pause.started).unwrap_or_default();
@@ -703,7 +751,7 @@ async fn evaluate_and_act(
         if event.is_some() && phase != GatePhase::Holding {
             obj.insert(
                 "lastDecision".into(),
-                json!(format!("{}: {}", name, truncate_line(&message))),
+                json!(report::clip(&format!("{name}: {message}"), 200)),
             );
         }
     }
@@ -780,125 +828,6 @@ async fn actuate_seen(seen: &Rollout, action: actuate::Action, ctx: &Context) ->
     }
 }
 
-/// Measures and judges every check, concurrently.
-async fn gather(
-    rollout: &Rollout,
-    gate: &RolloutGate,
-    compiled: &Gate,
-    tracker: &Tracker,
-    ctx: &Context,
-) -> Vec<CheckResult> {
-    let pause = &tracker.pause;
-    let status = rollout.status_or_default();
-    let vars = Vars {
-        namespace: rollout.namespace().unwrap_or_default(),
-        rollout: rollout.name_any(),
-        hash: pause.revision.clone(),
-        canary_hash: pause.revision.clone(),
-        stable_hash: status.stable_rs.unwrap_or_default(),
-        step: pause.step,
-    };
-    // One instant for every query of this evaluation, a second back so the newest scrape is in.
-    let at = Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0;
-    let reads_pods = compiled
-        .checks
-        .iter()
-        .any(|c| matches!(c.source, Source::PodHealth(_)));
-    let pods = match reads_pods {
-        true => Some(
-            pods::Revisions::list(
-                &ctx.client,
-                &vars.namespace,
-                &vars.canary_hash,
-                &vars.stable_hash,
-            )
-            .await,
-        ),
-        false => None,
-    };
-    let evaluation = Evaluation {
-        vars: &vars,
-        at,
-        gate,
-        pause,
-        probe: tracker.probe.as_deref(),
-        pods: pods.as_ref(),
-    };
-    let work = compiled.checks.iter().map(|check| {
-        let evaluation = &evaluation;
-        async move {
-            let started = Instant::now();
-            let measurement = measure(check, evaluation, ctx).await;
-            let result = decision::judge(&check.judge, &measurement);
-            ctx.metrics.source_query(
-                started.elapsed(),
-                !matches!(result.verdict, Verdict::Error(_)),
-            );
-            result
-        }
-    });
-    futures::future::join_all(work).await
-}
-
-/// What every check of one evaluation is measured against.
-struct Evaluation<'a> {
-    vars: &'a Vars,
-    at: f64,
-    gate: &'a RolloutGate,
-    pause: &'a PauseKey,
-    probe: Option<&'a ProbeRun>,
-    /// Both revisions' pods, when a pod-health check reads them.
-    pods: Option<&'a pods::Revisions>,
-}
-
-/// One check's measurement, from whichever source it reads.
-async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measurement {
-    let ns = &e.vars.namespace;
-    match &check.source {
-        Source::Prometheus(q) => {
-            match credentials::read(&ctx.client, ns, q.source.auth.as_ref()).await {
-                Err(why) => Measurement::failed(why),
-                Ok(creds) => match ctx.source(&q.source.address, &creds) {
-                    Err(why) => Measurement::failed(why),
-                    Ok(client) => {
-                        evidence::measure(q, &check.judge.rule, &client, e.vars, e.at).await
-                    }
-                },
-            }
-        }
-        Source::Probe(metric) => match e.probe {
-            Some(p) => p.measure(*metric, check.judge.rule.needs_baseline()),
-            None => Measurement::failed("the probe is not running"),
-        },
-        Source::PodHealth(signal) => match e.pods {
-            Some(p) => p.measure(*signal, Timestamp::now()),
-            None => Measurement::failed("the pods were not listed"),
-        },
-        Source::Webhook { webhook, timeout } => {
-            let headers = match credentials::headers(&ctx.client, ns, &webhook.headers).await {
-                Ok(h) => h,
-                Err(why) => return Measurement::failed(why),
-            };
-            let request = webhook::Request::new(
-                e.vars,
-                &e.gate.name_any(),
-                &check.judge.name,
-                &e.pause.started,
-            );
-            let reported = matches!(check.judge.rule, decision::Rule::Reported);
-            webhook::ask(
-                &ctx.http,
-                &webhook.url,
-                headers,
-                *timeout,
-                &request,
-                reported,
-            )
-            .await
-        }
-    }
-}
-
 fn reachable(gate: &RolloutGate, results: &[CheckResult]) -> serde_json::Value {
     let errors: Vec<String> = results
         .iter()
@@ -969,8 +898,4 @@ fn now() -> String {
 
 fn count(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn truncate_line(text: &str) -> String {
-    text.chars().take(200).collect()
 }

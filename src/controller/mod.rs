@@ -6,6 +6,7 @@
 
 mod context;
 mod gated;
+mod gather;
 mod housekeeping;
 mod tracker;
 
@@ -28,8 +29,6 @@ use crate::rollout::Rollout;
 use crate::server::{self, Health};
 use crate::{Error, Result};
 
-const MAX_CONCURRENT_RECONCILES: u16 = 16;
-
 pub struct Config {
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub listen: SocketAddr,
@@ -37,6 +36,9 @@ pub struct Config {
     pub instance: String,
     /// Watch only this namespace (a namespaced install); all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Rollouts reconciled at once; a thousand pauses starting together queue instead of
+    /// multiplying buffers and connections.
+    pub max_concurrent_reconciles: u16,
     /// Fault injection for tests: exit right after a promote or abort is accepted, before it
     /// is recorded.
     pub crash_after_acting: bool,
@@ -79,10 +81,8 @@ pub async fn run(config: Config) -> Result<()> {
     // DeserializeGuard: a Rollout that does not parse is reported and skipped instead of
     // failing the whole watch.
     let rollout_api: Api<DeserializeGuard<Rollout>> = scoped(&client, config.namespace.as_deref());
-    // Bounded parallelism: at most this many Rollouts are evaluated at once, so a thousand pauses
-    // starting together queue instead of multiplying buffers and connections.
     let controller = Controller::new(rollout_api, watcher::Config::default()).with_config(
-        kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES),
+        kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles),
     );
     let rollouts = controller.store();
     tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
@@ -96,7 +96,13 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::info!("caches synced; ready");
     });
     let mapper_store = rollouts.clone();
+    let wakeups = ctx.wakeups().ok_or(Error::Refused {
+        action: "start",
+        rollout: String::new(),
+        reason: "the controller was started twice on one context".into(),
+    })?;
     controller
+        .reconcile_on(wakeups)
         .watches_stream(gate_changes, move |gate| affected(&gate, &mapper_store))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

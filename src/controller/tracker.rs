@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::gather::Gathering;
 use crate::decision::History;
 use crate::evidence::probe::ProbeRun;
 use crate::gate::{GatePhase, GatedRollout};
@@ -41,6 +42,8 @@ pub struct Tracker {
     /// The HTTP probe of this pause, when the gate has one. Dropping the last handle (the pause
     /// ended, was decided, or the tracker was replaced) stops it.
     pub probe: Option<Arc<ProbeRun>>,
+    /// The evaluation whose evidence is being gathered, if one is.
+    pub gathering: Option<Arc<Gathering>>,
 }
 
 /// How long a controller may be away (a rolling restart, a leader failover) before the passes it
@@ -72,6 +75,7 @@ impl Tracker {
             nudged: false,
             announced: String::new(),
             probe: None,
+            gathering: None,
         }
     }
 

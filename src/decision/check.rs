@@ -72,12 +72,10 @@ fn judge_series(policy: &CheckPolicy, m: &Measurement) -> Result<Vec<SeriesResul
     if let Some(v @ Verdict::NoData(_)) = &m.verdict {
         return Err(v.clone());
     }
-    let mut values = resolve(policy.ratio, m.value.as_ref(), m.denominator.as_ref())?;
+    let values = resolve(policy.ratio, m.value.as_ref(), m.denominator.as_ref())?;
     if values.is_empty() {
         return Err(Verdict::NoData("the query returned no series".into()));
     }
-    // The verdict and its text never depend on the order a source listed its series in.
-    values.sort_by(|a, b| a.labels.cmp(&b.labels));
     let canary = index(&values, "the query")?;
     let baseline = match policy.rule.needs_baseline() {
         true => {
@@ -239,13 +237,13 @@ fn resolve(
     denominator: Option<&Answer>,
 ) -> Result<Vec<Sample>, Verdict> {
     let value = value.ok_or_else(|| Verdict::NoData("nothing was measured".into()))?;
-    let value = value.clone().map_err(Verdict::Error)?;
+    let value = in_order(value)?;
     if !ratio {
         return Ok(value);
     }
     let denominator =
         denominator.ok_or_else(|| Verdict::NoData("the denominator was not measured".into()))?;
-    let denominator = denominator.clone().map_err(Verdict::Error)?;
+    let denominator = in_order(denominator)?;
     if denominator.is_empty() && value.is_empty() {
         return Err(Verdict::NoData(
             "the denominator returned no series (no traffic yet, or the metric does not exist)"
@@ -306,6 +304,14 @@ fn ratio_of(n: f64, d: f64) -> Result<f64, String> {
     Ok(if d == 0.0 { f64::NAN } else { n / d })
 }
 
+/// The series of an answer sorted by labels: a verdict and its text never depend on the order a
+/// source listed them in.
+fn in_order(answer: &Answer) -> Result<Vec<Sample>, Verdict> {
+    let mut series = answer.clone().map_err(Verdict::Error)?;
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(series)
+}
+
 /// The labels a series pairs on: all but the revision labels.
 fn join_key(labels: &Labels) -> Labels {
     labels
@@ -340,7 +346,7 @@ fn sample_counts(
     answer: &Answer,
     values: &BTreeMap<Labels, f64>,
 ) -> Result<BTreeMap<Labels, f64>, Verdict> {
-    let all = answer.clone().map_err(Verdict::Error)?;
+    let all = in_order(answer)?;
     if let [only] = all.as_slice()
         && join_key(&only.labels).is_empty()
     {

@@ -6,6 +6,8 @@
 
 mod check;
 mod policy;
+#[cfg(test)]
+mod properties;
 mod rule;
 
 pub use check::{CheckResult, SeriesResult, judge};
@@ -64,10 +66,11 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    /// The source could not answer: Error evidence with its reason.
+    /// The source could not answer: Error evidence with its reason (clipped: sources repeat
+    /// whatever they were sent back in their errors).
     pub fn failed(why: impl Into<String>) -> Measurement {
         Measurement {
-            value: Some(Err(why.into())),
+            value: Some(Err(clip(&why.into(), MAX_SOURCE_MESSAGE))),
             ..Measurement::default()
         }
     }
@@ -167,6 +170,21 @@ pub fn combine(results: &[CheckResult]) -> Verdict {
     }
 }
 
+/// Longest message kept from a source's error.
+pub const MAX_SOURCE_MESSAGE: usize = 500;
+
+/// `text`, cut to at most `max` bytes on a character boundary, with `…` where it was cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
 /// At most `max` items joined with `; `, then how many more there were: every list that reaches
 /// status, an Event or a log line is bounded, however many series a query returned.
 pub fn listing(items: &[String], max: usize) -> String {
@@ -233,6 +251,18 @@ mod tests {
             Verdict::Pass
         );
         assert!(matches!(combine(&[]), Verdict::NoData(_)));
+    }
+
+    #[test]
+    fn long_texts_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        let cut = clip(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+        assert!(
+            Measurement::failed("x".repeat(5000))
+                .value
+                .is_some_and(|v| { v.is_err_and(|e| e.len() <= MAX_SOURCE_MESSAGE) })
+        );
     }
 
     #[test]

@@ -13,15 +13,25 @@ use crate::policy::PromQueries;
 use crate::template::{self, TemplateError, Vars};
 use prometheus::Reply;
 
+/// The moment a source's answers describe, as the source itself evaluates it.
+const AS_OF: &str = "time()";
+/// How much earlier than asked a source may answer before it counts as answering from the past.
+const MAX_CLOCK_SLACK: f64 = 2.0;
+
 /// Runs every query one check needs for one evaluation, concurrently, all at instant `at`.
 /// A query naming a revision the Rollout does not have (no stable revision yet) is NoData:
-/// nothing is sent for it.
+/// nothing is sent for it. Answers describing a moment before `not_before` (the pause's start,
+/// Unix seconds) are NoData too: evidence from before the pause is not evidence of it. Which
+/// moment an answer describes is asked of the source itself, with `time()` beside the check's
+/// queries: VictoriaMetrics answers recent queries as of `-search.latencyOffset` (30 s) ago,
+/// while stamping them with the time asked for.
 pub async fn measure(
     check: &PromQueries,
     rule: &Rule,
     client: &prometheus::Client,
     canary: &Vars,
     at: f64,
+    not_before: f64,
 ) -> Measurement {
     let stable = canary.for_stable();
     let baseline = rule.needs_baseline();
@@ -50,7 +60,8 @@ pub async fn measure(
              two)",
         );
     }
-    let replies = futures::future::join_all(rendered.into_iter().map(|promql| async move {
+    rendered.push(Some(Ok(AS_OF.to_string())));
+    let mut replies = futures::future::join_all(rendered.into_iter().map(|promql| async move {
         match promql {
             None => None,
             Some(Err(e)) => Some(Err(e.to_string())),
@@ -58,6 +69,21 @@ pub async fn measure(
         }
     }))
     .await;
+    let as_of = replies
+        .pop()
+        .flatten()
+        .and_then(|r| r.ok()?.answer.ok()?.first().map(|s| s.value));
+    // Only a source that answers from earlier than asked: the query's own window reaching back
+    // before the pause is the gate author's choice, and the same on every backend.
+    let lagging = |t: &f64| at - *t > MAX_CLOCK_SLACK && *t < not_before;
+    if let Some(t) = as_of.filter(lagging) {
+        return Measurement::no_data(format!(
+            "the source answers as of {}s before this pause began (it serves recent queries \
+             from the past, like VictoriaMetrics' -search.latencyOffset); waiting for evidence \
+             from the pause itself",
+            crate::decision::num((not_before - t).ceil())
+        ));
+    }
     let mut warnings = Vec::new();
     let mut answers = Vec::with_capacity(replies.len());
     for reply in replies {
@@ -66,6 +92,7 @@ pub async fn measure(
                 |Reply {
                      answer,
                      warnings: w,
+                     ..
                  }| {
                     warnings.extend(w);
                     answer
@@ -132,7 +159,7 @@ mod tests {
 
     async fn measured(query: &str, rule: &Rule, stable: &str) -> Measurement {
         let client = prometheus::Client::new(NOWHERE, &Default::default()).expect("client");
-        measure(&queries(query), rule, &client, &vars(stable), 0.0).await
+        measure(&queries(query), rule, &client, &vars(stable), 0.0, 0.0).await
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
 use super::http;
-use crate::decision::{Answer, Labels, Sample};
+use crate::decision::{Answer, Labels, MAX_SOURCE_MESSAGE, Sample, clip};
 
 /// The largest answer read. A gating query returns one series per label set it judges, a few
 /// KiB; an answer past this is a query that selects far more than it should.
@@ -30,7 +30,7 @@ pub struct Reply {
 impl Reply {
     fn failed(why: String) -> Reply {
         Reply {
-            answer: Err(why),
+            answer: Err(clip(&why, MAX_SOURCE_MESSAGE)),
             warnings: Vec::new(),
         }
     }
@@ -189,11 +189,14 @@ pub fn parse(http_status: u16, body: &[u8]) -> Reply {
             .push("the answer is partial (isPartial: some storage nodes did not answer)".into());
     }
     let answer = match response.status.as_str() {
-        "success" => samples(response.data),
-        _ => Err(format!(
-            "query rejected (HTTP {http_status}, {}): {}",
-            response.error_type.as_deref().unwrap_or("error"),
-            response.error.as_deref().unwrap_or("no message")
+        "success" => samples(response.data).map_err(|e| clip(&e, MAX_SOURCE_MESSAGE)),
+        _ => Err(clip(
+            &format!(
+                "query rejected (HTTP {http_status}, {}): {}",
+                response.error_type.as_deref().unwrap_or("error"),
+                response.error.as_deref().unwrap_or("no message")
+            ),
+            MAX_SOURCE_MESSAGE,
         )),
     };
     Reply { answer, warnings }

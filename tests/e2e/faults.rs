@@ -368,3 +368,63 @@ async fn a_crash_right_after_promoting_is_recorded_as_a_promote() {
     assert!(s.notes(NAME, "StoodDown").await.is_empty());
     s.finish().await;
 }
+
+/// A source so slow that each evaluation of its gates takes seconds must not delay other gates:
+/// evidence is gathered outside the reconcile slots. Here the controller has one slot, and two
+/// Rollouts gated through a slow source are evaluated beside a third whose gate asks a healthy
+/// one every 2 s; that third keeps its cadence.
+#[tokio::test]
+async fn a_slow_source_does_not_delay_other_gates() {
+    let mut s = Scenario::new("fault-starve").await;
+    if let Some(t) = s.tollgate.take() {
+        t.stop().await;
+    }
+    s.tollgate =
+        Some(Tollgate::start_with(&s.ns.name, &["--max-concurrent-reconciles", "1"]).await);
+    let proxy = FaultProxy::start().await;
+    proxy.set(Fault::Slow(Duration::from_secs(4)));
+    let slow =
+        json!({"prometheus": {"address": proxy.url(), "timeout": "5s"}, "requiredPasses": 50});
+    for name in ["slow-a", "slow-b"] {
+        s.ns.create_rollout(crate::support::canary_rollout(name))
+            .await;
+        s.ns.wait_phase(name, "v1 Healthy", |p| {
+            *p == tollgate::rollout::Phase::Healthy
+        })
+        .await;
+        s.apply_gate(s.gate(name, json!([s.error_rate_check(0.05, 5.0)]), slow.clone()))
+            .await;
+        s.ns.bump_revision(name, "v2").await;
+    }
+    let gate = s.gate(
+        NAME,
+        json!([s.error_rate_check(0.05, 5.0)]),
+        json!({"requiredPasses": 50}),
+    );
+    s.canary_with_gate(NAME, healthy(), gate).await;
+    s.ns.bump_revision(NAME, "v2").await;
+    for name in ["slow-a", "slow-b"] {
+        s.wait_entry(
+            &format!("{name}-gate"),
+            name,
+            "the slow gate evaluating",
+            |e| e.evaluations >= 1,
+        )
+        .await;
+    }
+    let first = s
+        .wait_entry(GATE, NAME, "the fast gate evaluating", |e| {
+            e.evaluations >= 2
+        })
+        .await;
+    let window = Duration::from_secs(16);
+    tokio::time::sleep(window).await;
+    let last = s.entry(GATE, NAME).await.expect("an entry");
+    let done = last.evaluations - first.evaluations;
+    // Every 2 s over 16 s is 8; one slot held 4 s per slow evaluation would allow about 3.
+    assert!(
+        done >= 6,
+        "{done} evaluations of the fast gate in {window:?} beside the slow ones"
+    );
+    s.finish().await;
+}

@@ -15,4 +15,5 @@ mod probes;
 mod races;
 mod sources;
 mod stack;
+mod victoria;
 mod webhook;

@@ -39,6 +39,11 @@ pub fn url() -> String {
     std::env::var("PROMETHEUS_URL").expect("PROMETHEUS_URL is set by scripts/cluster env")
 }
 
+/// The stack's VictoriaMetrics, which scrapes the same targets.
+pub fn victoria_url() -> String {
+    std::env::var("VICTORIA_URL").expect("VICTORIA_URL is set by scripts/cluster env")
+}
+
 /// Runs an instant query; returns each series' labels and value.
 pub async fn query(promql: &str) -> Result<Vec<(Value, f64)>, String> {
     let resp: Value = reqwest::Client::new()

@@ -45,6 +45,7 @@ impl Behaviour {
 
 pub struct Traffic {
     task: tokio::task::JoinHandle<()>,
+    canary: Arc<Mutex<Behaviour>>,
 }
 
 impl Traffic {
@@ -82,7 +83,15 @@ impl Traffic {
                 }
             }
         });
-        Traffic { task }
+        Traffic { task, canary }
+    }
+
+    /// From now on the canary behaves like this.
+    #[allow(dead_code)]
+    pub fn set_canary(&self, b: Behaviour) {
+        if let Ok(mut c) = self.canary.lock() {
+            *c = b;
+        }
     }
 
     pub fn stop(&self) {

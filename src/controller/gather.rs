@@ -1,0 +1,198 @@
+//! Gathering an evaluation's evidence, in the background: a slow source holds no reconcile slot,
+//! so it never delays other gates. Requests to one source are bounded (see [`Context::turn`]),
+//! and the Rollout is woken to decide once the evidence is in.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::context::{Compiled, Context};
+use super::tracker::PauseKey;
+use crate::decision::{self, CheckResult, Measurement, Verdict};
+use crate::evidence::probe::ProbeRun;
+use crate::evidence::{self, credentials, pods, webhook};
+use crate::gate::RolloutGate;
+use crate::policy::{Gate, GateCheck, Source};
+use crate::rollout::Rollout;
+use crate::template::Vars;
+
+/// One evaluation's evidence, being gathered. Dropping the last handle (the pause ended, or the
+/// tracker was replaced) stops the gathering.
+#[derive(Debug)]
+pub struct Gathering {
+    /// The Rollout as it was when gathering began: the action taken on this evidence carries
+    /// its resourceVersion, so it lands only if nothing changed since.
+    pub seen: Rollout,
+    results: Arc<OnceLock<Vec<CheckResult>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Gathering {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Gathering {
+    /// Starts gathering for `pause`; the Rollout is woken when the evidence is in.
+    pub fn start(
+        rollout: &Rollout,
+        gate: Arc<RolloutGate>,
+        built: Arc<Compiled>,
+        pause: PauseKey,
+        probe: Option<Arc<ProbeRun>>,
+        ctx: &Arc<Context>,
+    ) -> Gathering {
+        let results = Arc::new(OnceLock::new());
+        let (seen, out, ctx) = (rollout.clone(), results.clone(), ctx.clone());
+        let task = tokio::spawn(async move {
+            let Ok(compiled) = &built.gate else { return };
+            let gathered = gather(&seen, &gate, compiled, &pause, probe.as_deref(), &ctx).await;
+            if out.set(gathered).is_ok() {
+                ctx.wake(&seen);
+            }
+        });
+        Gathering {
+            seen: rollout.clone(),
+            results,
+            task: task.abort_handle(),
+        }
+    }
+
+    /// The evidence, once all of it is in.
+    pub fn results(&self) -> Option<Vec<CheckResult>> {
+        self.results.get().cloned()
+    }
+}
+
+/// Measures and judges every check, concurrently.
+async fn gather(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    compiled: &Gate,
+    pause: &PauseKey,
+    probe: Option<&ProbeRun>,
+    ctx: &Context,
+) -> Vec<CheckResult> {
+    let status = rollout.status_or_default();
+    let vars = Vars {
+        namespace: rollout.namespace().unwrap_or_default(),
+        rollout: rollout.name_any(),
+        hash: pause.revision.clone(),
+        canary_hash: pause.revision.clone(),
+        stable_hash: status.stable_rs.unwrap_or_default(),
+        step: pause.step,
+    };
+    // One instant for every query of this evaluation, a second back so the newest scrape is in.
+    let at = Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0;
+    let reads_pods = compiled
+        .checks
+        .iter()
+        .any(|c| matches!(c.source, Source::PodHealth(_)));
+    let pods = match reads_pods {
+        true => Some(
+            pods::Revisions::list(
+                &ctx.client,
+                &vars.namespace,
+                &vars.canary_hash,
+                &vars.stable_hash,
+            )
+            .await,
+        ),
+        false => None,
+    };
+    let not_before = pause
+        .started
+        .parse::<Timestamp>()
+        .map(|t| t.as_millisecond() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let evaluation = Evaluation {
+        vars: &vars,
+        at,
+        not_before,
+        gate,
+        pause,
+        probe,
+        pods: pods.as_ref(),
+    };
+    let work = compiled.checks.iter().map(|check| {
+        let evaluation = &evaluation;
+        async move {
+            let started = Instant::now();
+            let measurement = measure(check, evaluation, ctx).await;
+            let result = decision::judge(&check.judge, &measurement);
+            ctx.metrics.source_query(
+                started.elapsed(),
+                !matches!(result.verdict, Verdict::Error(_)),
+            );
+            result
+        }
+    });
+    futures::future::join_all(work).await
+}
+
+/// What every check of one evaluation is measured against.
+struct Evaluation<'a> {
+    vars: &'a Vars,
+    at: f64,
+    /// When the pause began (Unix seconds): evidence from before it does not count.
+    not_before: f64,
+    gate: &'a RolloutGate,
+    pause: &'a PauseKey,
+    probe: Option<&'a ProbeRun>,
+    /// Both revisions' pods, when a pod-health check reads them.
+    pods: Option<&'a pods::Revisions>,
+}
+
+/// One check's measurement, from whichever source it reads.
+async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measurement {
+    let ns = &e.vars.namespace;
+    match &check.source {
+        Source::Prometheus(q) => {
+            let _turn = ctx.turn(&q.source.address).await;
+            match credentials::read(&ctx.client, ns, q.source.auth.as_ref()).await {
+                Err(why) => Measurement::failed(why),
+                Ok(creds) => match ctx.source(&q.source.address, &creds) {
+                    Err(why) => Measurement::failed(why),
+                    Ok(client) => {
+                        evidence::measure(q, &check.judge.rule, &client, e.vars, e.at, e.not_before)
+                            .await
+                    }
+                },
+            }
+        }
+        Source::Probe(metric) => match e.probe {
+            Some(p) => p.measure(*metric, check.judge.rule.needs_baseline()),
+            None => Measurement::failed("the probe is not running"),
+        },
+        Source::PodHealth(signal) => match e.pods {
+            Some(p) => p.measure(*signal, Timestamp::now()),
+            None => Measurement::failed("the pods were not listed"),
+        },
+        Source::Webhook { webhook, timeout } => {
+            let _turn = ctx.turn(&webhook.url).await;
+            let headers = match credentials::headers(&ctx.client, ns, &webhook.headers).await {
+                Ok(h) => h,
+                Err(why) => return Measurement::failed(why),
+            };
+            let request = webhook::Request::new(
+                e.vars,
+                &e.gate.name_any(),
+                &check.judge.name,
+                &e.pause.started,
+            );
+            let reported = matches!(check.judge.rule, decision::Rule::Reported);
+            webhook::ask(
+                &ctx.http,
+                &webhook.url,
+                headers,
+                *timeout,
+                &request,
+                reported,
+            )
+            .await
+        }
+    }
+}

@@ -251,6 +251,31 @@ cluster_up() {
   log "stack up in $((SECONDS - t0))s; run: eval \"\$(scripts/cluster env)\""
 }
 
+# The components fault tests may stop and start again, and how each is started.
+declare -A RESTARTABLE=([kube-apiserver]=start_apiserver [argo-rollouts]=start_argo)
+
+# component_stop NAME: stops one running component, as a crash or an upgrade would.
+component_stop() {
+  [ -n "${RESTARTABLE[$1]:-}" ] || die "can stop only: ${!RESTARTABLE[*]}"
+  local f pid i
+  f=$(ls "$STATE"/pids/*-"$1".pid 2>/dev/null | head -n 1)
+  [ -n "$f" ] && pid=$(cat "$f") || die "$1 is not running"
+  log "stopping $1"
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+# component_start NAME: starts a stopped component again on its old port; returns once healthy.
+component_start() {
+  [ -n "${RESTARTABLE[$1]:-}" ] || die "can start only: ${!RESTARTABLE[*]}"
+  [ -f "$STATE/env" ] || die "the stack is not up (run scripts/cluster up)"
+  # shellcheck disable=SC1091
+  source "$STATE/env"
+  BIN=$(bin_dir) SHARE=$(share_dir)
+  "${RESTARTABLE[$1]}"
+}
+
 cluster_env() {
   [ -f "$STATE/env" ] || die "the stack is not up (run scripts/cluster up)"
   cat "$STATE/env"

@@ -26,6 +26,10 @@ use crate::{Error, Result};
 /// Argo's informer write-back).
 const NUDGE_AFTER: Duration = Duration::from_secs(5);
 const UNPAUSING_RECHECK: Duration = Duration::from_secs(2);
+/// The first retry of a decision refused as stale, doubled at each refusal in a row up to
+/// [`MAX_STALE_RETRY`].
+const STALE_RETRY: Duration = Duration::from_millis(100);
+const MAX_STALE_RETRY: Duration = Duration::from_secs(5);
 /// When to look again at an evaluation whose evidence is still being gathered, should its wake
 /// never come: past the longest source timeout.
 const GATHERING_BACKSTOP: Duration = Duration::from_secs(70);
@@ -607,6 +611,7 @@ async fn evaluate_and_act(
         since_start,
         baked: since_start.min(tracker.first_seen.elapsed()),
     };
+    let before = tracker.history;
     let (history, action) = decision::decide(&compiled.policy, tracker.history, &verdict, at);
     let decided = Instant::now();
     tracker.history = history;
@@ -661,6 +666,7 @@ async fn evaluate_and_act(
             record_intent(rollout, gate, tracker, entry, intent, ctx).await?;
             match actuate_seen(rollout, act, ctx).await? {
                 Outcome::Applied(p, sent) => {
+                    tracker.stale_streak = 0;
                     if ctx.crash_after_acting {
                         tracing::error!(rollout = %name, "crash-after-acting: exiting before recording");
                         std::process::exit(70);
@@ -672,7 +678,9 @@ async fn evaluate_and_act(
                     tracker.acted_at = Some(Instant::now());
                     (p, text.clone(), Some((type_, word, text)))
                 }
-                Outcome::Stale(why) => return stale(gate, tracker, ctx, &name, why).await,
+                Outcome::Stale(why) => {
+                    return stale(gate, tracker, before, ctx, &name, why).await;
+                }
             }
         }
         (
@@ -789,9 +797,14 @@ async fn record_intent(
         .await
 }
 
+/// The decision's patch was refused because the Rollout changed since the evidence was read:
+/// decide again on fresh evidence, sooner than the interval but backing off while the Rollout
+/// keeps changing. The refused evaluation does not count toward passes or evaluations (a
+/// storm of writes must not run the counters up); its failures still count.
 async fn stale(
     gate: &RolloutGate,
     tracker: &mut Tracker,
+    before: decision::History,
     ctx: &Context,
     rollout: &str,
     why: String,
@@ -800,9 +813,16 @@ async fn stale(
     ctx.patch_gate_fields(gate, json!({"rollouts": {rollout: {"intent": null}}}))
         .await?;
     ctx.metrics.stale_decisions.inc();
-    tracing::info!(%rollout, reason = %why, "decision not applied: the Rollout changed; evaluating again");
-    tracker.next_due = Instant::now();
-    Ok(Action::requeue(Duration::from_millis(200)))
+    tracker.history.evaluations = before.evaluations;
+    tracker.history.pass_streak = before.pass_streak;
+    tracker.stale_streak = tracker.stale_streak.saturating_add(1);
+    let retry = STALE_RETRY
+        .saturating_mul(1 << tracker.stale_streak.min(6))
+        .min(MAX_STALE_RETRY);
+    tracing::info!(%rollout, reason = %why, retry_ms = retry.as_millis() as u64,
+        "decision not applied: the Rollout changed; evaluating again");
+    tracker.next_due = Instant::now() + retry;
+    Ok(Action::requeue(retry))
 }
 
 /// Sends the patch with the resourceVersion of the very object the evidence was gathered for:

@@ -44,6 +44,8 @@ pub struct Tracker {
     pub probe: Option<Arc<ProbeRun>>,
     /// The evaluation whose evidence is being gathered, if one is.
     pub gathering: Option<Arc<Gathering>>,
+    /// Decisions refused in a row because the Rollout changed under them.
+    pub stale_streak: u32,
 }
 
 /// How long a controller may be away (a rolling restart, a leader failover) before the passes it
@@ -76,6 +78,7 @@ impl Tracker {
             announced: String::new(),
             probe: None,
             gathering: None,
+            stale_streak: 0,
         }
     }
 

@@ -15,5 +15,6 @@ mod probes;
 mod races;
 mod sources;
 mod stack;
+mod stackfaults;
 mod victoria;
 mod webhook;

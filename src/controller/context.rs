@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::tracker::Tracker;
 use crate::actuate::FIELD_MANAGER;
 use crate::evidence::prometheus::{self, Credentials};
-use crate::gate::{GatedRollout, MAX_DETAILED_ENTRIES, RolloutGate};
+use crate::gate::{GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, RolloutGate};
 use crate::metrics::Metrics;
 use crate::policy::{self, Gate};
 use crate::report;
@@ -39,6 +39,8 @@ pub struct Context {
     compiled: Mutex<HashMap<String, Built>>,
     /// Fault injection for tests (see [`super::Config::crash_after_acting`]).
     pub crash_after_acting: bool,
+    /// Per gate uid, the lock that orders its status writes.
+    writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Requests in flight per source address (see [`Context::turn`]).
     turns: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Rollouts to reconcile now (their evidence is in); the controller reads the other end.
@@ -88,6 +90,7 @@ impl Context {
             compiled: Mutex::new(HashMap::new()),
             crash_after_acting: false,
             turns: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
             wake,
             wakeups: Mutex::new(Some(wakeups)),
         })
@@ -103,6 +106,16 @@ impl Context {
                 .clone()
         };
         semaphore.acquire_owned().await.ok()
+    }
+
+    /// The lock that orders status writes to one gate.
+    pub fn writer(&self, gate: &RolloutGate) -> Arc<tokio::sync::Mutex<()>> {
+        let uid = gate.uid().unwrap_or_default();
+        match self.writers.lock() {
+            Ok(mut writers) => writers.entry(uid).or_default().clone(),
+            // Poisoned: writes go unordered rather than not at all.
+            Err(_) => Arc::default(),
+        }
     }
 
     /// Asks the controller to reconcile `rollout` now.
@@ -215,9 +228,23 @@ impl Context {
         gate: &RolloutGate,
         status: serde_json::Value,
     ) -> crate::Result<()> {
+        let body = json!({ "status": status });
+        // One write at a time per gate: concurrent patches of one object conflict inside the API
+        // server, which retries each until it times out (504) once a gate has many Rollouts.
+        let lock = self.writer(gate);
+        let _turn = lock.lock().await;
+        self.patch_unlocked(gate, body).await
+    }
+
+    /// What [`Context::patch_gate_fields`] sends (`body` is `{"status": …}`), for a caller
+    /// already holding the gate's [`Context::writer`] lock.
+    pub async fn patch_unlocked(
+        &self,
+        gate: &RolloutGate,
+        body: serde_json::Value,
+    ) -> crate::Result<()> {
         let api: Api<RolloutGate> =
             Api::namespaced(self.client.clone(), &gate.namespace().unwrap_or_default());
-        let body = json!({ "status": status });
         api.patch_status(
             &gate.name_any(),
             &PatchParams::apply(FIELD_MANAGER),
@@ -238,7 +265,7 @@ impl Context {
         extra: serde_json::Value,
     ) -> crate::Result<()> {
         let entry = match entry.map(|e| bounded(gate, rollout, e)) {
-            Some(None) if extra.as_object().is_none_or(|o| o.is_empty()) => return Ok(()),
+            Some(None) if !changes(gate, &extra) => return Ok(()),
             Some(None) => {
                 return self.patch_gate_fields(gate, extra).await;
             }
@@ -255,7 +282,8 @@ impl Context {
 
 /// The entry as the gate's status can hold it: messages clipped; past
 /// [`MAX_DETAILED_ENTRIES`] detailed entries, a compact one (no last evaluation) for a Rollout
-/// at a pause and none for one that is not (`None`).
+/// at a pause or done with one, written only when a fact a restart needs changed, and none for
+/// one that has not been at a pause yet (`None`: nothing to write).
 fn bounded(gate: &RolloutGate, rollout: &str, entry: &GatedRollout) -> Option<GatedRollout> {
     let empty = BTreeMap::new();
     let kept = gate.status.as_ref().map_or(&empty, |s| &s.rollouts);
@@ -273,12 +301,48 @@ fn bounded(gate: &RolloutGate, rollout: &str, entry: &GatedRollout) -> Option<Ga
     if detailed < MAX_DETAILED_ENTRIES || was_detailed {
         return Some(entry);
     }
-    if !entry.in_flight() && !kept.contains_key(rollout) {
+    if entry.phase == GatePhase::Waiting && !kept.contains_key(rollout) {
+        return None;
+    }
+    // A pause going well is not worth a write of a large object: what a restart needs (a
+    // failure, an error, a hold, an action) is written when it happens; a pass streak left
+    // unwritten only makes a restarted controller count passes again.
+    let facts = |e: &GatedRollout| {
+        let pause = (e.revision.clone(), e.step, e.pause_started.clone());
+        (
+            pause,
+            e.phase,
+            e.failures,
+            e.errors,
+            e.concluded,
+            e.intent.is_some(),
+            e.gate_generation,
+        )
+    };
+    let quiet = entry.phase == GatePhase::Evaluating
+        && entry.failures == 0
+        && entry.errors == 0
+        && entry.intent.is_none();
+    if quiet && kept.get(rollout).is_none_or(|k| facts(k) == facts(&entry)) {
         return None;
     }
     entry.last_evaluation = None;
     entry.message = report::clip(&entry.message, COMPACT_MESSAGE);
     Some(entry)
+}
+
+/// Whether merging `fields` into the gate's status (as cached) would change it: a write that
+/// changes nothing still costs the API server a full decode, patch and compare of the object.
+fn changes(gate: &RolloutGate, fields: &serde_json::Value) -> bool {
+    let Some(fields) = fields.as_object().filter(|f| !f.is_empty()) else {
+        return false;
+    };
+    let current = gate
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    fields.iter().any(|(k, v)| current.get(k) != Some(v))
 }
 
 /// Longest message of a compact entry.
@@ -308,7 +372,7 @@ fn fingerprint(value: impl std::hash::Hash) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{EvaluationRecord, GatePhase, RolloutGateStatus};
+    use crate::gate::{EvaluationRecord, RolloutGateStatus};
 
     fn detailed(phase: GatePhase) -> GatedRollout {
         GatedRollout {
@@ -336,6 +400,18 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_changes_nothing_is_not_sent() {
+        let mut gate = gate_with(1);
+        if let Some(s) = gate.status.as_mut() {
+            s.observed_generation = Some(3);
+        }
+        assert!(!changes(&gate, &json!({"observedGeneration": 3})));
+        assert!(changes(&gate, &json!({"observedGeneration": 4})));
+        assert!(changes(&gate, &json!({"lastDecision": "x"})));
+        assert!(!changes(&gate, &json!({})));
+    }
+
+    #[test]
     fn entries_are_bounded_and_paused_rollouts_are_never_dropped() {
         let under = gate_with(3);
         let e = bounded(&under, "new", &detailed(GatePhase::Evaluating)).expect("kept");
@@ -343,7 +419,15 @@ mod tests {
         assert_eq!(e.message.len(), report::MAX_MESSAGE);
 
         let full = gate_with(MAX_DETAILED_ENTRIES);
-        let compact = bounded(&full, "new", &detailed(GatePhase::Evaluating)).expect("kept");
+        // A pause going well beyond the bound is not written at all…
+        assert_eq!(
+            bounded(&full, "new", &detailed(GatePhase::Evaluating)),
+            None
+        );
+        // …a failure, a hold or an action is, compactly.
+        let mut failing = detailed(GatePhase::Evaluating);
+        failing.failures = 1;
+        let compact = bounded(&full, "new", &failing).expect("kept");
         assert!(compact.last_evaluation.is_none());
         assert!(compact.message.len() <= COMPACT_MESSAGE);
         let waiting = GatedRollout::default();

@@ -30,6 +30,8 @@ const UNPAUSING_RECHECK: Duration = Duration::from_secs(2);
 /// [`MAX_STALE_RETRY`].
 const STALE_RETRY: Duration = Duration::from_millis(100);
 const MAX_STALE_RETRY: Duration = Duration::from_secs(5);
+/// Evidence older than the gate's interval (and this) when it is judged is not judged.
+const MIN_EVIDENCE_AGE: Duration = Duration::from_secs(15);
 /// When to look again at an evaluation whose evidence is still being gathered, should its wake
 /// never come: past the longest source timeout.
 const GATHERING_BACKSTOP: Duration = Duration::from_secs(70);
@@ -261,11 +263,13 @@ async fn away_from_pause(
         .is_some_and(|e| matches!(e.phase, GatePhase::Evaluating | GatePhase::Holding));
     if was_evaluating && !rollout.generation_observed() {
         // The spec changed and Argo has not caught up: what happened to the pause (a new
-        // revision?) is only known once it has. Either way it is not waiting: stop probing.
+        // revision?) is only known once it has. Either way it is not waiting: stop probing, and
+        // drop evidence gathered before.
         if let Ok(mut trackers) = ctx.trackers.lock()
             && let Some(t) = trackers.get_mut(&k)
         {
             t.probe = None;
+            t.gathering = None;
         }
         return Ok(Action::requeue(UNPAUSING_RECHECK));
     }
@@ -421,7 +425,8 @@ async fn at_pause(
         store(ctx, k, tracker);
         return Ok(Action::requeue(wait));
     }
-    let Some((seen, results)) = gathered(rollout, gate, built, &mut tracker, ctx) else {
+    let interval = compiled.policy.interval;
+    let Some((seen, results)) = gathered(rollout, gate, built, interval, &mut tracker, ctx) else {
         store(ctx, k, tracker);
         // The gathering wakes the Rollout when it is done; this is only a backstop.
         return Ok(Action::requeue(GATHERING_BACKSTOP));
@@ -446,11 +451,20 @@ fn gathered(
     rollout: &Rollout,
     gate: &Arc<RolloutGate>,
     built: &Arc<Compiled>,
+    interval: Duration,
     tracker: &mut Tracker,
     ctx: &Arc<Context>,
 ) -> Option<(Rollout, Vec<CheckResult>)> {
     if let Some(g) = &tracker.gathering {
-        let results = g.results()?;
+        let mut results = g.results()?;
+        let age = g.started.elapsed();
+        if age > interval.max(MIN_EVIDENCE_AGE) {
+            // Queued behind a slow source: the evidence describes a moment long past.
+            results = g.uniform(Verdict::NoData(format!(
+                "the evidence took {}s to gather, longer than the interval; not judged",
+                age.as_secs()
+            )));
+        }
         let seen = g.seen.clone();
         tracker.gathering = None;
         return Some((seen, results));
@@ -501,6 +515,7 @@ async fn held_by_others(
         others.join(", ")
     );
     tracker.probe = None;
+    tracker.gathering = None;
     // No evidence is judged meanwhile: the passes a promotion needs start again afterwards.
     tracker.history.pass_streak = 0;
     if tracker.announced == message {
@@ -814,7 +829,8 @@ async fn stale(
         .await?;
     ctx.metrics.stale_decisions.inc();
     tracker.history.evaluations = before.evaluations;
-    tracker.history.pass_streak = before.pass_streak;
+    // A refused pass does not count; a refused gap in the evidence still breaks the streak.
+    tracker.history.pass_streak = before.pass_streak.min(tracker.history.pass_streak);
     tracker.stale_streak = tracker.stale_streak.saturating_add(1);
     let retry = STALE_RETRY
         .saturating_mul(1 << tracker.stale_streak.min(6))

@@ -25,6 +25,9 @@ pub struct Gathering {
     /// The Rollout as it was when gathering began: the action taken on this evidence carries
     /// its resourceVersion, so it lands only if nothing changed since.
     pub seen: Rollout,
+    /// When gathering began: the instant the evidence describes.
+    pub started: Instant,
+    checks: Vec<String>,
     results: Arc<OnceLock<Vec<CheckResult>>>,
     task: tokio::task::AbortHandle,
 }
@@ -46,6 +49,11 @@ impl Gathering {
         ctx: &Arc<Context>,
     ) -> Gathering {
         let results = Arc::new(OnceLock::new());
+        let checks = built
+            .gate
+            .as_ref()
+            .map(|g| g.checks.iter().map(|c| c.judge.name.clone()).collect())
+            .unwrap_or_default();
         let (seen, out, ctx) = (rollout.clone(), results.clone(), ctx.clone());
         let task = tokio::spawn(async move {
             let Ok(compiled) = &built.gate else { return };
@@ -56,14 +64,37 @@ impl Gathering {
         });
         Gathering {
             seen: rollout.clone(),
+            started: Instant::now(),
+            checks,
             results,
             task: task.abort_handle(),
         }
     }
 
-    /// The evidence, once all of it is in.
+    /// The evidence, once all of it is in. A gathering that ended without it (a panic) is an
+    /// Error for every check, never a silent wait.
     pub fn results(&self) -> Option<Vec<CheckResult>> {
-        self.results.get().cloned()
+        if let Some(r) = self.results.get() {
+            return Some(r.clone());
+        }
+        self.task.is_finished().then(|| {
+            self.uniform(Verdict::Error(
+                "gathering the evidence failed unexpectedly (see the controller's log)".into(),
+            ))
+        })
+    }
+
+    /// The same verdict for every check of the gate.
+    pub fn uniform(&self, verdict: Verdict) -> Vec<CheckResult> {
+        self.checks
+            .iter()
+            .map(|name| CheckResult {
+                name: name.clone(),
+                verdict: verdict.clone(),
+                skipped: false,
+                series: Vec::new(),
+            })
+            .collect()
     }
 }
 
@@ -103,11 +134,12 @@ async fn gather(
         ),
         false => None,
     };
+    // A pause without a readable start can never be shown to have begun: nothing is evidence.
     let not_before = pause
         .started
         .parse::<Timestamp>()
         .map(|t| t.as_millisecond() as f64 / 1000.0)
-        .unwrap_or(0.0);
+        .unwrap_or(f64::INFINITY);
     let evaluation = Evaluation {
         vars: &vars,
         at,

@@ -1,19 +1,20 @@
 //! A periodic pass over every gate: drop status entries of Rollouts it no longer selects (deleted
 //! or relabelled) and, past the status bound, of Rollouts not at a pause; keep `gatedRollouts`
 //! and `omittedRollouts` current; and forget the trackers (stopping their
-//! probes) of deleted Rollouts, which are never reconciled again. Reads only caches.
+//! probes) of deleted Rollouts, which are never reconciled again. Decides from the caches, and
+//! reads a gate afresh only before writing to it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use super::context::{Context, selects};
-use crate::gate::{GatedRollout, MAX_DETAILED_ENTRIES};
+use crate::gate::{GatedRollout, MAX_DETAILED_ENTRIES, RolloutGate};
 use crate::rollout::Rollout;
 
 const EVERY: Duration = Duration::from_secs(15);
@@ -23,37 +24,7 @@ pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) 
     loop {
         forget_deleted(&ctx, &rollouts);
         for gate in ctx.gates.state() {
-            let ns = gate.namespace().unwrap_or_default();
-            let selected: BTreeSet<String> = rollouts
-                .state()
-                .iter()
-                .filter(|r| {
-                    r.namespace().as_deref() == Some(ns.as_str())
-                        && selects(&gate, &r.name_any(), r.labels())
-                })
-                .map(|r| r.name_any())
-                .collect();
-            let status = gate.status.clone().unwrap_or_default();
-            let mut gone: Vec<&String> = status
-                .rollouts
-                .keys()
-                .filter(|n| !selected.contains(*n))
-                .collect();
-            gone.extend(beyond_the_bound(&status.rollouts, &selected));
-            let kept = status.rollouts.len() - gone.len();
-            let count = i64::try_from(selected.len()).unwrap_or(i64::MAX);
-            let omitted = i64::try_from(selected.len().saturating_sub(kept)).unwrap_or(i64::MAX);
-            if gone.is_empty()
-                && status.gated_rollouts == Some(count)
-                && status.omitted_rollouts.unwrap_or(0) == omitted
-            {
-                continue;
-            }
-            let removals: Map<String, Value> =
-                gone.iter().map(|n| ((*n).clone(), Value::Null)).collect();
-            let body =
-                json!({"gatedRollouts": count, "omittedRollouts": omitted, "rollouts": removals});
-            if let Err(e) = ctx.patch_gate_fields(&gate, body).await {
+            if let Err(e) = tidy(&ctx, &gate, &rollouts).await {
                 tracing::warn!(gate = %gate.name_any(), error = %e, "housekeeping could not update the gate status");
             }
         }
@@ -61,16 +32,86 @@ pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) 
     }
 }
 
+/// Drops the gate's entries it no longer needs and updates its counts. The gate is read afresh
+/// under its write lock: an entry written since the cache last saw the gate is never dropped on
+/// the cache's older word.
+async fn tidy(
+    ctx: &Context,
+    cached: &RolloutGate,
+    rollouts: &Store<DeserializeGuard<Rollout>>,
+) -> crate::Result<()> {
+    let ns = cached.namespace().unwrap_or_default();
+    let current: BTreeMap<String, String> = rollouts
+        .state()
+        .iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(ns.as_str())
+                && selects(cached, &r.name_any(), r.labels())
+        })
+        .map(|r| {
+            let hash =
+                r.0.as_ref()
+                    .ok()
+                    .and_then(|r| r.status_or_default().current_pod_hash);
+            (r.name_any(), hash.unwrap_or_default())
+        })
+        .collect();
+    if tidied(cached, &current).is_none() {
+        return Ok(());
+    }
+    let lock = ctx.writer(cached);
+    let _turn = lock.lock().await;
+    let api: Api<RolloutGate> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(gate) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(());
+    };
+    match tidied(&gate, &current) {
+        Some(body) => ctx.patch_unlocked(&gate, body).await,
+        None => Ok(()),
+    }
+}
+
+/// The status patch that tidies `gate`, if it needs one. `current`: each selected Rollout's
+/// current revision.
+fn tidied(gate: &RolloutGate, current: &BTreeMap<String, String>) -> Option<Value> {
+    let status = gate.status.clone().unwrap_or_default();
+    let mut gone: Vec<&String> = status
+        .rollouts
+        .keys()
+        .filter(|n| !current.contains_key(*n))
+        .collect();
+    gone.extend(beyond_the_bound(&status.rollouts, current));
+    let kept = status.rollouts.len() - gone.len();
+    let count = i64::try_from(current.len()).unwrap_or(i64::MAX);
+    let omitted = i64::try_from(current.len().saturating_sub(kept)).unwrap_or(i64::MAX);
+    if gone.is_empty()
+        && status.gated_rollouts == Some(count)
+        && status.omitted_rollouts.unwrap_or(0) == omitted
+    {
+        return None;
+    }
+    let removals: Map<String, Value> = gone.iter().map(|n| ((*n).clone(), Value::Null)).collect();
+    Some(
+        json!({"status": {"gatedRollouts": count, "omittedRollouts": omitted, "rollouts": removals}}),
+    )
+}
+
 /// Entries past [`MAX_DETAILED_ENTRIES`] that can go: of selected Rollouts not at a pause,
-/// oldest first. Entries of Rollouts at a pause are what a restart resumes from: never dropped.
+/// oldest first. Entries of Rollouts at a pause, or of a revision the Rollout still runs (a
+/// stand-down's failures count if that pause resumes), are what a restart resumes from: never
+/// dropped. `selected`: each selected Rollout's current revision.
 fn beyond_the_bound<'a>(
     entries: &'a BTreeMap<String, GatedRollout>,
-    selected: &BTreeSet<String>,
+    selected: &BTreeMap<String, String>,
 ) -> Vec<&'a String> {
-    let live = entries.keys().filter(|n| selected.contains(*n)).count();
+    let live = entries.keys().filter(|n| selected.contains_key(*n)).count();
     let mut idle: Vec<(&String, &GatedRollout)> = entries
         .iter()
-        .filter(|(n, e)| selected.contains(*n) && !e.in_flight())
+        .filter(|(n, e)| {
+            selected
+                .get(*n)
+                .is_some_and(|current| !e.in_flight() && *current != e.revision)
+        })
         .collect();
     idle.sort_by(|a, b| a.1.since.cmp(&b.1.since));
     idle.into_iter()
@@ -106,7 +147,7 @@ mod tests {
     #[test]
     fn past_the_bound_the_oldest_idle_entries_go_and_paused_ones_stay() {
         let mut entries = BTreeMap::new();
-        let mut selected = BTreeSet::new();
+        let mut selected = BTreeMap::new();
         for i in 0..MAX_DETAILED_ENTRIES + 30 {
             let name = format!("r{i:03}");
             // 20 Rollouts at a pause, the rest idle with ascending ages.
@@ -119,11 +160,19 @@ mod tests {
                 name.clone(),
                 entry(phase, &format!("2026-12-01T00:{:02}:00Z", i % 60)),
             );
-            selected.insert(name);
+            selected.insert(name, "new".to_string());
         }
         let gone = beyond_the_bound(&entries, &selected);
         assert_eq!(gone.len(), 30);
         assert!(gone.iter().all(|n| !entries[*n].in_flight()));
+        // An entry of the revision a Rollout still runs stays.
+        for e in entries.values_mut() {
+            e.revision = "new".into();
+        }
+        assert!(beyond_the_bound(&entries, &selected).is_empty());
+        for e in entries.values_mut() {
+            e.revision = String::new();
+        }
         // Under the bound nothing goes.
         entries.retain(|n, _| n.as_str() < "r050");
         assert!(beyond_the_bound(&entries, &selected).is_empty());

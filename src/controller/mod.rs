@@ -139,13 +139,15 @@ fn spec_changes(
         Item = std::result::Result<watcher::Event<RolloutGate>, watcher::Error>,
     > + Send,
 ) -> impl futures::Stream<Item = std::result::Result<RolloutGate, watcher::Error>> + Send {
-    let mut seen: std::collections::HashMap<String, Option<i64>> = Default::default();
+    // Every gate seen, by uid, as last seen: a relist that no longer has one reports it gone.
+    let mut seen: std::collections::HashMap<String, RolloutGate> = Default::default();
     let mut listing: Vec<RolloutGate> = Vec::new();
     events
         .map(move |event| {
             let mut changed = |g: RolloutGate| {
-                let generation = g.metadata.generation;
-                (seen.insert(g.uid().unwrap_or_default(), generation) != Some(generation))
+                let uid = g.uid().unwrap_or_default();
+                let before = seen.insert(uid, g.clone());
+                (before.map(|b| b.metadata.generation) != Some(g.metadata.generation))
                     .then_some(Ok(g))
             };
             match event {
@@ -158,10 +160,18 @@ fn spec_changes(
                     listing.push(g);
                     Vec::new()
                 }
-                Ok(watcher::Event::InitDone) => listing
-                    .drain(..)
-                    .filter_map(&mut changed)
-                    .collect::<Vec<_>>(),
+                Ok(watcher::Event::InitDone) => {
+                    let listed: std::collections::HashSet<String> =
+                        listing.iter().filter_map(|g| g.uid()).collect();
+                    let mut woken: Vec<_> = listing.drain(..).filter_map(&mut changed).collect();
+                    let vanished: Vec<String> = seen
+                        .keys()
+                        .filter(|uid| !listed.contains(*uid))
+                        .cloned()
+                        .collect();
+                    woken.extend(vanished.iter().filter_map(|uid| seen.remove(uid)).map(Ok));
+                    woken
+                }
                 Ok(watcher::Event::Delete(g)) => {
                     seen.remove(&g.uid().unwrap_or_default());
                     vec![Ok(g)]
@@ -249,7 +259,12 @@ mod tests {
             Apply(gate("a", 1)),
             Apply(gate("a", 2)),
             Delete(gate("b", 1)),
-            // A relist after a watch error: nothing changed, nothing woken.
+            // A relist after a watch error: nothing changed, nothing woken…
+            Init,
+            InitApply(gate("a", 2)),
+            InitApply(gate("c", 1)),
+            InitDone,
+            // …except a gate deleted while the watch was down.
             Init,
             InitApply(gate("a", 2)),
             InitDone,
@@ -262,7 +277,7 @@ mod tests {
                 })
                 .collect()
                 .await;
-        let expected = [("a", 1), ("b", 1), ("a", 2), ("b", 1)];
+        let expected = [("a", 1), ("b", 1), ("a", 2), ("b", 1), ("c", 1), ("c", 1)];
         assert_eq!(
             woken,
             expected

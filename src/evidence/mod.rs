@@ -13,6 +13,31 @@ use crate::policy::PromQueries;
 use crate::template::{self, TemplateError, Vars};
 use prometheus::Reply;
 
+/// Why answers for instant `at` are not evidence of a pause that began at `not_before`, if they
+/// are not: asked for a moment before the pause, or answered (by the source's own `time()`, or
+/// for want of one) from before it. Only a source answering from earlier than asked counts as
+/// lagging: a query window reaching back before the pause is the gate author's choice.
+fn before_the_pause(at: f64, as_of: Option<f64>, not_before: f64) -> Option<String> {
+    if at.is_nan() || at < not_before {
+        return Some("the evaluation instant precedes the pause's start".into());
+    }
+    let Some(t) = as_of.filter(|t| t.is_finite()) else {
+        return Some(
+            "the source did not say which moment it answers for (time() gave no number); \
+             without it, answers from before the pause cannot be told apart"
+                .into(),
+        );
+    };
+    (at - t > MAX_CLOCK_SLACK && t < not_before).then(|| {
+        format!(
+            "the source answers as of {}s before this pause began (it serves recent queries \
+             from the past, like VictoriaMetrics' -search.latencyOffset); waiting for evidence \
+             from the pause itself",
+            crate::decision::num((not_before - t).ceil())
+        )
+    })
+}
+
 /// The moment a source's answers describe, as the source itself evaluates it.
 const AS_OF: &str = "time()";
 /// How much earlier than asked a source may answer before it counts as answering from the past.
@@ -73,16 +98,9 @@ pub async fn measure(
         .pop()
         .flatten()
         .and_then(|r| r.ok()?.answer.ok()?.first().map(|s| s.value));
-    // Only a source that answers from earlier than asked: the query's own window reaching back
-    // before the pause is the gate author's choice, and the same on every backend.
-    let lagging = |t: &f64| at - *t > MAX_CLOCK_SLACK && *t < not_before;
-    if let Some(t) = as_of.filter(lagging) {
-        return Measurement::no_data(format!(
-            "the source answers as of {}s before this pause began (it serves recent queries \
-             from the past, like VictoriaMetrics' -search.latencyOffset); waiting for evidence \
-             from the pause itself",
-            crate::decision::num((not_before - t).ceil())
-        ));
+    let answered = matches!(replies.first(), Some(Some(Ok(Reply { answer: Ok(_), .. }))));
+    if answered && let Some(why) = before_the_pause(at, as_of, not_before) {
+        return Measurement::no_data(why);
     }
     let mut warnings = Vec::new();
     let mut answers = Vec::with_capacity(replies.len());
@@ -179,6 +197,23 @@ mod tests {
             "{:?}",
             r.verdict
         );
+    }
+
+    #[test]
+    fn answers_from_before_the_pause_are_never_evidence_of_it() {
+        let pause = 1000.0;
+        // Prometheus: answers for the instant asked.
+        assert_eq!(before_the_pause(1010.0, Some(1010.0), pause), None);
+        // VictoriaMetrics 5 s into the pause: its answers are 30 s old.
+        let lag = before_the_pause(1005.0, Some(975.0), pause).expect("lagging");
+        assert!(lag.contains("25s before this pause began"), "{lag}");
+        // …and 40 s in, they describe the pause.
+        assert_eq!(before_the_pause(1040.0, Some(1010.0), pause), None);
+        // Asked for a moment before the pause; no time(), NaN or a missing start.
+        assert!(before_the_pause(999.0, Some(999.0), pause).is_some());
+        assert!(before_the_pause(1010.0, None, pause).is_some());
+        assert!(before_the_pause(1010.0, Some(f64::NAN), pause).is_some());
+        assert!(before_the_pause(1010.0, Some(1010.0), f64::INFINITY).is_some());
     }
 
     #[tokio::test]

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub source_errors: Counter,
     pub reconcile_errors: Family<KindLabels, Counter>,
     pub stale_decisions: Counter,
+    pub actuation_conflicts: Counter,
     pub malformed_rollouts: Counter,
     pub probe_requests: Family<ProbeLabels, Counter>,
 }
@@ -61,6 +62,7 @@ impl Default for Metrics {
             source_errors: Counter::default(),
             reconcile_errors: Family::default(),
             stale_decisions: Counter::default(),
+            actuation_conflicts: Counter::default(),
             malformed_rollouts: Counter::default(),
             probe_requests: Family::default(),
         };
@@ -98,6 +100,11 @@ impl Default for Metrics {
             "stale_decisions",
             "Promotes and aborts refused because the Rollout changed after the evidence was read",
             m.stale_decisions.clone(),
+        );
+        m.registry.register(
+            "actuation_conflicts",
+            "Promote and abort patches answered 409 because the Rollout changed since it was read",
+            m.actuation_conflicts.clone(),
         );
         m.registry.register(
             "malformed_rollouts",

@@ -26,10 +26,14 @@ use crate::{Error, Result};
 /// Argo's informer write-back).
 const NUDGE_AFTER: Duration = Duration::from_secs(5);
 const UNPAUSING_RECHECK: Duration = Duration::from_secs(2);
+const CONFLICT: &str = "the Rollout changed after the evidence was read (409 Conflict)";
 /// The first retry of a decision refused as stale, doubled at each refusal in a row up to
 /// [`MAX_STALE_RETRY`].
 const STALE_RETRY: Duration = Duration::from_millis(100);
 const MAX_STALE_RETRY: Duration = Duration::from_secs(5);
+/// How old a pause must be before its first evaluation (see `gather`'s evaluation instant, a
+/// second back, with room for clocks a little apart).
+const FIRST_LOOK: Duration = Duration::from_secs(2);
 /// Evidence older than the gate's interval (and this) when it is judged is not judged.
 const MIN_EVIDENCE_AGE: Duration = Duration::from_secs(15);
 /// When to look again at an evaluation whose evidence is still being gathered, should its wake
@@ -419,7 +423,11 @@ async fn at_pause(
     if tracker.probe.is_none() {
         start_probe(rollout, compiled, &mut tracker, ctx);
     }
+    // The first look waits until the pause is older than the evaluation instant's lag, so it
+    // is never asked about a moment before the pause (that would be NoData, and a Warning).
+    let young = FIRST_LOOK.saturating_sub(ago(&tracker.pause.started).unwrap_or(FIRST_LOOK));
     let now_instant = Instant::now();
+    tracker.next_due = tracker.next_due.max(now_instant + young);
     if tracker.next_due > now_instant {
         let wait = tracker.next_due - now_instant;
         store(ctx, k, tracker);
@@ -679,7 +687,7 @@ async fn evaluate_and_act(
                 message: text.clone(),
             };
             record_intent(rollout, gate, tracker, entry, intent, ctx).await?;
-            match actuate_seen(rollout, act, ctx).await? {
+            match actuate_at_pause(rollout, gate, compiled, &pause, act, ctx).await? {
                 Outcome::Applied(p, sent) => {
                     tracker.stale_streak = 0;
                     if ctx.crash_after_acting {
@@ -841,9 +849,42 @@ async fn stale(
     Ok(Action::requeue(retry))
 }
 
-/// Sends the patch with the resourceVersion of the very object the evidence was gathered for:
-/// if Argo or a person changed the Rollout since, the API server refuses it (409) and the gate
-/// evaluates again. One round trip, no re-read: the precondition is the guard.
+/// Sends the patch with the resourceVersion of the very object the evidence was gathered for.
+/// If the Rollout changed since (409), it is read again: still at the very same gated pause (same
+/// revision, step, pause start, nobody else's pause), the evidence still describes it and the
+/// patch is sent once more on that version; anything else is stale and decided afresh. So a
+/// Rollout written to constantly (annotations, status) is still acted on, never live-locked, and
+/// a decision never lands on another revision or step.
+async fn actuate_at_pause(
+    seen: &Rollout,
+    gate: &RolloutGate,
+    compiled: &Gate,
+    pause: &PauseKey,
+    action: actuate::Action,
+    ctx: &Context,
+) -> Result<Outcome> {
+    match actuate_seen(seen, action, ctx).await? {
+        Outcome::Stale(why) if why == CONFLICT => {
+            ctx.metrics.actuation_conflicts.inc();
+            let api: Api<Rollout> =
+                Api::namespaced(ctx.client.clone(), &seen.namespace().unwrap_or_default());
+            let fresh = api.get(&seen.name_any()).await?;
+            let same = gated_pause(&fresh, &compiled.pauses, gate, &pause.policy_hash)
+                .is_some_and(|now| now == *pause);
+            if !same {
+                return Ok(Outcome::Stale(why));
+            }
+            let outcome = actuate_seen(&fresh, action, ctx).await?;
+            if matches!(&outcome, Outcome::Stale(w) if w == CONFLICT) {
+                ctx.metrics.actuation_conflicts.inc();
+            }
+            Ok(outcome)
+        }
+        outcome => Ok(outcome),
+    }
+}
+
+/// Sends the patch with `seen`'s resourceVersion as precondition: one round trip, no re-read.
 async fn actuate_seen(seen: &Rollout, action: actuate::Action, ctx: &Context) -> Result<Outcome> {
     let api: Api<Rollout> =
         Api::namespaced(ctx.client.clone(), &seen.namespace().unwrap_or_default());
@@ -856,9 +897,9 @@ async fn actuate_seen(seen: &Rollout, action: actuate::Action, ctx: &Context) ->
             },
             sent,
         )),
-        Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => Ok(Outcome::Stale(
-            "the Rollout changed after the evidence was read (409 Conflict)".into(),
-        )),
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => {
+            Ok(Outcome::Stale(CONFLICT.into()))
+        }
         Err(Error::Refused { reason, .. }) => Ok(Outcome::Stale(reason)),
         Err(e) => Err(e),
     }

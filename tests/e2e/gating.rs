@@ -1,7 +1,7 @@
 //! tollgate gating real Rollouts on the real stack, one scenario per failure mode.
 
 use serde_json::json;
-use tollgate::gate::GatePhase;
+use tollgate::gate::{GatePhase, GatedRollout};
 use tollgate::rollout::Phase;
 
 use crate::support::controller::metric_sum;
@@ -195,6 +195,18 @@ async fn one_broken_label_value_is_aborted_and_named() {
     let stable = s.canary_with_gate(name, broken, gate).await;
     s.ns.bump_revision(name, "v2").await;
     let entry = s.recorded(name, GatePhase::Aborted).await;
+    assert_broken_model_named(&s, name, &stable, entry).await;
+    s.finish().await;
+}
+
+/// The abort of a canary whose model `mistral-small` fails: named, the other three passing, and
+/// the Rollout back on `stable`.
+pub async fn assert_broken_model_named(
+    s: &Scenario,
+    name: &str,
+    stable: &str,
+    entry: GatedRollout,
+) {
     assert!(
         entry
             .message
@@ -208,8 +220,7 @@ async fn one_broken_label_value_is_aborted_and_named() {
         check.series.iter().filter(|x| x.verdict == "Pass").count(),
         3
     );
-    assert_rolled_back(&s, name, &stable).await;
-    s.finish().await;
+    assert_rolled_back(s, name, stable).await;
 }
 
 /// (f) DryRun: a broken canary is not touched; the Event says what would have happened.

@@ -100,6 +100,17 @@ impl Scenario {
         .await
     }
 
+    /// Waits for the first `Promoted` Event on `rollout` and checks it is for step 1.
+    #[allow(dead_code)]
+    pub async fn promoted_at_step_1(&self, rollout: &str) -> String {
+        let promoted = self.wait_notes(rollout, "Promoted", 1).await;
+        assert!(
+            promoted[0].starts_with(&format!("promoted step 1 of {rollout}")),
+            "{promoted:?}"
+        );
+        promoted[0].clone()
+    }
+
     /// A per-revision, per-model PromQL selector for this scenario's traffic.
     pub fn selector(&self, extra: &str) -> String {
         format!(

@@ -132,7 +132,8 @@ impl Context {
     }
 
     /// The gate's compiled policy: compiled (CEL included) once per generation, not once per
-    /// reconcile. Gates that went away are dropped from the cache when another is compiled.
+    /// reconcile. Gates that went away are dropped from the cache (and their write locks) when
+    /// another is compiled.
     pub fn compiled(&self, gate: &RolloutGate) -> Arc<Compiled> {
         let uid = gate.uid().unwrap_or_default();
         let generation = gate.metadata.generation;
@@ -153,6 +154,9 @@ impl Context {
         let live: std::collections::HashSet<String> =
             self.gates.state().iter().filter_map(|g| g.uid()).collect();
         cache.retain(|uid, _| live.contains(uid));
+        if let Ok(mut writers) = self.writers.lock() {
+            writers.retain(|uid, _| live.contains(uid));
+        }
         let c = build();
         cache.insert(uid, (generation, c.clone()));
         c

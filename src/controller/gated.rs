@@ -613,8 +613,10 @@ fn store(ctx: &Context, key: (String, String), tracker: Tracker) {
 enum Outcome {
     /// Applied, with the moment the request left for the API server.
     Applied(GatePhase, Instant),
-    /// The Rollout changed after the evidence was read: nothing was patched.
-    Stale(String),
+    /// The Rollout changed after the evidence was read (409): nothing was patched.
+    Conflict,
+    /// The Rollout as read is not one to act on (see [`actuate::patch`]): nothing was patched.
+    Refused(String),
 }
 
 async fn evaluate_and_act(
@@ -701,7 +703,10 @@ async fn evaluate_and_act(
                     tracker.acted_at = Some(Instant::now());
                     (p, text.clone(), Some((type_, word, text)))
                 }
-                Outcome::Stale(why) => {
+                Outcome::Conflict => {
+                    return stale(gate, tracker, before, ctx, &name, CONFLICT.into()).await;
+                }
+                Outcome::Refused(why) => {
                     return stale(gate, tracker, before, ctx, &name, why).await;
                 }
             }
@@ -864,7 +869,7 @@ async fn actuate_at_pause(
     ctx: &Context,
 ) -> Result<Outcome> {
     match actuate_seen(seen, action, ctx).await? {
-        Outcome::Stale(why) if why == CONFLICT => {
+        Outcome::Conflict => {
             ctx.metrics.actuation_conflicts.inc();
             let api: Api<Rollout> =
                 Api::namespaced(ctx.client.clone(), &seen.namespace().unwrap_or_default());
@@ -872,10 +877,10 @@ async fn actuate_at_pause(
             let same = gated_pause(&fresh, &compiled.pauses, gate, &pause.policy_hash)
                 .is_some_and(|now| now == *pause);
             if !same {
-                return Ok(Outcome::Stale(why));
+                return Ok(Outcome::Conflict);
             }
             let outcome = actuate_seen(&fresh, action, ctx).await?;
-            if matches!(&outcome, Outcome::Stale(w) if w == CONFLICT) {
+            if matches!(outcome, Outcome::Conflict) {
                 ctx.metrics.actuation_conflicts.inc();
             }
             Ok(outcome)
@@ -897,10 +902,8 @@ async fn actuate_seen(seen: &Rollout, action: actuate::Action, ctx: &Context) ->
             },
             sent,
         )),
-        Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => {
-            Ok(Outcome::Stale(CONFLICT.into()))
-        }
-        Err(Error::Refused { reason, .. }) => Ok(Outcome::Stale(reason)),
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => Ok(Outcome::Conflict),
+        Err(Error::Refused { reason, .. }) => Ok(Outcome::Refused(reason)),
         Err(e) => Err(e),
     }
 }

@@ -436,6 +436,9 @@ mod tests {
         assert!(compact.message.len() <= COMPACT_MESSAGE);
         let waiting = GatedRollout::default();
         assert_eq!(bounded(&full, "new", &waiting), None);
+        // A decision is always written, so a restart knows the pause was acted on.
+        let promoted = bounded(&full, "new", &detailed(GatePhase::Promoted)).expect("kept");
+        assert_eq!(promoted.phase, GatePhase::Promoted);
         let old = bounded(&full, "r7", &detailed(GatePhase::Promoted)).expect("kept");
         assert!(
             old.last_evaluation.is_some(),

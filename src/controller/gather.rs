@@ -228,3 +228,35 @@ async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measur
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gathering(task: tokio::task::AbortHandle) -> Gathering {
+        Gathering {
+            seen: Rollout::new("app", Default::default()),
+            started: Instant::now(),
+            checks: vec!["error-rate".into(), "latency".into()],
+            results: Arc::new(OnceLock::new()),
+            task,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gathering_that_died_is_an_error_never_a_silent_wait() {
+        let running = gathering(tokio::spawn(std::future::pending::<()>()).abort_handle());
+        assert!(running.results().is_none(), "still gathering");
+        let died = tokio::spawn(async { panic!("a bug while gathering") });
+        let handle = died.abort_handle();
+        let _ = died.await;
+        let g = gathering(handle);
+        let results = g.results().expect("a verdict for every check");
+        assert_eq!(results.len(), 2);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r.verdict, Verdict::Error(_)))
+        );
+    }
+}

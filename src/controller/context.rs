@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::tracker::Tracker;
 use crate::actuate::FIELD_MANAGER;
 use crate::evidence::prometheus::{self, Credentials};
-use crate::gate::{GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, RolloutGate};
+use crate::gate::{GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, RolloutGate, RolloutGateStatus};
 use crate::metrics::Metrics;
 use crate::policy::{self, Gate};
 use crate::report;
@@ -341,9 +341,18 @@ fn changes(gate: &RolloutGate, fields: &serde_json::Value) -> bool {
     let Some(fields) = fields.as_object().filter(|f| !f.is_empty()) else {
         return false;
     };
+    // Every top-level field but the entries, which can be large and `fields` never holds.
     let current = gate
         .status
         .as_ref()
+        .map(|s| RolloutGateStatus {
+            observed_generation: s.observed_generation,
+            conditions: s.conditions.clone(),
+            gated_rollouts: s.gated_rollouts,
+            last_decision: s.last_decision.clone(),
+            rollouts: BTreeMap::new(),
+            omitted_rollouts: s.omitted_rollouts,
+        })
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or_default();
     fields.iter().any(|(k, v)| current.get(k) != Some(v))
@@ -376,7 +385,7 @@ fn fingerprint(value: impl std::hash::Hash) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{EvaluationRecord, RolloutGateStatus};
+    use crate::gate::EvaluationRecord;
 
     fn detailed(phase: GatePhase) -> GatedRollout {
         GatedRollout {

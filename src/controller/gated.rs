@@ -139,11 +139,7 @@ async fn settle_intent(
     let Some((e, intent)) = entry.and_then(|e| Some((e, e.intent.as_ref()?))) else {
         return Ok(None);
     };
-    let still_there = now_at.is_some_and(|p| {
-        p.revision == e.revision
-            && p.step == e.step
-            && Some(p.started.as_str()) == e.pause_started.as_deref()
-    });
+    let still_there = now_at.is_some_and(|p| p.describes(e));
     let seen_through = ctx
         .trackers
         .lock()
@@ -381,11 +377,7 @@ async fn at_pause(
     let where_ = report::pause_name(&k.1, pause.step, &pause.revision);
     let mut tracker = match existing {
         Some(t) if t.pause == pause => t,
-        Some(t)
-            if t.pause.revision == pause.revision
-                && t.pause.step == pause.step
-                && t.pause.started == pause.started =>
-        {
+        Some(t) if t.pause.same_pause(&pause) => {
             gate_changed(rollout, gate, &pause, &where_, ctx).await;
             Tracker::fresh(pause)
         }
@@ -551,11 +543,6 @@ fn pause_record(
 ) -> GatedRollout {
     let pause = &tracker.pause;
     let h = tracker.history;
-    let same_pause = |e: &GatedRollout| {
-        e.revision == pause.revision
-            && e.step == pause.step
-            && e.pause_started.as_deref() == Some(pause.started.as_str())
-    };
     GatedRollout {
         revision: pause.revision.clone(),
         stable: rollout.status_or_default().stable_rs,
@@ -571,7 +558,9 @@ fn pause_record(
         baked_seconds: i64::try_from(tracker.first_seen.elapsed().as_secs()).unwrap_or(i64::MAX),
         concluded: false,
         intent: None,
-        last_evaluation: previous.filter(same_pause).and_then(|e| e.last_evaluation),
+        last_evaluation: previous
+            .filter(|e| pause.describes(e))
+            .and_then(|e| e.last_evaluation),
         ..GatedRollout::default()
     }
 }

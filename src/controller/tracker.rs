@@ -23,6 +23,20 @@ pub struct PauseKey {
     pub policy_hash: String,
 }
 
+impl PauseKey {
+    /// The same pause of the same revision, whatever the gate's version.
+    pub fn same_pause(&self, other: &PauseKey) -> bool {
+        self.revision == other.revision && self.step == other.step && self.started == other.started
+    }
+
+    /// Whether a status entry describes this pause.
+    pub fn describes(&self, entry: &GatedRollout) -> bool {
+        entry.revision == self.revision
+            && entry.step == self.step
+            && entry.pause_started.as_deref() == Some(self.started.as_str())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Tracker {
     pub pause: PauseKey,
@@ -96,10 +110,7 @@ impl Tracker {
         let Some(r) = recorded else {
             return Resumed::Fresh(t);
         };
-        let same_pause = r.revision == t.pause.revision
-            && r.step == t.pause.step
-            && r.pause_started.as_deref() == Some(t.pause.started.as_str());
-        if !same_pause {
+        if !t.pause.describes(r) {
             return Resumed::Fresh(t);
         }
         let baked = Duration::from_secs(u64::try_from(r.baked_seconds).unwrap_or(0));

@@ -89,16 +89,16 @@ pub async fn measure(
     let mut replies = futures::future::join_all(rendered.into_iter().map(|promql| async move {
         match promql {
             None => None,
-            Some(Err(e)) => Some(Err(e.to_string())),
-            Some(Ok(promql)) => Some(Ok(client.query(&promql, at, check.timeout).await)),
+            Some(Err(e)) => Some(Reply::failed(e.to_string())),
+            Some(Ok(promql)) => Some(client.query(&promql, at, check.timeout).await),
         }
     }))
     .await;
     let as_of = replies
         .pop()
         .flatten()
-        .and_then(|r| r.ok()?.answer.ok()?.first().map(|s| s.value));
-    let answered = matches!(replies.first(), Some(Some(Ok(Reply { answer: Ok(_), .. }))));
+        .and_then(|r| r.answer.ok()?.first().map(|s| s.value));
+    let answered = matches!(replies.first(), Some(Some(Reply { answer: Ok(_), .. })));
     if answered && let Some(why) = before_the_pause(at, as_of, not_before) {
         return Measurement::no_data(why);
     }
@@ -106,17 +106,8 @@ pub async fn measure(
     let mut answers = Vec::with_capacity(replies.len());
     for reply in replies {
         answers.push(reply.map(|r| {
-            r.map(
-                |Reply {
-                     answer,
-                     warnings: w,
-                     ..
-                 }| {
-                    warnings.extend(w);
-                    answer
-                },
-            )
-            .unwrap_or_else(Err)
+            warnings.extend(r.warnings);
+            r.answer
         }));
     }
     let [value, denominator, base, base_denominator, samples]: [Option<Answer>; 5] =

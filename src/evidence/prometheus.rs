@@ -28,7 +28,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn failed(why: String) -> Reply {
+    /// No answer, and why (clipped).
+    pub fn failed(why: String) -> Reply {
         Reply {
             answer: Err(clip(&why, MAX_SOURCE_MESSAGE)),
             warnings: Vec::new(),
@@ -182,7 +183,7 @@ pub fn parse(http_status: u16, body: &[u8]) -> Reply {
     let mut warnings: Vec<String> = response
         .warnings
         .iter()
-        .map(|w| w.chars().take(MAX_WARNING).collect())
+        .map(|w| clip(w, MAX_WARNING))
         .collect();
     if response.is_partial {
         warnings

@@ -235,11 +235,8 @@ async fn set_pause_conditions(s: &Scenario, started: &str, foreign: bool) {
     .expect("patch the Rollout's pause conditions");
 }
 
-/// The gate edited to something invalid, then to a different valid policy: the counters from
-/// before never count, and a GateChanged Event says so.
-#[tokio::test]
-async fn a_gate_edited_to_invalid_and_back_starts_over() {
-    let mut s = Scenario::new("fault-edit").await;
+/// A healthy canary at step 1 with a few passes behind it, under a gate needing 50.
+async fn a_few_passes_at_step_1(s: &mut Scenario) -> GatedRollout {
     let gate = s.gate(
         NAME,
         json!([s.error_rate_check(0.05, 5.0)]),
@@ -247,11 +244,18 @@ async fn a_gate_edited_to_invalid_and_back_starts_over() {
     );
     s.canary_with_gate(NAME, healthy(), gate).await;
     s.ns.bump_revision(NAME, "v2").await;
-    let before = s
-        .wait_entry(GATE, NAME, "a few passes at step 1", |e| {
-            e.step == Some(1) && e.pass_streak >= 3
-        })
-        .await;
+    s.wait_entry(GATE, NAME, "a few passes at step 1", |e| {
+        e.step == Some(1) && e.pass_streak >= 3
+    })
+    .await
+}
+
+/// The gate edited to something invalid, then to a different valid policy: the counters from
+/// before never count, and a GateChanged Event says so.
+#[tokio::test]
+async fn a_gate_edited_to_invalid_and_back_starts_over() {
+    let mut s = Scenario::new("fault-edit").await;
+    let before = a_few_passes_at_step_1(&mut s).await;
     let mut broken = s.error_rate_check(0.05, 5.0);
     broken["ratio"]["denominator"] = json!("sum(rate(x{a=\"{{ nope }}\"}[1m]))");
     s.apply_gate(s.gate(NAME, json!([broken]), json!({"requiredPasses": 50})))
@@ -286,17 +290,7 @@ async fn a_gate_edited_to_invalid_and_back_starts_over() {
 #[tokio::test]
 async fn a_gate_edited_while_the_controller_is_down_starts_over() {
     let mut s = Scenario::new("fault-edit-down").await;
-    let gate = s.gate(
-        NAME,
-        json!([s.error_rate_check(0.05, 5.0)]),
-        json!({"requiredPasses": 50}),
-    );
-    s.canary_with_gate(NAME, healthy(), gate).await;
-    s.ns.bump_revision(NAME, "v2").await;
-    s.wait_entry(GATE, NAME, "a few passes at step 1", |e| {
-        e.step == Some(1) && e.pass_streak >= 3
-    })
-    .await;
+    a_few_passes_at_step_1(&mut s).await;
     if let Some(t) = s.tollgate.take() {
         t.stop().await;
     }

@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tollgate::decision::{
-    self, CheckPolicy, Comparison, History, Measurement, NoDataPolicy, Policy, Rule, Sample,
-    Tolerance, Verdict,
+    self, Cadence, Comparison, Criteria, History, Measurement, OnNoData, Rule, Sample, Tolerance,
+    Verdict,
 };
 
 const ROUNDS: u32 = 200_000;
@@ -24,15 +24,15 @@ fn series(models: &[&str], value: f64) -> Vec<Sample> {
 
 /// The README's recommended check on a litellm-shaped canary: a per-model error ratio with a
 /// minimum number of requests behind each model's verdict.
-fn litellm_ratio() -> (CheckPolicy, Measurement) {
+fn litellm_ratio() -> (Criteria, Measurement) {
     let models = ["gpt-4o", "llama", "mistral-small", "qwen"];
-    let policy = CheckPolicy {
+    let policy = Criteria {
         name: "error-rate".into(),
         rule: Rule::Threshold {
             op: Comparison::Le,
             value: 0.05,
         },
-        no_data: NoDataPolicy::Hold,
+        no_data: OnNoData::Hold,
         min_samples: Some(100.0),
         ratio: true,
     };
@@ -45,15 +45,15 @@ fn litellm_ratio() -> (CheckPolicy, Measurement) {
     (policy, m)
 }
 
-fn against_stable() -> (CheckPolicy, Measurement) {
+fn against_stable() -> (Criteria, Measurement) {
     let models = ["gpt-4o", "llama", "mistral-small", "qwen"];
-    let policy = CheckPolicy {
+    let policy = Criteria {
         name: "latency-p95".into(),
         rule: Rule::AgainstStable(Tolerance {
             max_ratio: Some(1.2),
             ..Tolerance::default()
         }),
-        no_data: NoDataPolicy::Hold,
+        no_data: OnNoData::Hold,
         min_samples: None,
         ratio: false,
     };
@@ -65,14 +65,14 @@ fn against_stable() -> (CheckPolicy, Measurement) {
     (policy, m)
 }
 
-fn single_threshold() -> (CheckPolicy, Measurement) {
-    let policy = CheckPolicy {
+fn single_threshold() -> (Criteria, Measurement) {
+    let policy = Criteria {
         name: "up".into(),
         rule: Rule::Threshold {
             op: Comparison::Gt,
             value: 0.0,
         },
-        no_data: NoDataPolicy::Hold,
+        no_data: OnNoData::Hold,
         min_samples: None,
         ratio: false,
     };
@@ -83,14 +83,14 @@ fn single_threshold() -> (CheckPolicy, Measurement) {
     (policy, m)
 }
 
-fn cel_condition() -> (CheckPolicy, Measurement) {
+fn cel_condition() -> (Criteria, Measurement) {
     let (mut policy, m) = single_threshold();
     policy.rule = Rule::condition("value > 0.0 && value < 2.0").expect("compiles");
     (policy, m)
 }
 
 /// One full evaluation: judge the check, combine, decide.
-fn evaluate(policy: &CheckPolicy, m: &Measurement, gate: &Policy) -> decision::Action {
+fn evaluate(policy: &Criteria, m: &Measurement, gate: &Cadence) -> decision::Decision {
     let result = decision::judge(policy, m);
     let verdict = decision::combine(std::slice::from_ref(&result));
     decision::decide(
@@ -102,8 +102,8 @@ fn evaluate(policy: &CheckPolicy, m: &Measurement, gate: &Policy) -> decision::A
     .1
 }
 
-fn rate(name: &str, policy: &CheckPolicy, m: &Measurement) -> f64 {
-    let gate = Policy::default();
+fn rate(name: &str, policy: &Criteria, m: &Measurement) -> f64 {
+    let gate = Cadence::default();
     // Warm up, then measure.
     for _ in 0..ROUNDS / 10 {
         black_box(evaluate(black_box(policy), black_box(m), &gate));

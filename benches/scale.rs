@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, stream};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tollgate::gate::RolloutGate;
-use tollgate::rollout::{Phase, Rollout};
+use tollgate::api::{Phase, Rollout, RolloutGate};
 
 use support::controller::{Tollgate, metric_sum};
 use support::exporter::Exporter;

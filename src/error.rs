@@ -1,33 +1,33 @@
-//! The one error type of the crate.
+//! The controller's error type: what can end a reconcile (and is retried) or stop the process.
+//! Each layer below has its own: [`crate::compile::CompileError`] for specs,
+//! [`crate::evidence::credentials::SecretError`], [`crate::evidence::http::ClientError`] and the
+//! sources' own for evidence (which becomes NoData or Error evidence, never an `Error` here).
 
 use thiserror::Error;
+
+use crate::evidence::http::ClientError;
 
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
-
+    /// A promote or abort tollgate will not send (see [`crate::controller::actuate::patch`]).
     #[error("refusing to {action} {rollout}: {reason}")]
     Refused {
         action: &'static str,
         rollout: String,
         reason: String,
     },
-
     #[error("{0} has no namespace or name")]
     Unnamed(&'static str),
-
+    #[error("{0}")]
+    Client(#[from] ClientError),
     #[error("I/O: {0}")]
-    Io(String),
-
+    Io(#[from] std::io::Error),
     #[error("writing YAML: {0}")]
-    Yaml(String),
-
-    #[error("serializing {what}: {source}")]
-    Serialize {
-        what: &'static str,
-        source: serde_json::Error,
-    },
+    Yaml(#[from] serde_saphyr::SerializeError),
+    #[error("starting the controller: {0}")]
+    Startup(&'static str),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,9 +39,10 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Refused { .. } => "refused",
             Error::Unnamed(_) => "unnamed",
-            Error::Serialize { .. } => "serialize",
-            Error::Yaml(_) => "yaml",
+            Error::Client(_) => "client",
             Error::Io(_) => "io",
+            Error::Yaml(_) => "yaml",
+            Error::Startup(_) => "startup",
         }
     }
 }

@@ -1,27 +1,23 @@
 //! tollgate: evidence-gated promotion and rollback for Argo Rollouts.
 #![deny(warnings)]
 
-pub mod actuate;
+pub mod api;
+pub mod compile;
 pub mod controller;
 pub mod decision;
 pub mod error;
 pub mod evidence;
-pub mod gate;
 pub mod logmetrics;
 pub mod metrics;
-pub mod policy;
-pub mod report;
-pub mod rollout;
 pub mod server;
-pub mod template;
 
 pub use error::{Error, Result};
 
 /// The `RolloutGate` CustomResourceDefinition as YAML, exactly as checked in under `crds/`.
 pub fn crd_yaml() -> Result<String> {
     use kube::CustomResourceExt;
-    let crd = gate::RolloutGate::crd();
-    serde_saphyr::to_string(&crd).map_err(|e| Error::Yaml(e.to_string()))
+    let crd = api::RolloutGate::crd();
+    Ok(serde_saphyr::to_string(&crd)?)
 }
 
 #[cfg(test)]

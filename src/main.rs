@@ -105,8 +105,7 @@ fn run(format: LogFormat, config: tollgate::controller::Config) -> tollgate::Res
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-        .map_err(|e| tollgate::Error::Io(e.to_string()))?;
+        .build()?;
     runtime.block_on(tollgate::controller::run(config))
 }
 

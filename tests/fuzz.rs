@@ -18,13 +18,13 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use tollgate::decision::{
-    self, CheckPolicy, Comparison, Measurement, NoDataPolicy, Rule, Tolerance, Verdict,
+    self, Comparison, Criteria, Measurement, OnNoData, Rule, Tolerance, Verdict,
 };
+use tollgate::evidence::template::{self, NAMES, TemplateError, Vars};
 use tollgate::evidence::{prometheus, webhook};
 use tollgate::logmetrics::config::Field;
 use tollgate::logmetrics::follow::{self, Handler, Line, LineReader};
 use tollgate::logmetrics::parse::{Extractor, Malformed};
-use tollgate::template::{self, NAMES, TemplateError, Vars};
 
 /// An error message lands in the gate's status, an Event and a log line.
 const MAX_MESSAGE: usize = 2048;
@@ -461,11 +461,11 @@ fn status(param: u64) -> u16 {
 }
 
 /// Checks the engine can judge under, so whatever a decoder lets through is also judged.
-fn policies() -> Vec<CheckPolicy> {
-    let policy = |rule, ratio, min_samples| CheckPolicy {
+fn policies() -> Vec<Criteria> {
+    let policy = |rule, ratio, min_samples| Criteria {
         name: "fuzzed".into(),
         rule,
-        no_data: NoDataPolicy::Hold,
+        no_data: OnNoData::Hold,
         min_samples,
         ratio,
     };
@@ -508,7 +508,7 @@ const PROMETHEUS: &[&[u8]] = &[
     b"",
 ];
 
-fn check_prometheus(policies: &[CheckPolicy], param: u64, body: &[u8]) -> Outcome {
+fn check_prometheus(policies: &[Criteria], param: u64, body: &[u8]) -> Outcome {
     let reply = prometheus::parse(status(param), body);
     for w in &reply.warnings {
         // A warning may be empty (the server sent one); it must still be short.
@@ -569,7 +569,7 @@ const WEBHOOK: &[&[u8]] = &[
     b"Internal Server Error",
 ];
 
-fn check_webhook(policies: &[CheckPolicy], param: u64, body: &[u8]) -> Outcome {
+fn check_webhook(policies: &[Criteria], param: u64, body: &[u8]) -> Outcome {
     let status = status(param);
     let reported = param & (1 << 40) != 0;
     let m = webhook::parse(status, body, reported);
@@ -827,17 +827,17 @@ const DURATIONS: &[&[u8]] = &[
     b"007s",
 ];
 
-/// The grammar `duration` documents, restated: one or more `<digits><unit>`, each count at most
-/// u32::MAX; `None` for anything else.
+/// The grammar `Duration` documents, restated: at most 32 bytes of one or more
+/// `<digits><unit>`, each count of one to nine digits; `None` for anything else.
 fn reference_duration(text: &[u8]) -> Option<u128> {
     let mut total: u128 = 0;
     let mut rest = text;
-    if rest.is_empty() {
+    if rest.is_empty() || rest.len() > 32 {
         return None;
     }
     while !rest.is_empty() {
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 {
+        if digits == 0 || digits > 9 {
             return None;
         }
         let n: u128 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
@@ -849,9 +849,6 @@ fn reference_duration(text: &[u8]) -> Option<u128> {
             [b'h', ..] => (3_600_000_000_000, 1),
             _ => return None,
         };
-        if n > u128::from(u32::MAX) {
-            return None;
-        }
         total += n * nanos;
         rest = &rest[unit_len..];
     }
@@ -860,12 +857,12 @@ fn reference_duration(text: &[u8]) -> Option<u128> {
 
 fn check_duration(_: u64, input: &[u8]) -> Outcome {
     let text = String::from_utf8_lossy(input);
-    let got = tollgate::policy::duration("spec.interval", &text);
+    let got = tollgate::api::Duration::parse(&text);
     let want = reference_duration(text.as_bytes());
     match (&got, want) {
-        (Ok(d), Some(w)) if d.as_nanos() == w => Ok("ok".into()),
+        (Ok(d), Some(w)) if d.get().as_nanos() == w => Ok("ok".into()),
         (Err(message), None) => {
-            if message.is_empty() {
+            if message.to_string().is_empty() {
                 return Err(violation("an empty error", ""));
             }
             Ok("err".into())
@@ -878,8 +875,8 @@ fn check_duration(_: u64, input: &[u8]) -> Outcome {
 }
 
 #[test]
-fn policy_duration() {
-    fuzz("policy::duration", DURATIONS, &check_duration);
+fn api_duration() {
+    fuzz("api::Duration::parse", DURATIONS, &check_duration);
 }
 
 // ---- templates -------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ use kube::ResourceExt;
 
 use super::context::{Compiled, Context};
 use super::tracker::PauseKey;
-use crate::decision::{self, CheckResult, Measurement, Verdict};
+use crate::api::{Rollout, RolloutGate};
+use crate::compile::CompiledGate;
+use crate::decision::{self, CheckResult, Verdict};
+use crate::evidence::pods::RevisionPods;
 use crate::evidence::probe::ProbeRun;
-use crate::evidence::{self, credentials, pods, webhook};
-use crate::gate::RolloutGate;
-use crate::policy::{Gate, GateCheck, Source};
-use crate::rollout::Rollout;
-use crate::template::Vars;
+use crate::evidence::template::Vars;
+use crate::evidence::{self, Evaluation, Source};
 
 /// One evaluation's evidence, being gathered. Dropping the last handle (the pause ended, or the
 /// tracker was replaced) stops the gathering.
@@ -52,7 +52,7 @@ impl Gathering {
         let checks = built
             .gate
             .as_ref()
-            .map(|g| g.checks.iter().map(|c| c.judge.name.clone()).collect())
+            .map(|g| g.checks.iter().map(|c| c.criteria.name.clone()).collect())
             .unwrap_or_default();
         let (seen, out, ctx) = (rollout.clone(), results.clone(), ctx.clone());
         let task = tokio::spawn(async move {
@@ -102,29 +102,26 @@ impl Gathering {
 async fn gather(
     rollout: &Rollout,
     gate: &RolloutGate,
-    compiled: &Gate,
+    compiled: &CompiledGate,
     pause: &PauseKey,
     probe: Option<&ProbeRun>,
     ctx: &Context,
 ) -> Vec<CheckResult> {
-    let status = rollout.status_or_default();
     let vars = Vars {
         namespace: rollout.namespace().unwrap_or_default(),
         rollout: rollout.name_any(),
         hash: pause.revision.clone(),
         canary_hash: pause.revision.clone(),
-        stable_hash: status.stable_rs.unwrap_or_default(),
+        stable_hash: rollout.status_or_default().stable_rs.unwrap_or_default(),
         step: pause.step,
     };
-    // One instant for every query of this evaluation, a second back so the newest scrape is in.
-    let at = Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0;
     let reads_pods = compiled
         .checks
         .iter()
         .any(|c| matches!(c.source, Source::PodHealth(_)));
     let pods = match reads_pods {
         true => Some(
-            pods::Revisions::list(
+            RevisionPods::list(
                 &ctx.client,
                 &vars.namespace,
                 &vars.canary_hash,
@@ -134,18 +131,21 @@ async fn gather(
         ),
         false => None,
     };
-    // A pause without a readable start can never be shown to have begun: nothing is evidence.
-    let not_before = pause
-        .started
-        .parse::<Timestamp>()
-        .map(|t| t.as_millisecond() as f64 / 1000.0)
-        .unwrap_or(f64::INFINITY);
+    let gate_name = gate.name_any();
     let evaluation = Evaluation {
         vars: &vars,
-        at,
-        not_before,
-        gate,
-        pause,
+        // One instant for every query of this evaluation, a second back so the newest scrape is
+        // in.
+        at: Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0,
+        // A pause without a readable start can never be shown to have begun: nothing is
+        // evidence.
+        not_before: pause
+            .started
+            .parse::<Timestamp>()
+            .map(|t| t.as_millisecond() as f64 / 1000.0)
+            .unwrap_or(f64::INFINITY),
+        gate: &gate_name,
+        pause_started: &pause.started,
         probe,
         pods: pods.as_ref(),
     };
@@ -153,8 +153,9 @@ async fn gather(
         let evaluation = &evaluation;
         async move {
             let started = Instant::now();
-            let measurement = measure(check, evaluation, ctx).await;
-            let result = decision::judge(&check.judge, &measurement);
+            let measurement =
+                evidence::measure(&check.source, &check.criteria, evaluation, &ctx.sources).await;
+            let result = decision::judge(&check.criteria, &measurement);
             ctx.metrics.source_query(
                 started.elapsed(),
                 !matches!(result.verdict, Verdict::Error(_)),
@@ -163,70 +164,6 @@ async fn gather(
         }
     });
     futures::future::join_all(work).await
-}
-
-/// What every check of one evaluation is measured against.
-struct Evaluation<'a> {
-    vars: &'a Vars,
-    at: f64,
-    /// When the pause began (Unix seconds): evidence from before it does not count.
-    not_before: f64,
-    gate: &'a RolloutGate,
-    pause: &'a PauseKey,
-    probe: Option<&'a ProbeRun>,
-    /// Both revisions' pods, when a pod-health check reads them.
-    pods: Option<&'a pods::Revisions>,
-}
-
-/// One check's measurement, from whichever source it reads.
-async fn measure(check: &GateCheck, e: &Evaluation<'_>, ctx: &Context) -> Measurement {
-    let ns = &e.vars.namespace;
-    match &check.source {
-        Source::Prometheus(q) => {
-            let _turn = ctx.turn(&q.source.address).await;
-            match credentials::read(&ctx.client, ns, q.source.auth.as_ref()).await {
-                Err(why) => Measurement::failed(why),
-                Ok(creds) => match ctx.source(&q.source.address, &creds) {
-                    Err(why) => Measurement::failed(why),
-                    Ok(client) => {
-                        evidence::measure(q, &check.judge.rule, &client, e.vars, e.at, e.not_before)
-                            .await
-                    }
-                },
-            }
-        }
-        Source::Probe(metric) => match e.probe {
-            Some(p) => p.measure(*metric, check.judge.rule.needs_baseline()),
-            None => Measurement::failed("the probe is not running"),
-        },
-        Source::PodHealth(signal) => match e.pods {
-            Some(p) => p.measure(*signal, Timestamp::now()),
-            None => Measurement::failed("the pods were not listed"),
-        },
-        Source::Webhook { webhook, timeout } => {
-            let _turn = ctx.turn(&webhook.url).await;
-            let headers = match credentials::headers(&ctx.client, ns, &webhook.headers).await {
-                Ok(h) => h,
-                Err(why) => return Measurement::failed(why),
-            };
-            let request = webhook::Request::new(
-                e.vars,
-                &e.gate.name_any(),
-                &check.judge.name,
-                &e.pause.started,
-            );
-            let reported = matches!(check.judge.rule, decision::Rule::Reported);
-            webhook::ask(
-                &ctx.http,
-                &webhook.url,
-                headers,
-                *timeout,
-                &request,
-                reported,
-            )
-            .await
-        }
-    }
 }
 
 #[cfg(test)]

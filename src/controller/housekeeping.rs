@@ -8,14 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
-use kube::{Api, ResourceExt};
 use serde_json::{Map, Value, json};
 
-use super::context::{Context, selects};
-use crate::gate::{GatedRollout, MAX_DETAILED_ENTRIES, RolloutGate};
-use crate::rollout::Rollout;
+use super::context::Context;
+use super::observe::selected;
+use super::record;
+use crate::api::{GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate};
 
 const EVERY: Duration = Duration::from_secs(15);
 
@@ -40,14 +41,8 @@ async fn tidy(
     cached: &RolloutGate,
     rollouts: &Store<DeserializeGuard<Rollout>>,
 ) -> crate::Result<()> {
-    let ns = cached.namespace().unwrap_or_default();
-    let current: BTreeMap<String, String> = rollouts
-        .state()
+    let current: BTreeMap<String, String> = selected(cached, rollouts)
         .iter()
-        .filter(|r| {
-            r.namespace().as_deref() == Some(ns.as_str())
-                && selects(cached, &r.name_any(), r.labels())
-        })
         .map(|r| {
             let hash =
                 r.0.as_ref()
@@ -59,16 +54,7 @@ async fn tidy(
     if tidied(cached, &current).is_none() {
         return Ok(());
     }
-    let lock = ctx.writer(cached);
-    let _turn = lock.lock().await;
-    let api: Api<RolloutGate> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(gate) = api.get_opt(&cached.name_any()).await? else {
-        return Ok(());
-    };
-    match tidied(&gate, &current) {
-        Some(body) => ctx.patch_unlocked(&gate, body).await,
-        None => Ok(()),
-    }
+    record::rewrite(ctx, cached, |gate| tidied(gate, &current)).await
 }
 
 /// The status patch that tidies `gate`, if it needs one. `current`: each selected Rollout's
@@ -126,15 +112,13 @@ fn forget_deleted(ctx: &Context, rollouts: &Store<DeserializeGuard<Rollout>>) {
         .iter()
         .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
         .collect();
-    if let Ok(mut trackers) = ctx.trackers.lock() {
-        trackers.retain(|key, _| alive.contains(key));
-    }
+    ctx.trackers.retain(|key| alive.contains(key));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::GatePhase;
+    use crate::api::GatePhase;
 
     fn entry(phase: GatePhase, since: &str) -> GatedRollout {
         GatedRollout {

@@ -4,10 +4,22 @@
 //! Rollouts that no gate selects are never evaluated and cost no queries: their reconcile ends
 //! at the gate lookup, and nothing requeues them.
 
+//! The pipeline, one module a stage: [`observe`] (which gate, which pause) → [`gather`]
+//! (evidence, in the background) → [`crate::decision`] (pure) → [`effect`] (pure: the writes to
+//! make) → [`actuate`] (the only writer of Rollouts) → [`record`] (the only writer of gate status
+//! and Events). [`reconcile`] and [`pause`] run the stages for one Rollout; [`tracker`] is what
+//! a pause remembers between them.
+
+pub mod actuate;
 mod context;
-mod gated;
+pub mod effect;
 mod gather;
 mod housekeeping;
+mod observe;
+mod pause;
+mod reconcile;
+pub mod record;
+mod report;
 mod tracker;
 
 pub use context::Context;
@@ -24,8 +36,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::gate::RolloutGate;
-use crate::rollout::Rollout;
+use crate::api::{Rollout, RolloutGate};
 use crate::server::{self, Health};
 use crate::{Error, Result};
 
@@ -96,11 +107,9 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::info!("caches synced; ready");
     });
     let mapper_store = rollouts.clone();
-    let wakeups = ctx.wakeups().ok_or(Error::Refused {
-        action: "start",
-        rollout: String::new(),
-        reason: "the controller was started twice on one context".into(),
-    })?;
+    let wakeups = ctx.wakeups().ok_or(Error::Startup(
+        "the controller was started twice on one context",
+    ))?;
     controller
         .reconcile_on(wakeups)
         .watches_stream(gate_changes, move |gate| affected(&gate, &mapper_store))
@@ -192,13 +201,8 @@ fn affected(
     rollouts: &reflector::Store<DeserializeGuard<Rollout>>,
 ) -> Vec<ObjectRef<DeserializeGuard<Rollout>>> {
     let ns = gate.namespace().unwrap_or_default();
-    let mut names: Vec<String> = rollouts
-        .state()
+    let mut names: Vec<String> = observe::selected(gate, rollouts)
         .iter()
-        .filter(|r| {
-            r.namespace().as_deref() == Some(ns.as_str())
-                && context::selects(gate, &r.name_any(), r.labels())
-        })
         .map(|r| r.name_any())
         .collect();
     if let Some(status) = &gate.status {
@@ -214,7 +218,7 @@ fn affected(
 
 async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -> Result<Action> {
     match &obj.0 {
-        Ok(rollout) => gated::reconcile(rollout, &ctx).await,
+        Ok(rollout) => reconcile::reconcile(rollout, &ctx).await,
         Err(invalid) => {
             ctx.metrics.malformed_rollouts.inc();
             tracing::warn!(

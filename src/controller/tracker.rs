@@ -1,13 +1,14 @@
 //! The in-memory state of one Rollout's gated pause. The gate's status holds the same facts, so
 //! a restarted controller resumes from there (see [`Tracker::resume`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::gather::Gathering;
+use crate::api::{GatePhase, GatedRollout};
 use crate::decision::History;
 use crate::evidence::probe::ProbeRun;
-use crate::gate::{GatePhase, GatedRollout};
 
 /// Which pause of which revision, under which version of the gate. Evidence gathered for one
 /// key never counts for another.
@@ -19,7 +20,7 @@ pub struct PauseKey {
     pub started: String,
     pub gate_uid: String,
     pub gate_generation: i64,
-    /// A digest of the gate's spec (see [`crate::policy::digest`]).
+    /// A digest of the gate's spec (see [`crate::compile::digest`]).
     pub policy_hash: String,
 }
 
@@ -154,10 +155,51 @@ impl Tracker {
     }
 }
 
+/// A Rollout, by namespace and name.
+pub type RolloutKey = (String, String);
+
+/// Every Rollout's tracker. The one owner of the map: callers take a copy, work on it, and put
+/// it back, so no lock is held across an await.
+#[derive(Default)]
+pub struct Trackers(Mutex<HashMap<RolloutKey, Tracker>>);
+
+impl Trackers {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<RolloutKey, Tracker>> {
+        // A panic elsewhere while holding the lock leaves a consistent map (every write is a
+        // single insert or remove): keep using it rather than forget every pause.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn get(&self, key: &RolloutKey) -> Option<Tracker> {
+        self.map().get(key).cloned()
+    }
+
+    pub fn put(&self, key: RolloutKey, tracker: Tracker) {
+        self.map().insert(key, tracker);
+    }
+
+    /// Drops the Rollout's tracker (stopping its probe); whether there was one.
+    pub fn forget(&self, key: &RolloutKey) -> bool {
+        self.map().remove(key).is_some()
+    }
+
+    /// Changes the Rollout's tracker in place, if it has one.
+    pub fn update(&self, key: &RolloutKey, change: impl FnOnce(&mut Tracker)) {
+        if let Some(t) = self.map().get_mut(key) {
+            change(t);
+        }
+    }
+
+    /// Keeps only the trackers of Rollouts `alive` names.
+    pub fn retain(&self, alive: impl Fn(&RolloutKey) -> bool) {
+        self.map().retain(|key, _| alive(key));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::EvaluationRecord;
+    use crate::api::EvaluationRecord;
 
     const INTERVAL: Duration = Duration::from_secs(30);
 

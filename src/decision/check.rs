@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::rule::{Inputs, Rule, num};
 use super::{
-    Answer, CheckPolicy, Labels, Measurement, NoDataPolicy, Sample, Verdict, format_labels, listing,
+    Answer, Criteria, Labels, Measurement, OnNoData, Sample, Verdict, format_labels, listing,
 };
 
 /// Labels that differ between revisions by construction; series of the canary and the stable
@@ -34,7 +34,7 @@ pub struct CheckResult {
 }
 
 /// Judges one check on one measurement.
-pub fn judge(policy: &CheckPolicy, m: &Measurement) -> CheckResult {
+pub fn judge(policy: &Criteria, m: &Measurement) -> CheckResult {
     let (verdict, series) = match judge_series(policy, m) {
         Ok(series) => (fold(&series), series),
         Err(verdict) => (verdict, Vec::new()),
@@ -43,10 +43,8 @@ pub fn judge(policy: &CheckPolicy, m: &Measurement) -> CheckResult {
     // failing series, so it is never skipped.
     let partial = !m.warnings.is_empty();
     let (verdict, skipped) = match (verdict, policy.no_data) {
-        (Verdict::NoData(why), NoDataPolicy::Fail) => {
-            (Verdict::Fail(format!("no data: {why}")), false)
-        }
-        (v @ Verdict::NoData(_), NoDataPolicy::Skip) if !partial => (v, true),
+        (Verdict::NoData(why), OnNoData::Fail) => (Verdict::Fail(format!("no data: {why}")), false),
+        (v @ Verdict::NoData(_), OnNoData::Skip) if !partial => (v, true),
         (v, _) => (v, false),
     };
     CheckResult {
@@ -58,7 +56,7 @@ pub fn judge(policy: &CheckPolicy, m: &Measurement) -> CheckResult {
 }
 
 /// The per-series results, or the verdict for the whole check when it cannot get that far.
-fn judge_series(policy: &CheckPolicy, m: &Measurement) -> Result<Vec<SeriesResult>, Verdict> {
+fn judge_series(policy: &Criteria, m: &Measurement) -> Result<Vec<SeriesResult>, Verdict> {
     if !m.warnings.is_empty() {
         // Partial data can hide exactly the series that fail: judge nothing on it.
         return Err(Verdict::NoData(format!(
@@ -152,7 +150,7 @@ fn reported(m: &Measurement) -> Verdict {
 }
 
 fn judge_one(
-    policy: &CheckPolicy,
+    policy: &Criteria,
     s: &Sample,
     stable: Option<Option<f64>>,
     samples: Option<f64>,
@@ -169,7 +167,7 @@ fn judge_one(
 }
 
 fn series_verdict(
-    policy: &CheckPolicy,
+    policy: &Criteria,
     value: f64,
     stable: Option<Option<f64>>,
     samples: Option<f64>,
@@ -409,25 +407,25 @@ mod tests {
     use super::super::rule::{Comparison, Tolerance};
     use super::*;
 
-    fn policy(rule: Rule) -> CheckPolicy {
-        CheckPolicy {
+    fn policy(rule: Rule) -> Criteria {
+        Criteria {
             name: "error-rate".into(),
             rule,
-            no_data: NoDataPolicy::Hold,
+            no_data: OnNoData::Hold,
             min_samples: None,
             ratio: false,
         }
     }
 
-    fn at_most(limit: f64) -> CheckPolicy {
+    fn at_most(limit: f64) -> Criteria {
         policy(Rule::Threshold {
             op: Comparison::Le,
             value: limit,
         })
     }
 
-    fn ratio(limit: f64) -> CheckPolicy {
-        CheckPolicy {
+    fn ratio(limit: f64) -> Criteria {
+        Criteria {
             ratio: true,
             ..at_most(limit)
         }
@@ -458,12 +456,12 @@ mod tests {
     #[test]
     fn no_data_policies() {
         let mut p = at_most(0.05);
-        p.no_data = NoDataPolicy::Fail;
+        p.no_data = OnNoData::Fail;
         assert_eq!(
             judge(&p, &values(vec![])).verdict,
             Verdict::Fail("no data: the query returned no series".into())
         );
-        p.no_data = NoDataPolicy::Skip;
+        p.no_data = OnNoData::Skip;
         let r = judge(&p, &values(vec![]));
         assert!(r.skipped && matches!(r.verdict, Verdict::NoData(_)));
     }
@@ -485,7 +483,7 @@ mod tests {
         let r = judge(&p, &values(one(f64::INFINITY)));
         assert!(matches!(r.verdict, Verdict::Error(_)), "{:?}", r.verdict);
         let mut skip = p.clone();
-        skip.no_data = NoDataPolicy::Skip;
+        skip.no_data = OnNoData::Skip;
         assert!(!judge(&skip, &values(one(f64::INFINITY))).skipped);
     }
 
@@ -542,7 +540,7 @@ mod tests {
     #[test]
     fn a_partial_answer_is_never_skipped() {
         let mut p = at_most(0.05);
-        p.no_data = NoDataPolicy::Skip;
+        p.no_data = OnNoData::Skip;
         let mut m = values(one(0.9));
         m.warnings = vec!["partial response".into()];
         let r = judge(&p, &m);
@@ -669,7 +667,7 @@ mod tests {
         assert!(matches!(judge(&ratio(0.05), &m).verdict, Verdict::Error(_)));
         // The NoData policy never turns an unpaired numerator into a skip.
         let mut skip = ratio(0.05);
-        skip.no_data = NoDataPolicy::Skip;
+        skip.no_data = OnNoData::Skip;
         let m = ratio_of(vec![Sample::new(&[("code", "500")], 4.0)], one(4.0));
         assert!(!judge(&skip, &m).skipped);
     }
@@ -897,7 +895,7 @@ mod tests {
             Verdict::Fail("p95 doubled".into())
         );
         let mut strict = policy(Rule::Reported);
-        strict.no_data = NoDataPolicy::Fail;
+        strict.no_data = OnNoData::Fail;
         assert_eq!(
             judge(&strict, &with(Verdict::NoData("no traffic".into()))).verdict,
             Verdict::Fail("no data: no traffic".into())

@@ -4,14 +4,14 @@
 //! Pure: no I/O, no clock, no Kubernetes or network types. Everything it needs is passed in, so
 //! every rule is unit-tested without a server (see the tests in each submodule).
 
+mod cadence;
 mod check;
-mod policy;
 #[cfg(test)]
 mod properties;
 mod rule;
 
+pub use cadence::{AtPause, Cadence, DeadlineAction, Decision, History, decide};
 pub use check::{CheckResult, SeriesResult, judge};
-pub use policy::{Action, AtPause, DeadlineAction, History, Policy, decide};
 pub use rule::{Comparison, Rule, RuleError, Tolerance, num};
 
 use std::collections::BTreeMap;
@@ -86,7 +86,7 @@ impl Measurement {
 
 /// What to do when a check has no data (empty result, NaN/Inf, too few samples).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NoDataPolicy {
+pub enum OnNoData {
     /// Not a pass and not a failure: the gate waits for data (and its deadline policy applies).
     #[default]
     Hold,
@@ -99,10 +99,10 @@ pub enum NoDataPolicy {
 
 /// How one check is judged.
 #[derive(Clone, Debug)]
-pub struct CheckPolicy {
+pub struct Criteria {
     pub name: String,
     pub rule: Rule,
-    pub no_data: NoDataPolicy,
+    pub no_data: OnNoData,
     /// Fewer samples than this (per series, or in total) is NoData, never a pass.
     pub min_samples: Option<f64>,
     /// The value is numerator / denominator (see [`check::ratio`]).

@@ -64,7 +64,7 @@ fn verdict() -> impl Strategy<Value = Verdict> {
     ]
 }
 
-fn gate_policy() -> impl Strategy<Value = Policy> {
+fn gate_policy() -> impl Strategy<Value = Cadence> {
     (
         1u64..60,
         0u64..300,
@@ -75,7 +75,7 @@ fn gate_policy() -> impl Strategy<Value = Policy> {
         select(&[DeadlineAction::Hold, DeadlineAction::Abort][..]),
     )
         .prop_map(
-            |(interval, bake, passes, failures, errors, deadline, on_deadline)| Policy {
+            |(interval, bake, passes, failures, errors, deadline, on_deadline)| Cadence {
                 interval: Duration::from_secs(interval),
                 bake_time: Duration::from_secs(bake),
                 required_passes: passes,
@@ -123,31 +123,31 @@ proptest! {
 
             prop_assert_eq!(next.failures, failures, "step {}: failures miscounted", step);
             match &action {
-                Action::Promote { .. } => prop_assert!(
+                Decision::Promote { .. } => prop_assert!(
                     passed && baked && !lost,
                     "step {step}: promoted with passed={passed} baked={baked} lost={lost}: {action:?}"
                 ),
-                Action::Abort { .. } => prop_assert!(
+                Decision::Abort { .. } => prop_assert!(
                     lost || deadline_aborts,
                     "step {step}: aborted with {failures} failure(s) and no aborting deadline: \
                      {action:?}"
                 ),
-                Action::Wait { .. } | Action::Hold { .. } => {}
+                Decision::Wait { .. } | Decision::Hold { .. } => {}
             }
             if lost {
                 prop_assert!(
-                    matches!(action, Action::Abort { .. }),
+                    matches!(action, Decision::Abort { .. }),
                     "step {step}: past the failure limit but {action:?}"
                 );
             } else if passed && baked {
                 prop_assert!(
-                    matches!(action, Action::Promote { .. }),
+                    matches!(action, Decision::Promote { .. }),
                     "step {step}: enough passes, baked, yet {action:?}"
                 );
             }
             if only_missing && !deadline_aborts {
                 prop_assert!(
-                    !matches!(action, Action::Abort { .. }),
+                    !matches!(action, Decision::Abort { .. }),
                     "step {step}: aborted on missing evidence alone: {action:?}"
                 );
             }
@@ -235,14 +235,14 @@ fn rule() -> impl Strategy<Value = Rule> {
     ]
 }
 
-fn check_policy(ratio: impl Strategy<Value = bool>) -> impl Strategy<Value = CheckPolicy> {
+fn check_policy(ratio: impl Strategy<Value = bool>) -> impl Strategy<Value = Criteria> {
     (
         rule(),
-        select(&[NoDataPolicy::Hold, NoDataPolicy::Fail, NoDataPolicy::Skip][..]),
+        select(&[OnNoData::Hold, OnNoData::Fail, OnNoData::Skip][..]),
         proptest::option::of(select(&[0.0, 10.0, 100.0][..])),
         ratio,
     )
-        .prop_map(|(rule, no_data, min_samples, ratio)| CheckPolicy {
+        .prop_map(|(rule, no_data, min_samples, ratio)| Criteria {
             name: "error-rate".into(),
             rule,
             no_data,
@@ -367,12 +367,12 @@ proptest! {
         min_samples in proptest::option::of(0.0..1e4f64),
         spare in vec(0.0..1e3f64, 41),
         revision_label in any::<bool>(),
-        no_data in select(&[NoDataPolicy::Hold, NoDataPolicy::Fail, NoDataPolicy::Skip][..]),
+        no_data in select(&[OnNoData::Hold, OnNoData::Fail, OnNoData::Skip][..]),
     ) {
         // `upper`: the threshold is a ceiling (<=), else a floor (>=); the good side of it is
         // where every series sits.
         let (op, good) = if upper { (Comparison::Le, -1.0) } else { (Comparison::Ge, 1.0) };
-        let policy = CheckPolicy {
+        let policy = Criteria {
             name: "latency".into(),
             rule: Rule::Threshold { op, value: threshold },
             no_data,
@@ -431,14 +431,14 @@ proptest! {
     }
 }
 
-fn ratio_at_most(limit: f64) -> CheckPolicy {
-    CheckPolicy {
+fn ratio_at_most(limit: f64) -> Criteria {
+    Criteria {
         name: "error-rate".into(),
         rule: Rule::Threshold {
             op: Comparison::Le,
             value: limit,
         },
-        no_data: NoDataPolicy::Hold,
+        no_data: OnNoData::Hold,
         min_samples: None,
         ratio: true,
     }

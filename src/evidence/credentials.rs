@@ -1,42 +1,111 @@
-//! Reads a source's credentials from Kubernetes Secrets in the gate's namespace. Values are
-//! never logged; errors name the Secret and key, never their content.
+//! Credentials a source sends, named in a gate by Secret and key, and read from Kubernetes
+//! Secrets in the gate's namespace when a source is asked. Values are never logged; errors name
+//! the Secret and key, never their content.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use super::prometheus::Credentials;
-use crate::gate::{Header, PrometheusAuth, SecretKey};
+/// One key of a Secret in the gate's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecretKeyRef {
+    pub secret: String,
+    pub key: String,
+}
+
+/// How a source authenticates, and whom it trusts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Auth {
+    pub authorization: Option<Authorization>,
+    /// A PEM CA bundle to trust besides the system's.
+    pub ca: Option<SecretKeyRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Authorization {
+    /// `Authorization: Bearer <token>`.
+    Bearer(SecretKeyRef),
+    /// Basic auth from a Secret's `username` and `password` keys.
+    Basic { secret: String },
+}
+
+/// A header a source sends, with a literal value or one read from a Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: HeaderValue,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderValue {
+    Literal(String),
+    Secret(SecretKeyRef),
+}
+
+/// Why a credential could not be read. Names the Secret and key, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("reading Secret {secret}: {}", short(.source))]
+    Read {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Secret {0} not found")]
+    NotFound(String),
+    #[error("Secret {secret} has no key {key}")]
+    NoKey { secret: String, key: String },
+    #[error("Secret {secret}/{key} is not UTF-8")]
+    NotUtf8 { secret: String, key: String },
+}
+
+/// Credentials and trust for one source, read from their Secrets.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    /// A complete `Authorization` header value (`Bearer …` or `Basic …`).
+    pub authorization: Option<String>,
+    /// PEM bundle of extra CAs.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.debug_struct("Credentials")
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .finish()
+    }
+}
 
 pub async fn read(
     client: &Client,
     namespace: &str,
-    auth: Option<&PrometheusAuth>,
-) -> Result<Credentials, String> {
-    let Some(auth) = auth else {
-        return Ok(Credentials::default());
-    };
+    auth: &Auth,
+) -> Result<Credentials, SecretError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut creds = Credentials::default();
-    if let Some(token) = &auth.bearer_token {
-        let value = key(&secrets, token).await?;
-        let token = String::from_utf8(value)
-            .map_err(|_| format!("Secret {}/{} is not UTF-8", token.name, token.key))?;
-        creds.authorization = Some(format!("Bearer {}", token.trim()));
-    }
-    if let Some(basic) = &auth.basic_auth {
-        let pick = |k: &str| SecretKey {
-            name: basic.name.clone(),
-            key: k.to_string(),
-        };
-        let user = key(&secrets, &pick("username")).await?;
-        let password = key(&secrets, &pick("password")).await?;
-        let mut pair = user;
-        pair.push(b':');
-        pair.extend(password);
-        creds.authorization = Some(format!("Basic {}", base64(&pair)));
+    match &auth.authorization {
+        None => {}
+        Some(Authorization::Bearer(token)) => {
+            let token = text(&secrets, token).await?;
+            creds.authorization = Some(format!("Bearer {token}"));
+        }
+        Some(Authorization::Basic { secret }) => {
+            let pick = |key: &str| SecretKeyRef {
+                secret: secret.clone(),
+                key: key.to_string(),
+            };
+            let mut pair = bytes(&secrets, &pick("username")).await?;
+            pair.push(b':');
+            pair.extend(bytes(&secrets, &pick("password")).await?);
+            creds.authorization = Some(format!("Basic {}", base64(&pair)));
+        }
     }
     if let Some(ca) = &auth.ca {
-        creds.ca_pem = Some(key(&secrets, ca).await?);
+        creds.ca_pem = Some(bytes(&secrets, ca).await?);
     }
     Ok(creds)
 }
@@ -47,37 +116,51 @@ pub async fn headers(
     client: &Client,
     namespace: &str,
     wanted: &[Header],
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, SecretError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut out = Vec::with_capacity(wanted.len());
     for h in wanted {
-        let value = match (&h.value, &h.secret) {
-            (Some(v), _) => v.clone(),
-            (None, Some(s)) => String::from_utf8(key(&secrets, s).await?)
-                .map_err(|_| format!("Secret {}/{} is not UTF-8", s.name, s.key))?
-                .trim()
-                .to_string(),
-            (None, None) => return Err(format!("header {} has no value", h.name)),
+        let value = match &h.value {
+            HeaderValue::Literal(v) => v.clone(),
+            HeaderValue::Secret(s) => text(&secrets, s).await?,
         };
         out.push((h.name.clone(), value));
     }
     Ok(out)
 }
 
-async fn key(secrets: &Api<Secret>, wanted: &SecretKey) -> Result<Vec<u8>, String> {
+/// A key's value as text, trimmed (a trailing newline from `kubectl create secret` is no part
+/// of a token).
+async fn text(secrets: &Api<Secret>, wanted: &SecretKeyRef) -> Result<String, SecretError> {
+    let value = bytes(secrets, wanted).await?;
+    let text = String::from_utf8(value).map_err(|_| SecretError::NotUtf8 {
+        secret: wanted.secret.clone(),
+        key: wanted.key.clone(),
+    })?;
+    Ok(text.trim().to_string())
+}
+
+async fn bytes(secrets: &Api<Secret>, wanted: &SecretKeyRef) -> Result<Vec<u8>, SecretError> {
     let secret = secrets
-        .get_opt(&wanted.name)
+        .get_opt(&wanted.secret)
         .await
-        .map_err(|e| format!("reading Secret {}: {}", wanted.name, short(&e)))?
-        .ok_or_else(|| format!("Secret {} not found", wanted.name))?;
+        .map_err(|source| SecretError::Read {
+            secret: wanted.secret.clone(),
+            source,
+        })?
+        .ok_or_else(|| SecretError::NotFound(wanted.secret.clone()))?;
     secret
         .data
         .and_then(|mut d| d.remove(&wanted.key))
         .map(|b| b.0)
-        .ok_or_else(|| format!("Secret {} has no key {}", wanted.name, wanted.key))
+        .ok_or_else(|| SecretError::NoKey {
+            secret: wanted.secret.clone(),
+            key: wanted.key.clone(),
+        })
 }
 
-fn short(e: &kube::Error) -> String {
+/// A Kubernetes API error in one line: the server's message and code.
+pub fn short(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
         other => other.to_string(),

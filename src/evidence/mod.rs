@@ -1,219 +1,88 @@
-//! Evidence sources, at the I/O edge: they turn a compiled check and a revision into a
-//! [`Measurement`] for the decision engine.
+//! Evidence, at the I/O edge: each source turns a compiled check and the revisions at a pause
+//! into a [`Measurement`] for the decision engine. One module per source; [`measure`] is the one
+//! place that picks between them.
+//!
+//! A source never drops what it could not read: it says so, as NoData (nothing to judge yet) or
+//! Error (the source failed, with what to fix), and the engine decides what that means.
 
 pub mod credentials;
-mod http;
+pub mod http;
 pub mod pods;
 pub mod probe;
 pub mod prometheus;
+mod sources;
+pub mod template;
 pub mod webhook;
 
-use crate::decision::{Answer, Measurement, Rule};
-use crate::policy::PromQueries;
-use crate::template::{self, TemplateError, Vars};
-use prometheus::Reply;
+pub use sources::Sources;
 
-/// Why answers for instant `at` are not evidence of a pause that began at `not_before`, if they
-/// are not: asked for a moment before the pause, or answered (by the source's own `time()`, or
-/// for want of one) from before it. Only a source answering from earlier than asked counts as
-/// lagging: a query window reaching back before the pause is the gate author's choice.
-fn before_the_pause(at: f64, as_of: Option<f64>, not_before: f64) -> Option<String> {
-    if at.is_nan() || at < not_before {
-        return Some("the evaluation instant precedes the pause's start".into());
-    }
-    let Some(t) = as_of.filter(|t| t.is_finite()) else {
-        return Some(
-            "the source did not say which moment it answers for (time() gave no number); \
-             without it, answers from before the pause cannot be told apart"
-                .into(),
-        );
-    };
-    (at - t > MAX_CLOCK_SLACK && t < not_before).then(|| {
-        format!(
-            "the source answers as of {}s before this pause began (it serves recent queries \
-             from the past, like VictoriaMetrics' -search.latencyOffset); waiting for evidence \
-             from the pause itself",
-            crate::decision::num((not_before - t).ceil())
-        )
-    })
+use k8s_openapi::jiff::Timestamp;
+
+use crate::decision::{Criteria, Measurement, Rule};
+use pods::RevisionPods;
+use probe::ProbeRun;
+use template::Vars;
+
+/// Where one check's evidence comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Prometheus(prometheus::Queries),
+    Probe(probe::Metric),
+    PodHealth(pods::Signal),
+    Webhook(webhook::Endpoint),
 }
 
-/// The moment a source's answers describe, as the source itself evaluates it.
-const AS_OF: &str = "time()";
-/// How much earlier than asked a source may answer before it counts as answering from the past.
-const MAX_CLOCK_SLACK: f64 = 2.0;
+/// What every check of one evaluation is measured against.
+pub struct Evaluation<'a> {
+    pub vars: &'a Vars,
+    /// The instant every query describes (Unix seconds).
+    pub at: f64,
+    /// When the pause began (Unix seconds): evidence from before it does not count.
+    pub not_before: f64,
+    pub gate: &'a str,
+    /// When the pause began, as Argo wrote it.
+    pub pause_started: &'a str,
+    /// The pause's HTTP probe, when the gate has one.
+    pub probe: Option<&'a ProbeRun>,
+    /// Both revisions' pods, when a pod-health check reads them.
+    pub pods: Option<&'a RevisionPods>,
+}
 
-/// Runs every query one check needs for one evaluation, concurrently, all at instant `at`.
-/// A query naming a revision the Rollout does not have (no stable revision yet) is NoData:
-/// nothing is sent for it. Answers describing a moment before `not_before` (the pause's start,
-/// Unix seconds) are NoData too: evidence from before the pause is not evidence of it. Which
-/// moment an answer describes is asked of the source itself, with `time()` beside the check's
-/// queries: VictoriaMetrics answers recent queries as of `-search.latencyOffset` (30 s) ago,
-/// while stamping them with the time asked for.
+/// One check's measurement, from whichever source it reads.
 pub async fn measure(
-    check: &PromQueries,
-    rule: &Rule,
-    client: &prometheus::Client,
-    canary: &Vars,
-    at: f64,
-    not_before: f64,
+    source: &Source,
+    check: &Criteria,
+    e: &Evaluation<'_>,
+    sources: &Sources,
 ) -> Measurement {
-    let stable = canary.for_stable();
-    let baseline = rule.needs_baseline();
-    let wanted = [
-        (Some(&check.query), canary, true),
-        (check.denominator.as_ref(), canary, true),
-        (Some(&check.query), &stable, baseline),
-        (check.denominator.as_ref(), &stable, baseline),
-        (check.samples_query.as_ref(), canary, true),
-    ];
-    let mut rendered = Vec::with_capacity(wanted.len());
-    for (query, vars, want) in wanted {
-        match query.filter(|_| want).map(|q| template::render(q, vars)) {
-            Some(Err(e @ TemplateError::NoRevision { .. })) => {
-                return Measurement::no_data(e.to_string());
+    let ns = &e.vars.namespace;
+    match source {
+        Source::Prometheus(q) => {
+            let _turn = sources.turn(&q.endpoint.address).await;
+            match sources.prometheus(ns, &q.endpoint).await {
+                Err(why) => Measurement::failed(why),
+                Ok(client) => {
+                    prometheus::measure(q, &check.rule, &client, e.vars, e.at, e.not_before).await
+                }
             }
-            other => rendered.push(other),
         }
-    }
-    let same = |a: usize, b: usize| matches!((&rendered[a], &rendered[b]), (Some(Ok(x)), Some(Ok(y))) if x == y);
-    if baseline && (same(0, 2) || same(1, 3)) {
-        // Compared with itself, every canary is within any tolerance of "stable".
-        return Measurement::failed(
-            "the query reads the same series for the canary and the stable revision; select \
-             the revision with {{ hash }} (canaryHash and stableHash do not change between the \
-             two)",
-        );
-    }
-    rendered.push(Some(Ok(AS_OF.to_string())));
-    let mut replies = futures::future::join_all(rendered.into_iter().map(|promql| async move {
-        match promql {
-            None => None,
-            Some(Err(e)) => Some(Reply::failed(e.to_string())),
-            Some(Ok(promql)) => Some(client.query(&promql, at, check.timeout).await),
+        Source::Probe(metric) => match e.probe {
+            Some(p) => p.measure(*metric, check.rule.needs_baseline()),
+            None => Measurement::failed("the probe is not running"),
+        },
+        Source::PodHealth(signal) => match e.pods {
+            Some(p) => p.measure(*signal, Timestamp::now()),
+            None => Measurement::failed("the pods were not listed"),
+        },
+        Source::Webhook(endpoint) => {
+            let _turn = sources.turn(&endpoint.url).await;
+            let headers = match credentials::headers(sources.kube(), ns, &endpoint.headers).await {
+                Ok(h) => h,
+                Err(why) => return Measurement::failed(why.to_string()),
+            };
+            let request = webhook::Request::new(e.vars, e.gate, &check.name, e.pause_started);
+            let reported = matches!(check.rule, Rule::Reported);
+            webhook::ask(sources.webhooks(), endpoint, headers, &request, reported).await
         }
-    }))
-    .await;
-    let as_of = replies
-        .pop()
-        .flatten()
-        .and_then(|r| r.answer.ok()?.first().map(|s| s.value));
-    let answered = matches!(replies.first(), Some(Some(Reply { answer: Ok(_), .. })));
-    if answered && let Some(why) = before_the_pause(at, as_of, not_before) {
-        return Measurement::no_data(why);
-    }
-    let mut warnings = Vec::new();
-    let mut answers = Vec::with_capacity(replies.len());
-    for reply in replies {
-        answers.push(reply.map(|r| {
-            warnings.extend(r.warnings);
-            r.answer
-        }));
-    }
-    let [value, denominator, base, base_denominator, samples]: [Option<Answer>; 5] =
-        answers.try_into().unwrap_or_default();
-    Measurement {
-        value,
-        denominator,
-        baseline: base,
-        baseline_denominator: base_denominator,
-        samples,
-        warnings,
-        ..Measurement::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::decision::{Tolerance, Verdict, judge};
-    use crate::gate::PrometheusSource;
-
-    /// Nothing listens here: a test that reaches the network fails with "unreachable".
-    const NOWHERE: &str = "http://127.0.0.1:9";
-
-    fn queries(query: &str) -> PromQueries {
-        PromQueries {
-            query: query.into(),
-            denominator: None,
-            samples_query: None,
-            source: PrometheusSource {
-                address: NOWHERE.into(),
-                timeout: None,
-                auth: None,
-            },
-            timeout: Duration::from_secs(1),
-        }
-    }
-
-    fn vars(stable: &str) -> Vars {
-        Vars {
-            namespace: "ns".into(),
-            rollout: "app".into(),
-            hash: "canary1".into(),
-            canary_hash: "canary1".into(),
-            stable_hash: stable.into(),
-            step: Some(1),
-        }
-    }
-
-    fn against_stable() -> Rule {
-        Rule::AgainstStable(Tolerance {
-            max_ratio: Some(1.2),
-            ..Tolerance::default()
-        })
-    }
-
-    async fn measured(query: &str, rule: &Rule, stable: &str) -> Measurement {
-        let client = prometheus::Client::new(NOWHERE, &Default::default()).expect("client");
-        measure(&queries(query), rule, &client, &vars(stable), 0.0, 0.0).await
-    }
-
-    #[tokio::test]
-    async fn a_query_that_reads_the_canary_twice_is_never_compared_with_itself() {
-        let rule = against_stable();
-        let m = measured(r#"up{h="{{ canaryHash }}"}"#, &rule, "stable1").await;
-        let policy = crate::decision::CheckPolicy {
-            name: "c".into(),
-            rule,
-            no_data: Default::default(),
-            min_samples: None,
-            ratio: false,
-        };
-        let r = judge(&policy, &m);
-        assert!(
-            matches!(&r.verdict, Verdict::Error(why) if why.contains("the same series")),
-            "{:?}",
-            r.verdict
-        );
-    }
-
-    #[test]
-    fn answers_from_before_the_pause_are_never_evidence_of_it() {
-        let pause = 1000.0;
-        // Prometheus: answers for the instant asked.
-        assert_eq!(before_the_pause(1010.0, Some(1010.0), pause), None);
-        // VictoriaMetrics 5 s into the pause: its answers are 30 s old.
-        let lag = before_the_pause(1005.0, Some(975.0), pause).expect("lagging");
-        assert!(lag.contains("25s before this pause began"), "{lag}");
-        // …and 40 s in, they describe the pause.
-        assert_eq!(before_the_pause(1040.0, Some(1010.0), pause), None);
-        // Asked for a moment before the pause; no time(), NaN or a missing start.
-        assert!(before_the_pause(999.0, Some(999.0), pause).is_some());
-        assert!(before_the_pause(1010.0, None, pause).is_some());
-        assert!(before_the_pause(1010.0, Some(f64::NAN), pause).is_some());
-        assert!(before_the_pause(1010.0, Some(1010.0), f64::INFINITY).is_some());
-    }
-
-    #[tokio::test]
-    async fn no_stable_revision_is_no_data_and_sends_nothing() {
-        let m = measured(r#"up{h="{{ hash }}"}"#, &against_stable(), "").await;
-        assert!(
-            matches!(&m.verdict, Some(Verdict::NoData(why)) if why.contains("does not have yet")),
-            "{m:?}"
-        );
-        assert!(m.value.is_none(), "no query was sent: {m:?}");
     }
 }

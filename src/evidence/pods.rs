@@ -7,13 +7,41 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::decision::{Answer, Measurement, Sample};
-use crate::gate::PodSignal;
+use crate::evidence::credentials::short;
+
+/// One pod-health figure of a revision's pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Container restarts per pod.
+    Restarts,
+    /// Containers whose current or last termination was OOMKilled, per pod.
+    OomKilled,
+    /// Share of pods with a container in CrashLoopBackOff (0–1).
+    CrashLoopBackOff,
+    /// Share of pods not ready (0–1).
+    NotReady,
+    /// The longest a pod has been not ready, in seconds (0 when all are ready).
+    NotReadySeconds,
+}
+
+/// Why a revision's pods could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PodsError {
+    #[error("{0:?} is not a pod-template-hash")]
+    BadHash(String),
+    #[error("listing pods of revision {hash}: {detail}")]
+    List { hash: String, detail: String },
+}
 
 /// The label Argo Rollouts stamps on the pods of each revision.
 pub const HASH_LABEL: &str = "rollouts-pod-template-hash";
 
 /// The revision's pods that are not being deleted.
-pub async fn of_revision(client: &Client, namespace: &str, hash: &str) -> Result<Vec<Pod>, String> {
+pub async fn of_revision(
+    client: &Client,
+    namespace: &str,
+    hash: &str,
+) -> Result<Vec<Pod>, PodsError> {
     if hash.is_empty() {
         return Ok(Vec::new());
     }
@@ -21,7 +49,7 @@ pub async fn of_revision(client: &Client, namespace: &str, hash: &str) -> Result
     // The hash is a label value Argo computed; a selector cannot be broken out of by one, but a
     // stray character must still not widen it, so anything unexpected selects nothing.
     if !hash.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("{hash:?} is not a pod-template-hash"));
+        return Err(PodsError::BadHash(hash.to_string()));
     }
     // Served from the API server's watch cache: a pod list may be a moment old, never a burden.
     let pods = api
@@ -31,7 +59,10 @@ pub async fn of_revision(client: &Client, namespace: &str, hash: &str) -> Result
                 .match_any(),
         )
         .await
-        .map_err(|e| format!("listing pods of revision {hash}: {e}"))?;
+        .map_err(|e| PodsError::List {
+            hash: hash.to_string(),
+            detail: short(&e),
+        })?;
     Ok(pods
         .items
         .into_iter()
@@ -40,25 +71,30 @@ pub async fn of_revision(client: &Client, namespace: &str, hash: &str) -> Result
 }
 
 /// The pods of both revisions, listed once per evaluation and shared by every pod-health check.
-pub struct Revisions {
-    pub canary: Result<Vec<Pod>, String>,
-    pub stable: Result<Vec<Pod>, String>,
+pub struct RevisionPods {
+    pub canary: Result<Vec<Pod>, PodsError>,
+    pub stable: Result<Vec<Pod>, PodsError>,
 }
 
-impl Revisions {
-    pub async fn list(client: &Client, namespace: &str, canary: &str, stable: &str) -> Revisions {
+impl RevisionPods {
+    pub async fn list(
+        client: &Client,
+        namespace: &str,
+        canary: &str,
+        stable: &str,
+    ) -> RevisionPods {
         let (canary, stable) = futures::join!(
             of_revision(client, namespace, canary),
             of_revision(client, namespace, stable)
         );
-        Revisions { canary, stable }
+        RevisionPods { canary, stable }
     }
 
     /// One signal for the canary and the stable revision. A revision without pods reads NaN for
     /// the canary (nothing to judge: NoData) and 0 for the stable revision (nothing wrong).
-    pub fn measure(&self, signal: PodSignal, now: Timestamp) -> Measurement {
-        let answer = |pods: &Result<Vec<Pod>, String>, empty: f64| -> Answer {
-            let pods = pods.as_ref().map_err(Clone::clone)?;
+    pub fn measure(&self, signal: Signal, now: Timestamp) -> Measurement {
+        let answer = |pods: &Result<Vec<Pod>, PodsError>, empty: f64| -> Answer {
+            let pods = pods.as_ref().map_err(ToString::to_string)?;
             let value = if pods.is_empty() {
                 empty
             } else {
@@ -79,7 +115,7 @@ impl Revisions {
 
 /// The signal over a non-empty set of pods; counts are per pod so revisions of different sizes
 /// compare.
-pub fn health(pods: &[Pod], signal: PodSignal, now: Timestamp) -> f64 {
+pub fn health(pods: &[Pod], signal: Signal, now: Timestamp) -> f64 {
     let n = pods.len().max(1) as f64;
     let containers = |p: &Pod| -> Vec<ContainerStatus> {
         let s = p.status.clone().unwrap_or_default();
@@ -88,7 +124,7 @@ pub fn health(pods: &[Pod], signal: PodSignal, now: Timestamp) -> f64 {
         all
     };
     match signal {
-        PodSignal::Restarts => {
+        Signal::Restarts => {
             let total: i64 = pods
                 .iter()
                 .flat_map(containers)
@@ -96,19 +132,19 @@ pub fn health(pods: &[Pod], signal: PodSignal, now: Timestamp) -> f64 {
                 .sum();
             total as f64 / n
         }
-        PodSignal::OomKilled => {
+        Signal::OomKilled => {
             let oom = pods.iter().flat_map(containers).filter(oom_killed).count();
             oom as f64 / n
         }
-        PodSignal::CrashLoopBackOff => {
+        Signal::CrashLoopBackOff => {
             let looping = pods
                 .iter()
                 .filter(|p| containers(p).iter().any(crash_looping))
                 .count();
             looping as f64 / n
         }
-        PodSignal::NotReady => pods.iter().filter(|p| !ready(p)).count() as f64 / n,
-        PodSignal::NotReadySeconds => pods
+        Signal::NotReady => pods.iter().filter(|p| !ready(p)).count() as f64 / n,
+        Signal::NotReadySeconds => pods
             .iter()
             .filter_map(not_ready_since)
             .map(|since| seconds_between(since, now))
@@ -189,7 +225,7 @@ mod tests {
     fn restarts_are_counted_per_pod() {
         let pods = [ready_pod(3), ready_pod(0)];
         assert_eq!(
-            health(&pods, PodSignal::Restarts, at("2026-11-27T10:05:00Z")),
+            health(&pods, Signal::Restarts, at("2026-11-27T10:05:00Z")),
             1.5
         );
     }
@@ -206,21 +242,18 @@ mod tests {
         }));
         let pods = [crashing, ready_pod(0), ready_pod(0), ready_pod(0)];
         let now = at("2026-11-27T10:05:00Z");
-        assert_eq!(health(&pods, PodSignal::CrashLoopBackOff, now), 0.25);
-        assert_eq!(health(&pods, PodSignal::OomKilled, now), 0.25);
-        assert_eq!(health(&pods, PodSignal::NotReady, now), 0.25);
-        assert_eq!(health(&pods, PodSignal::NotReadySeconds, now), 240.0);
-        assert_eq!(health(&pods, PodSignal::Restarts, now), 1.0);
+        assert_eq!(health(&pods, Signal::CrashLoopBackOff, now), 0.25);
+        assert_eq!(health(&pods, Signal::OomKilled, now), 0.25);
+        assert_eq!(health(&pods, Signal::NotReady, now), 0.25);
+        assert_eq!(health(&pods, Signal::NotReadySeconds, now), 240.0);
+        assert_eq!(health(&pods, Signal::Restarts, now), 1.0);
     }
 
     #[test]
     fn a_pod_without_conditions_is_not_ready_since_it_was_created() {
         let pending = pod(json!({"phase": "Pending"}));
         let now = at("2026-11-27T10:00:30Z");
-        assert_eq!(health(&[pending], PodSignal::NotReadySeconds, now), 30.0);
-        assert_eq!(
-            health(&[ready_pod(0)], PodSignal::NotReadySeconds, now),
-            0.0
-        );
+        assert_eq!(health(&[pending], Signal::NotReadySeconds, now), 30.0);
+        assert_eq!(health(&[ready_pod(0)], Signal::NotReadySeconds, now), 0.0);
     }
 }

@@ -5,12 +5,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use super::credentials::Header;
 use super::http;
 use crate::decision::{Labels, Measurement, Sample, Verdict};
-use crate::template::Vars;
+use crate::evidence::template::Vars;
+
+/// Where a check's question goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub headers: Vec<Header>,
+    /// A timeout is Error evidence.
+    pub timeout: Duration,
+}
 
 /// What tollgate sends.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -23,7 +32,7 @@ pub struct Request {
     /// Canary step index; absent for a blue-green pause.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<i32>,
-    pub revision: Revisions,
+    pub revision: RequestRevisions,
     /// When the pause began (RFC 3339).
     pub pause_started: String,
 }
@@ -37,7 +46,7 @@ impl Request {
             gate: gate.to_string(),
             check: check.to_string(),
             step: vars.step,
-            revision: Revisions {
+            revision: RequestRevisions {
                 canary: vars.canary_hash.clone(),
                 stable: vars.stable_hash.clone(),
             },
@@ -47,7 +56,7 @@ impl Request {
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Revisions {
+pub struct RequestRevisions {
     pub canary: String,
     pub stable: String,
 }
@@ -86,25 +95,22 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
 /// Longest reply read; a larger one is a bad reply.
 const MAX_REPLY: usize = 1 << 20;
 
-/// Asks the endpoint. `reported`: the check takes the endpoint's verdict (it has no rule).
+/// Asks the endpoint, with `headers` as read for it. `reported`: the check takes the endpoint's
+/// verdict (it has no rule).
 pub async fn ask(
     http: &reqwest::Client,
-    url: &str,
+    endpoint: &Endpoint,
     headers: Vec<(String, String)>,
-    timeout: Duration,
     request: &Request,
     reported: bool,
 ) -> Measurement {
-    let mut req = http.post(url).timeout(timeout).json(request);
+    let timeout = endpoint.timeout;
+    let mut req = http.post(&endpoint.url).timeout(timeout).json(request);
     for (name, value) in headers {
-        let (Ok(n), Ok(mut v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) else {
-            return Measurement::failed(format!("header {name} is not a valid header"));
-        };
-        v.set_sensitive(true);
-        req = req.header(n, v);
+        match http::sensitive_header(&name, &value) {
+            Ok((n, v)) => req = req.header(n, v),
+            Err(e) => return Measurement::failed(e.to_string()),
+        }
     }
     let resp = match req.send().await {
         Ok(r) => r,

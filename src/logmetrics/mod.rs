@@ -201,7 +201,7 @@ mod examples {
     use serde_json::Value;
 
     use super::config::config;
-    use crate::gate::RolloutGate;
+    use crate::api::RolloutGate;
 
     fn documents(file: &str) -> Vec<Value> {
         let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -263,7 +263,7 @@ mod examples {
         assert!(declared, "{file}: the sidecar declares its port");
 
         let gate: RolloutGate = serde_json::from_value(docs[1].clone()).expect("RolloutGate");
-        crate::policy::compile(&gate.spec).unwrap_or_else(|e| panic!("{file}: gate: {e}"));
+        crate::compile::compile(&gate.spec).unwrap_or_else(|e| panic!("{file}: gate: {e}"));
         let metric = format!("{}_requests_total", config.prefix);
         let ratio = gate.spec.checks[0].ratio.as_ref().expect("a ratio check");
         assert!(

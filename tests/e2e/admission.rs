@@ -3,7 +3,7 @@
 
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use serde_json::{Value, json};
-use tollgate::gate::RolloutGate;
+use tollgate::api::RolloutGate;
 
 use crate::support::TestNamespace;
 

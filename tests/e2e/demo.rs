@@ -2,8 +2,7 @@
 //! through both pauses and a broken one is aborted, with no human, narrated as it happens.
 
 use serde_json::json;
-use tollgate::gate::GatePhase;
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, Phase};
 
 use crate::support::scenario::{MODELS, Scenario};
 use crate::support::traffic::Behaviour;
@@ -22,7 +21,7 @@ async fn show_events(s: &Scenario, rollout: &str, seen: &mut usize) {
 }
 
 /// Rolls out v2 and waits for tollgate to promote it through both pauses; returns the Rollout.
-async fn promote_v2(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::rollout::Rollout {
+async fn promote_v2(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::api::Rollout {
     s.ns.bump_revision(name, "v2").await;
     let healthy =
         s.ns.wait_phase(name, "v2 promoted", |p| *p == Phase::Healthy)
@@ -33,7 +32,7 @@ async fn promote_v2(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::rol
 }
 
 /// Rolls out v3 and waits for tollgate to abort it; returns the gate's record.
-async fn abort_v3(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::gate::GatedRollout {
+async fn abort_v3(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::api::GatedRollout {
     s.ns.bump_revision(name, "v3").await;
     let entry = s
         .wait_entry(&format!("{name}-gate"), name, "v3 aborted", |e| {
@@ -46,7 +45,7 @@ async fn abort_v3(s: &Scenario, name: &str, seen: &mut usize) -> tollgate::gate:
 
 /// Prints the gate as applied.
 async fn show_gate(s: &Scenario, name: &str) {
-    let gate: Option<tollgate::gate::RolloutGate> =
+    let gate: Option<tollgate::api::RolloutGate> =
         s.ns.api().get(&format!("{name}-gate")).await.ok();
     let spec = gate.map(|g| serde_json::to_value(g.spec).unwrap_or_default());
     println!(
@@ -97,12 +96,12 @@ async fn demo_a_healthy_canary_is_promoted_and_a_broken_one_aborted() {
     .await;
     let check = &entry.last_evaluation.clone().expect("evaluation").checks[0];
     println!(
-        "    gate status: phase={:?} check={} verdict={} rule {}",
+        "    gate status: phase={:?} check={} verdict={:?} rule {}",
         entry.phase, check.name, check.verdict, check.rule
     );
     for series in &check.series {
         println!(
-            "      {} value={:?} samples={:?} {}",
+            "      {} value={:?} samples={:?} {:?}",
             series.labels, series.value, series.samples, series.verdict
         );
     }

@@ -7,8 +7,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use tollgate::gate::{GatePhase, GatedRollout, RolloutGate};
-use tollgate::rollout::Rollout;
+use tollgate::api::{GatePhase, GatedRollout, Rollout, RolloutGate};
 
 use crate::support::controller::Tollgate;
 use crate::support::faultproxy::{Fault, FaultProxy};
@@ -370,10 +369,8 @@ async fn a_slow_source_does_not_delay_other_gates() {
     for name in ["slow-a", "slow-b"] {
         s.ns.create_rollout(crate::support::canary_rollout(name))
             .await;
-        s.ns.wait_phase(name, "v1 Healthy", |p| {
-            *p == tollgate::rollout::Phase::Healthy
-        })
-        .await;
+        s.ns.wait_phase(name, "v1 Healthy", |p| *p == tollgate::api::Phase::Healthy)
+            .await;
         s.apply_gate(s.gate(name, json!([s.error_rate_check(0.05, 5.0)]), slow.clone()))
             .await;
         s.ns.bump_revision(name, "v2").await;

@@ -1,8 +1,7 @@
 //! tollgate gating real Rollouts on the real stack, one scenario per failure mode.
 
 use serde_json::json;
-use tollgate::gate::{GatePhase, GatedRollout};
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, GatedRollout, Phase, RecordedVerdict};
 
 use crate::support::controller::metric_sum;
 use crate::support::scenario::{MODELS, Scenario};
@@ -137,7 +136,7 @@ async fn a_missing_metric_holds_then_meets_the_deadline() {
         .clone()
         .expect("an evaluation")
         .checks[0];
-    assert_eq!(check.verdict, "NoData");
+    assert_eq!(check.verdict, RecordedVerdict::NoData);
     s.ns.assert_paused_at(name, 1).await; // never promoted
     let holds = s.wait_notes(name, "Holding", 1).await;
     assert_eq!(
@@ -217,7 +216,11 @@ pub async fn assert_broken_model_named(
     let check = &entry.last_evaluation.expect("an evaluation").checks[0];
     assert_eq!(check.series[0].labels, r#"{model="mistral-small"}"#);
     assert_eq!(
-        check.series.iter().filter(|x| x.verdict == "Pass").count(),
+        check
+            .series
+            .iter()
+            .filter(|x| x.verdict == RecordedVerdict::Pass)
+            .count(),
         3
     );
     assert_rolled_back(s, name, stable).await;

@@ -15,8 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
-use tollgate::gate::GatePhase;
-use tollgate::rollout::{Phase, Rollout};
+use tollgate::api::{GatePhase, Phase, Rollout};
 
 use crate::support::prom::{self, Target};
 use crate::support::scenario::{MODELS, Scenario};

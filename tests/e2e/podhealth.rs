@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use tollgate::gate::GatePhase;
+use tollgate::api::{GatePhase, RecordedVerdict};
 
 use crate::gating::assert_rolled_back;
 use crate::support::scenario::{MODELS, Scenario};
@@ -70,7 +70,7 @@ async fn crash_looping_canary_is_aborted_by_the_pod_health_guard() {
         .find(|c| c.name == "pod-restarts")
         .expect("restarts check");
     assert_eq!(restarts.series[0].value, Some(4.0), "{restarts:?}");
-    assert_eq!(restarts.verdict, "Fail");
+    assert_eq!(restarts.verdict, RecordedVerdict::Fail);
     assert_rolled_back(&s, name, &stable).await;
     s.finish().await;
 }

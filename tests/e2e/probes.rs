@@ -7,8 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::{Value, json};
-use tollgate::gate::{GatePhase, GatedRollout};
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, GatedRollout, Phase, RecordedVerdict};
 
 use crate::gating::assert_rolled_back;
 use crate::support::podserver::{PodServer, Reply};
@@ -202,7 +201,7 @@ async fn canary_slower_than_stable_is_aborted() {
         .iter()
         .find(|c| c.name == "probe-p95")
         .expect("p95 check");
-    assert_eq!(p95.verdict, "Fail", "{}", entry.message);
+    assert_eq!(p95.verdict, RecordedVerdict::Fail, "{}", entry.message);
     assert!(entry.message.contains("probe-p95"), "{}", entry.message);
     let series = &p95.series[0];
     assert!(
@@ -238,7 +237,7 @@ async fn no_reachable_canary_pod_holds_with_the_reason() {
     let holds = s.wait_notes(name, "Holding", 1).await;
     assert!(holds[0].contains("cannot probe the canary"), "{holds:?}");
     wait_for("SourceReachable=False", STEP_TIMEOUT, || async {
-        let g: tollgate::gate::RolloutGate =
+        let g: tollgate::api::RolloutGate =
             s.ns.api()
                 .get("litellm-gate")
                 .await

@@ -3,9 +3,8 @@
 //! of the wrong revision.
 
 use serde_json::json;
-use tollgate::actuate::Action;
-use tollgate::gate::GatePhase;
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, Phase};
+use tollgate::controller::actuate::Actuation;
 
 use crate::support::controller::{Tollgate, metric_sum};
 use crate::support::scenario::{MODELS, Scenario};
@@ -33,7 +32,7 @@ async fn a_human_promote_first_makes_tollgate_stand_down_without_skipping_a_step
         e.step == Some(1) && e.evaluations >= 2
     })
     .await;
-    s.ns.act(name, Action::Promote).await;
+    s.ns.act(name, Actuation::Promote).await;
     let at_3 =
         s.ns.wait_phase(name, "the second pause", |p| {
             *p == Phase::CanaryPause { step: 3 }

@@ -10,8 +10,7 @@ use axum::routing::get;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
-use tollgate::gate::{GatePhase, RolloutGate};
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, Phase, RolloutGate};
 
 use crate::support::scenario::{MODELS, Scenario};
 use crate::support::traffic::Behaviour;

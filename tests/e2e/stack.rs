@@ -4,8 +4,8 @@
 
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use tollgate::actuate::{self, Action};
-use tollgate::rollout::Phase;
+use tollgate::api::Phase;
+use tollgate::controller::actuate::{self, Actuation};
 
 use crate::support::exporter::Exporter;
 use crate::support::{self, STEP_TIMEOUT, TestNamespace, prom, wait_for};
@@ -51,7 +51,7 @@ async fn canary_promoted_through_both_pauses_with_the_plugin_patch() {
     ns.wait_ready_pods(name, &[(&canary, 1), (&stable, 4)])
         .await;
 
-    ns.act(name, Action::Promote).await;
+    ns.act(name, Actuation::Promote).await;
     let second = ns
         .wait_phase(name, "second canary pause", |p| {
             *p == Phase::CanaryPause { step: 3 }
@@ -72,7 +72,7 @@ async fn canary_promoted_through_both_pauses_with_the_plugin_patch() {
     })
     .await;
 
-    ns.act(name, Action::Promote).await;
+    ns.act(name, Actuation::Promote).await;
     let done = ns
         .wait_phase(name, "Healthy on v2", |p| *p == Phase::Healthy)
         .await;
@@ -106,7 +106,7 @@ async fn stale_promote_is_refused_by_the_api_server() {
         .patch(name, &PatchParams::default(), &Patch::Merge(&touch))
         .await
         .expect("touch");
-    let err = actuate::apply(&ns.rollouts(), &seen, Action::Promote)
+    let err = actuate::apply(&ns.rollouts(), &seen, Actuation::Promote)
         .await
         .expect_err("a promote computed from a stale read must be refused");
     assert!(
@@ -128,7 +128,7 @@ async fn canary_abort_returns_to_stable() {
     let ns = TestNamespace::new("stack-abort").await;
     let name = "abortme";
     let (stable, canary) = canary_at_first_pause(&ns, name).await;
-    ns.act(name, Action::Abort).await;
+    ns.act(name, Actuation::Abort).await;
     let aborted = ns
         .wait_phase(name, "Degraded after abort", |p| *p == Phase::Aborted)
         .await;
@@ -201,7 +201,7 @@ async fn blue_green_promote_switches_the_active_selector() {
     assert_eq!(selectors.preview_selector.as_deref(), Some(green.as_str()));
     ns.wait_ready_pods(name, &[(&blue, 2), (&green, 2)]).await;
 
-    ns.act(name, Action::Promote).await;
+    ns.act(name, Actuation::Promote).await;
     wait_for("active selector on the new hash", STEP_TIMEOUT, || async {
         let r = ns.get_rollout(name).await;
         let active = r

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use tollgate::rollout::Phase;
+use tollgate::api::Phase;
 
 use crate::support::controller::metric_sum;
 use crate::support::faultproxy::{Fault, FaultProxy};

@@ -10,8 +10,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tollgate::gate::GatePhase;
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, Phase, RecordedVerdict};
 
 use crate::gating::{assert_broken_model_named, assert_rolled_back};
 use crate::support::prom;
@@ -151,7 +150,7 @@ async fn victoria_a_missing_metric_holds_with_no_data() {
     );
     assert_eq!(holding.pass_streak, 0);
     let check = &holding.last_evaluation.expect("an evaluation").checks[0];
-    assert_eq!(check.verdict, "NoData");
+    assert_eq!(check.verdict, RecordedVerdict::NoData);
     s.ns.assert_paused_at(name, 1).await; // never promoted
     assert!(s.notes(name, "Promoted").await.is_empty());
     let holds = s.wait_notes(name, "Holding", 1).await;

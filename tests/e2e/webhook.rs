@@ -9,8 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Json, Router, routing::post};
 use serde_json::{Value, json};
-use tollgate::gate::GatePhase;
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, Phase};
 
 use crate::gating::assert_rolled_back;
 use crate::support::scenario::{MODELS, Scenario};

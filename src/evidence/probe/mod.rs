@@ -4,24 +4,25 @@
 //! A [`ProbeRun`] belongs to one pause. It is dropped when the pause ends, is decided, or the
 //! gate changes, and dropping it stops every request loop and in-flight request at once.
 
+mod plan;
 mod stats;
 mod targets;
 
-pub use stats::{ErrorKind, Outcome, REQUEST_LABEL, RevisionStats};
+pub use plan::{Metric, Plan, PortRef, Request, StatusMatch};
+pub use stats::{ErrorKind, REQUEST_LABEL, RequestOutcome, RevisionStats};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::MissedTickBehavior;
 
 use crate::decision::Measurement;
-use crate::gate::{ProbeMetric, Scheme};
+use crate::evidence::http::{self, ClientOptions};
 use crate::metrics::Metrics;
-use crate::policy::Probe;
 
 /// How often the pods of a revision are looked up again (pods come, go and turn unready)…
 const REDISCOVER: Duration = Duration::from_secs(5);
@@ -67,7 +68,7 @@ pub struct Target {
 
 impl ProbeRun {
     /// Starts probing both revisions now.
-    pub fn start(plan: Probe, target: Target, metrics: Arc<Metrics>) -> ProbeRun {
+    pub fn start(plan: Plan, target: Target, metrics: Arc<Metrics>) -> ProbeRun {
         let names: Vec<String> = plan.requests.iter().map(|r| r.name.clone()).collect();
         let revision = || {
             Arc::new(Mutex::new(Revision {
@@ -105,7 +106,7 @@ impl ProbeRun {
 
     /// The probe's figures so far, as the decision engine's measurement for one metric. A
     /// revision the probe cannot reach is an Error (never a failure).
-    pub fn measure(&self, metric: ProbeMetric, baseline: bool) -> Measurement {
+    pub fn measure(&self, metric: Metric, baseline: bool) -> Measurement {
         let read = |r: &Arc<Mutex<Revision>>, role: &str| {
             let r = r.lock().map_err(|_| "probe state poisoned".to_string())?;
             match &r.problem {
@@ -124,7 +125,7 @@ impl ProbeRun {
         let stable = baseline.then(|| read(&self.stable, "stable").map(|(s, _, _)| s));
         // Only the error ratio fails because of errors; a latency failure is about time.
         let notes = match (&canary, metric) {
-            (Ok((_, _, n)), ProbeMetric::ErrorRatio) => n.clone(),
+            (Ok((_, _, n)), Metric::ErrorRatio) => n.clone(),
             _ => Default::default(),
         };
         Measurement {
@@ -166,7 +167,7 @@ const MIN_TO_CALL_BROKEN: u64 = 5;
 
 /// The request loop of one revision.
 struct Loop {
-    plan: Arc<Probe>,
+    plan: Arc<Plan>,
     client: kube::Client,
     namespace: String,
     role: &'static str,
@@ -233,7 +234,8 @@ impl Loop {
         }
         let found = super::pods::of_revision(&self.client, &self.namespace, &self.hash)
             .await
-            .and_then(|pods| targets::addresses(&pods, &self.plan.port));
+            .map_err(|e| e.to_string())
+            .and_then(|pods| targets::addresses(&pods, &self.plan.port).map_err(|e| e.to_string()));
         let (pods, problem) = match found {
             Ok(p) if p.is_empty() => (
                 p,
@@ -263,29 +265,24 @@ impl Loop {
     async fn http_client(&self) -> Result<(reqwest::Client, Arc<Vec<HeaderMap>>), String> {
         let mut per_request = Vec::with_capacity(self.plan.requests.len());
         for r in &self.plan.requests {
-            let pairs =
-                super::credentials::headers(&self.client, &self.namespace, &r.headers).await?;
+            let pairs = super::credentials::headers(&self.client, &self.namespace, &r.headers)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut map = HeaderMap::new();
             for (name, value) in pairs {
-                let n = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("request {}: {name:?} is not a header name", r.name))?;
-                let mut v = HeaderValue::from_str(&value).map_err(|_| {
-                    format!("request {}: header {name} has an invalid value", r.name)
-                })?;
-                v.set_sensitive(true);
+                let (n, v) = http::sensitive_header(&name, &value)
+                    .map_err(|e| format!("request {}: {e}", r.name))?;
                 map.append(n, v);
             }
             per_request.push(map);
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("tollgate-probe/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            // Like kubelet's HTTPS probes: a pod IP never matches a certificate.
-            .danger_accept_invalid_certs(self.plan.scheme == Scheme::Https)
-            .timeout(self.plan.timeout)
-            .build()
-            .map_err(|e| format!("building the probe's HTTP client: {e}"))?;
+        let client = http::client(ClientOptions {
+            accept_invalid_certs: self.plan.https,
+            direct: true,
+            timeout: Some(self.plan.timeout),
+            ..ClientOptions::default()
+        })
+        .map_err(|e| format!("the probe's HTTP client: {e}"))?;
         Ok((client, Arc::new(per_request)))
     }
 
@@ -304,10 +301,7 @@ impl Loop {
             let Some(r) = plan.requests.get(template) else {
                 return;
             };
-            let scheme = match plan.scheme {
-                Scheme::Http => "http",
-                Scheme::Https => "https",
-            };
+            let scheme = if plan.https { "https" } else { "http" };
             let method =
                 reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::GET);
             let mut req = http
@@ -320,27 +314,27 @@ impl Loop {
             let outcome = match req.send().await {
                 // The whole body counts: a slow stream is a slow answer, a cut one an error.
                 Ok(resp) if r.succeeded(resp.status().as_u16()) => match drain(resp).await {
-                    Ok(()) => Outcome::Success {
+                    Ok(()) => RequestOutcome::Success {
                         seconds: started.elapsed().as_secs_f64(),
                     },
-                    Err(e) => Outcome::Error(failure(&e)),
+                    Err(e) => RequestOutcome::Error(failure(&e)),
                 },
-                Ok(resp) => Outcome::Error(ErrorKind::Status(resp.status().as_u16())),
+                Ok(resp) => RequestOutcome::Error(ErrorKind::Status(resp.status().as_u16())),
                 Err(e) => {
                     if e.is_connect() {
                         stale.store(true, Ordering::Relaxed);
                     }
-                    Outcome::Error(failure(&e))
+                    RequestOutcome::Error(failure(&e))
                 }
             };
             // A timeout is the slowest answer of all: it counts in latency at the timeout.
             let outcome = match outcome {
-                Outcome::Error(ErrorKind::Timeout) => Outcome::TimedOut {
+                RequestOutcome::Error(ErrorKind::Timeout) => RequestOutcome::TimedOut {
                     seconds: plan.timeout.as_secs_f64(),
                 },
                 other => other,
             };
-            metrics.probe_request(role, matches!(outcome, Outcome::Success { .. }));
+            metrics.probe_request(role, matches!(outcome, RequestOutcome::Success { .. }));
             if let Ok(mut s) = state.lock() {
                 s.stats.record(template, outcome);
             }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::Metric;
 use crate::decision::{Labels, Sample};
-use crate::gate::ProbeMetric;
 
 /// Latencies from 100 µs to ~84 s in buckets 2% wide: percentiles are within 2% of the truth.
 const MIN_SECONDS: f64 = 1e-4;
@@ -87,7 +87,7 @@ impl RequestStats {
 
 /// How one request ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Outcome {
+pub enum RequestOutcome {
     Success {
         seconds: f64,
     },
@@ -161,18 +161,18 @@ impl RevisionStats {
         RevisionStats { names, per_request }
     }
 
-    pub fn record(&mut self, template: usize, outcome: Outcome) {
+    pub fn record(&mut self, template: usize, outcome: RequestOutcome) {
         let Some(s) = self.per_request.get_mut(template) else {
             return;
         };
         s.requests += 1;
         match outcome {
-            Outcome::Success { seconds } => s.latency.record(seconds),
-            Outcome::TimedOut { seconds } => {
+            RequestOutcome::Success { seconds } => s.latency.record(seconds),
+            RequestOutcome::TimedOut { seconds } => {
                 s.latency.record(seconds);
                 s.error(ErrorKind::Timeout);
             }
-            Outcome::Error(kind) => s.error(kind),
+            RequestOutcome::Error(kind) => s.error(kind),
         }
     }
 
@@ -183,7 +183,7 @@ impl RevisionStats {
     /// One series per template, labelled `request="<name>"`; NaN where there is nothing to
     /// measure yet (no requests, or no successful one for a latency), which the decision engine
     /// reads as no data.
-    pub fn series(&self, metric: ProbeMetric) -> Vec<Sample> {
+    pub fn series(&self, metric: Metric) -> Vec<Sample> {
         self.names
             .iter()
             .zip(&self.per_request)
@@ -226,10 +226,10 @@ impl RevisionStats {
     /// The sample count behind each template's `metric`: requests for counts and ratios, and
     /// the latencies measured for a percentile (a template of 19 errors and one success has one
     /// latency sample, not 20).
-    pub fn samples(&self, metric: ProbeMetric) -> Vec<Sample> {
+    pub fn samples(&self, metric: Metric) -> Vec<Sample> {
         match metric {
-            ProbeMetric::Requests | ProbeMetric::ErrorRatio => self.series(ProbeMetric::Requests),
-            ProbeMetric::LatencyP50 | ProbeMetric::LatencyP95 | ProbeMetric::LatencyP99 => self
+            Metric::Requests | Metric::ErrorRatio => self.series(Metric::Requests),
+            Metric::LatencyP50 | Metric::LatencyP95 | Metric::LatencyP99 => self
                 .names
                 .iter()
                 .zip(&self.per_request)
@@ -242,14 +242,14 @@ impl RevisionStats {
     }
 }
 
-fn value(s: &RequestStats, metric: ProbeMetric) -> f64 {
+fn value(s: &RequestStats, metric: Metric) -> f64 {
     match metric {
-        ProbeMetric::Requests => s.requests as f64,
-        ProbeMetric::ErrorRatio if s.requests == 0 => f64::NAN,
-        ProbeMetric::ErrorRatio => s.errors as f64 / s.requests as f64,
-        ProbeMetric::LatencyP50 => s.latency.quantile(0.50),
-        ProbeMetric::LatencyP95 => s.latency.quantile(0.95),
-        ProbeMetric::LatencyP99 => s.latency.quantile(0.99),
+        Metric::Requests => s.requests as f64,
+        Metric::ErrorRatio if s.requests == 0 => f64::NAN,
+        Metric::ErrorRatio => s.errors as f64 / s.requests as f64,
+        Metric::LatencyP50 => s.latency.quantile(0.50),
+        Metric::LatencyP95 => s.latency.quantile(0.95),
+        Metric::LatencyP99 => s.latency.quantile(0.99),
     }
 }
 
@@ -286,32 +286,32 @@ mod tests {
     #[test]
     fn series_per_template_with_errors_and_latency_of_successes_and_timeouts() {
         let mut s = RevisionStats::new(vec!["chat".into(), "embed".into()]);
-        s.record(0, Outcome::Success { seconds: 0.2 });
-        s.record(0, Outcome::Error(ErrorKind::Status(404)));
-        s.record(0, Outcome::Error(ErrorKind::Status(404)));
-        s.record(0, Outcome::Success { seconds: 0.2 });
-        let errors = s.series(ProbeMetric::ErrorRatio);
+        s.record(0, RequestOutcome::Success { seconds: 0.2 });
+        s.record(0, RequestOutcome::Error(ErrorKind::Status(404)));
+        s.record(0, RequestOutcome::Error(ErrorKind::Status(404)));
+        s.record(0, RequestOutcome::Success { seconds: 0.2 });
+        let errors = s.series(Metric::ErrorRatio);
         assert_eq!(
             errors[0].labels.get("request").map(String::as_str),
             Some("chat")
         );
         assert_eq!(errors[0].value, 0.5);
         assert!(errors[1].value.is_nan(), "no requests yet is no data");
-        let p50 = s.series(ProbeMetric::LatencyP50)[0].value;
+        let p50 = s.series(Metric::LatencyP50)[0].value;
         assert!((0.2..=0.204).contains(&p50), "{p50}");
-        assert_eq!(s.samples(ProbeMetric::ErrorRatio)[0].value, 4.0);
-        assert_eq!(s.samples(ProbeMetric::LatencyP95)[0].value, 2.0);
+        assert_eq!(s.samples(Metric::ErrorRatio)[0].value, 4.0);
+        assert_eq!(s.samples(Metric::LatencyP95)[0].value, 2.0);
         assert_eq!(s.sent(), 4);
         // A timeout is an error, and the slowest latency sample.
-        s.record(0, Outcome::TimedOut { seconds: 5.0 });
-        assert_eq!(s.samples(ProbeMetric::LatencyP95)[0].value, 3.0);
-        let p99 = s.series(ProbeMetric::LatencyP99)[0].value;
+        s.record(0, RequestOutcome::TimedOut { seconds: 5.0 });
+        assert_eq!(s.samples(Metric::LatencyP95)[0].value, 3.0);
+        let p99 = s.series(Metric::LatencyP99)[0].value;
         assert!((5.0..=5.1).contains(&p99), "{p99}");
-        assert_eq!(s.series(ProbeMetric::ErrorRatio)[0].value, 0.6);
-        s.record(7, Outcome::Error(ErrorKind::Status(404)));
+        assert_eq!(s.series(Metric::ErrorRatio)[0].value, 0.6);
+        s.record(7, RequestOutcome::Error(ErrorKind::Status(404)));
         assert_eq!(s.sent(), 5, "an unknown template is ignored");
         assert!(s.all_failing(1).is_empty());
-        s.record(1, Outcome::Error(ErrorKind::Timeout));
+        s.record(1, RequestOutcome::Error(ErrorKind::Timeout));
         assert_eq!(s.all_failing(1), ["embed"]);
         let notes = s.notes("canary");
         assert_eq!(

@@ -5,10 +5,18 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use super::PortRef;
 use crate::evidence::pods::ready;
-use crate::policy::PortRef;
 
-pub fn addresses(pods: &[Pod], port: &PortRef) -> Result<Vec<SocketAddr>, String> {
+/// A pod without the port the probe is to send to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("pod {pod} has no container port named {port:?}")]
+pub struct NoSuchPort {
+    pub pod: String,
+    pub port: String,
+}
+
+pub fn addresses(pods: &[Pod], port: &PortRef) -> Result<Vec<SocketAddr>, NoSuchPort> {
     let mut out = Vec::new();
     for pod in pods.iter().filter(|p| ready(p)) {
         let Some(ip) = pod
@@ -24,7 +32,7 @@ pub fn addresses(pods: &[Pod], port: &PortRef) -> Result<Vec<SocketAddr>, String
     Ok(out)
 }
 
-fn port_of(pod: &Pod, port: &PortRef) -> Result<u16, String> {
+fn port_of(pod: &Pod, port: &PortRef) -> Result<u16, NoSuchPort> {
     let name = match port {
         PortRef::Number(n) => return Ok(*n),
         PortRef::Name(name) => name,
@@ -35,11 +43,9 @@ fn port_of(pod: &Pod, port: &PortRef) -> Result<u16, String> {
         .flat_map(|c| c.ports.iter().flatten())
         .find(|p| p.name.as_deref() == Some(name.as_str()))
         .and_then(|p| u16::try_from(p.container_port).ok())
-        .ok_or_else(|| {
-            format!(
-                "pod {} has no container port named {name:?}",
-                pod.metadata.name.as_deref().unwrap_or("?")
-            )
+        .ok_or_else(|| NoSuchPort {
+            pod: pod.metadata.name.clone().unwrap_or_else(|| "?".into()),
+            port: name.clone(),
         })
 }
 
@@ -80,6 +86,9 @@ mod tests {
             &PortRef::Name("grpc".into()),
         )
         .expect_err("no such port");
-        assert_eq!(err, "pod a has no container port named \"grpc\"");
+        assert_eq!(
+            err.to_string(),
+            "pod a has no container port named \"grpc\""
+        );
     }
 }

@@ -18,7 +18,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::api::{ApiResource, DynamicObject};
 use kube::{Client, Config};
 use serde_json::{Value, json};
-use tollgate::rollout::{Phase, Rollout};
+use tollgate::api::{Phase, Rollout};
 
 /// How long a step of a scenario may take before the test fails with what it last saw.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(90);
@@ -189,11 +189,11 @@ impl TestNamespace {
 
     /// Sends the plugin's patch for `action` the way a person would: once Argo is quiet, computed
     /// from a fresh read, read again if the Rollout changed in between (409).
-    pub async fn act(&self, name: &str, action: tollgate::actuate::Action) {
+    pub async fn act(&self, name: &str, action: tollgate::controller::actuate::Actuation) {
         self.quiescent(name).await;
         for _ in 0..5 {
             let fresh = self.get_rollout(name).await;
-            match tollgate::actuate::apply(&self.rollouts(), &fresh, action).await {
+            match tollgate::controller::actuate::apply(&self.rollouts(), &fresh, action).await {
                 Ok(_) => return,
                 Err(tollgate::Error::Kube(kube::Error::Api(s))) if s.code == 409 => continue,
                 Err(e) => panic!("{} failed: {e}", action.verb()),

@@ -4,8 +4,7 @@
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tollgate::gate::{GatePhase, GatedRollout, RolloutGate};
-use tollgate::rollout::Phase;
+use tollgate::api::{GatePhase, GatedRollout, Phase, RolloutGate};
 
 use super::controller::Tollgate;
 use super::exporter::Exporter;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Api;
-use tollgate::rollout::Rollout;
+use tollgate::api::Rollout;
 
 use super::exporter::Exporter;
 

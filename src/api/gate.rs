@@ -1,18 +1,15 @@
 //! The `RolloutGate` resource: a gating policy attached to unmodified Rollouts by name or selector.
 //!
 //! The schema carries CEL validation rules so nonsense is rejected at admission with a message a
-//! person understands; [`crate::policy`] turns a spec into the decision engine's pure types.
+//! person understands; [`crate::compile`] turns a spec into the decision engine's pure types.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A duration such as `30s`, `2m`, `1h30m`.
-const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
+use super::{Duration, RolloutGateStatus};
 
 /// Attaches evidence-based promotion to the Rollouts it selects, at the pauses it selects.
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -54,12 +51,10 @@ pub struct RolloutGateSpec {
     pub mode: Mode,
     /// How often a Rollout waiting at a gated pause is evaluated. Default `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION))]
-    pub interval: Option<String>,
+    pub interval: Option<Duration>,
     /// Minimum time at a pause before a promotion. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION))]
-    pub bake_time: Option<String>,
+    pub bake_time: Option<Duration>,
     /// Passing evaluations required in a row before a promotion. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
@@ -144,8 +139,7 @@ pub enum Mode {
 #[serde(rename_all = "camelCase")]
 pub struct Deadline {
     /// Time at a pause after which the deadline action applies, e.g. `30m`.
-    #[schemars(regex(pattern = DURATION))]
-    pub after: String,
+    pub after: Duration,
     /// `Hold` (stop evaluating and warn; a person decides) or `Abort`. Default `Hold`.
     #[serde(default)]
     pub action: DeadlineAction,
@@ -166,8 +160,7 @@ pub struct PrometheusSource {
     pub address: String,
     /// Per-query timeout, at most `60s`; a timeout is Error evidence. Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION))]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
     /// Credentials and trust, read from Secrets in the gate's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<PrometheusAuth>,
@@ -356,8 +349,7 @@ pub struct ProbeSource {
     pub concurrency: Option<i32>,
     /// Per-request timeout; a timeout counts as an error. Default `5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION))]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
     /// Requests sent to one revision at one pause, at most. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -451,8 +443,7 @@ pub struct PodHealthGuard {
     /// How much longer than the stable revision's longest a canary pod may stay not ready.
     /// Default `2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION))]
-    pub max_not_ready: Option<String>,
+    pub max_not_ready: Option<Duration>,
 }
 
 /// One pod-health signal, for a check with a rule of its own.
@@ -484,168 +475,8 @@ pub struct WebhookSource {
     pub url: String,
     /// Default `10s`; a timeout is Error evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION))]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub headers: Vec<Header>,
-}
-
-/// What the gate saw and did.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutGateStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// `Ready` (the spec is valid and the gate is working) and `SourceReachable`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// How many Rollouts the gate currently selects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gated_rollouts: Option<i64>,
-    /// One line on the newest decision, for `kubectl get gate`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_decision: Option<String>,
-    /// Per gated Rollout, by name. At most 100 entries keep their last evaluation; beyond
-    /// that, a Rollout at a pause keeps a compact entry (the pause, its counters and any
-    /// pending action) and a Rollout not at a pause gets none: see `omittedRollouts`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rollouts: BTreeMap<String, GatedRollout>,
-    /// Selected Rollouts without an entry, because the gate keeps at most 100 entries and
-    /// drops those not at a pause first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub omitted_rollouts: Option<i64>,
-}
-
-/// Entries a gate's status keeps in full (see [`RolloutGateStatus::rollouts`]): the status of
-/// a gate over a thousand Rollouts stays far below the API server's object size limit.
-pub const MAX_DETAILED_ENTRIES: usize = 100;
-
-impl GatedRollout {
-    /// At a pause, with evidence being gathered or an action pending: the counters a restart
-    /// resumes from, which are never dropped to bound the status.
-    pub fn in_flight(&self) -> bool {
-        matches!(self.phase, GatePhase::Evaluating | GatePhase::Holding) || self.intent.is_some()
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-pub enum GatePhase {
-    /// Not at a gated pause.
-    #[default]
-    Waiting,
-    Evaluating,
-    Holding,
-    Promoted,
-    Aborted,
-    /// DryRun: a decision was made and not applied.
-    DryRun,
-    /// A person (or another tool) promoted, aborted or paused first; the gate stood down.
-    StoodDown,
-}
-
-/// The gate's record of one Rollout at one pause. It is also what a restarted controller
-/// resumes from. Every field is always written (absent values as null), so a merge patch of a
-/// new record never leaves a field of an older one behind.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GatedRollout {
-    /// The canary's pod-template-hash.
-    #[serde(default)]
-    pub revision: String,
-    #[serde(default)]
-    pub stable: Option<String>,
-    /// Canary step index; absent for a blue-green pause.
-    #[serde(default)]
-    pub step: Option<i32>,
-    #[serde(default)]
-    pub phase: GatePhase,
-    /// When the phase began (RFC 3339).
-    #[serde(default)]
-    pub since: Option<String>,
-    /// When the pause began (RFC 3339).
-    #[serde(default)]
-    pub pause_started: Option<String>,
-    #[serde(default)]
-    pub evaluations: i32,
-    #[serde(default)]
-    pub pass_streak: i32,
-    #[serde(default)]
-    pub failures: i32,
-    #[serde(default)]
-    pub errors: i32,
-    #[serde(default)]
-    pub error_streak: i32,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub last_evaluation: Option<EvaluationRecord>,
-    /// The gate generation the counters were judged under; evidence from another never counts.
-    #[serde(default)]
-    pub gate_generation: i64,
-    /// A digest of the gate's spec the counters were judged under.
-    #[serde(default)]
-    pub policy_hash: String,
-    /// How long tollgate has watched this pause, by its own monotonic clock, at the last write:
-    /// a restarted controller counts bake time on from here (never from a wall clock that may
-    /// differ from the last one's).
-    #[serde(default)]
-    pub baked_seconds: i64,
-    /// The gate will evaluate this pause no more (a deadline hold): a restart keeps it so.
-    #[serde(default)]
-    pub concluded: bool,
-    /// A promote or abort decided and about to be sent, written before the patch so a
-    /// controller that dies in between knows the move was its own. Cleared once recorded.
-    #[serde(default)]
-    pub intent: Option<Intent>,
-}
-
-/// What the gate was about to do to a Rollout at a pause.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Intent {
-    /// `Promoted` or `Aborted`: the phase to record once it is done.
-    pub phase: GatePhase,
-    /// When it was decided (RFC 3339).
-    pub time: String,
-    /// The decision's Event text.
-    pub message: String,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct EvaluationRecord {
-    pub time: String,
-    /// Pass, Fail, NoData or Error.
-    pub verdict: String,
-    pub checks: Vec<CheckRecord>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckRecord {
-    pub name: String,
-    pub verdict: String,
-    /// The rule, e.g. `<= 0.05`.
-    pub rule: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    /// Each series judged (at most 20 are kept; failing ones first).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub series: Vec<SeriesRecord>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SeriesRecord {
-    /// `{model="mistral-small"}`; `{}` for a single aggregated value.
-    pub labels: String,
-    /// Absent when not finite (NaN, ±Inf).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stable: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub samples: Option<f64>,
-    pub verdict: String,
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
-use super::http;
 use crate::decision::{Answer, Labels, MAX_SOURCE_MESSAGE, Sample, clip};
+use crate::evidence::credentials::Credentials;
+use crate::evidence::http::{self, ClientError, ClientOptions};
 
 /// The largest answer read. A gating query returns one series per label set it judges, a few
 /// KiB; an answer past this is a query that selects far more than it should.
@@ -37,28 +38,6 @@ impl Reply {
     }
 }
 
-/// Credentials and trust for one source, already read from their Secrets.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    /// A complete `Authorization` header value (`Bearer …` or `Basic …`).
-    pub authorization: Option<String>,
-    /// PEM bundle of extra CAs.
-    pub ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print a token.
-        f.debug_struct("Credentials")
-            .field(
-                "authorization",
-                &self.authorization.as_ref().map(|_| "<redacted>"),
-            )
-            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
-            .finish()
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -67,28 +46,16 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(address: &str, credentials: &Credentials) -> Result<Client, String> {
-        let mut builder =
-            reqwest::Client::builder().user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &credentials.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("the CA bundle is not valid PEM: {e}"))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+    pub fn new(address: &str, credentials: &Credentials) -> Result<Client, ClientError> {
+        let http = http::client(ClientOptions {
+            ca_pem: credentials.ca_pem.as_deref(),
+            follow_redirects: true,
+            ..ClientOptions::default()
+        })?;
         let authorization = match &credentials.authorization {
-            Some(value) => {
-                let mut v = HeaderValue::from_str(value)
-                    .map_err(|_| "the credential is not a valid header value".to_string())?;
-                v.set_sensitive(true);
-                Some(v)
-            }
+            Some(value) => Some(http::sensitive_header("Authorization", value)?.1),
             None => None,
         };
-        let http = builder
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(Client {
             http,
             base: address.trim_end_matches('/').to_string(),

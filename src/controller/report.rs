@@ -1,9 +1,9 @@
 //! Turning an evaluation into what people read: status records, one-line summaries, Event text.
 //! Pure functions of the decision engine's results.
 
+use crate::api::{CheckRecord, EvaluationRecord, RecordedVerdict, SeriesRecord};
 pub use crate::decision::clip;
 use crate::decision::{CheckResult, Rule, SeriesResult, Verdict, format_labels, num};
-use crate::gate::{CheckRecord, EvaluationRecord, SeriesRecord};
 
 /// Series kept per check in status; failing ones first. Events and logs name every failure.
 const MAX_SERIES: usize = 20;
@@ -23,7 +23,7 @@ pub fn evaluation_record(
     let per_check = (MAX_RECORD_SERIES / checks.len().max(1)).clamp(1, MAX_SERIES);
     EvaluationRecord {
         time,
-        verdict: verdict.name().to_string(),
+        verdict: recorded(verdict),
         checks: checks
             .iter()
             .map(|(r, rule)| check_record(r, rule, per_check))
@@ -41,9 +41,9 @@ fn check_record(result: &CheckResult, rule: &Rule, max_series: usize) -> CheckRe
         Verdict::Pass => 3,
     });
     let verdict = if result.skipped {
-        "Skipped".to_string()
+        RecordedVerdict::Skipped
     } else {
-        result.verdict.name().to_string()
+        recorded(&result.verdict)
     };
     CheckRecord {
         name: result.name.clone(),
@@ -58,9 +58,18 @@ fn check_record(result: &CheckResult, rule: &Rule, max_series: usize) -> CheckRe
                 value: s.value,
                 stable: s.stable,
                 samples: s.samples,
-                verdict: s.verdict.name().to_string(),
+                verdict: recorded(&s.verdict),
             })
             .collect(),
+    }
+}
+
+fn recorded(verdict: &Verdict) -> RecordedVerdict {
+    match verdict {
+        Verdict::Pass => RecordedVerdict::Pass,
+        Verdict::Fail(_) => RecordedVerdict::Fail,
+        Verdict::NoData(_) => RecordedVerdict::NoData,
+        Verdict::Error(_) => RecordedVerdict::Error,
     }
 }
 
@@ -99,16 +108,6 @@ pub fn check_summary(result: &CheckResult, rule: &Rule) -> String {
     }
 }
 
-/// The failing label sets of a check, for messages that must name them.
-pub fn failing_series(result: &CheckResult) -> Vec<String> {
-    result
-        .series
-        .iter()
-        .filter(|s| matches!(s.verdict, Verdict::Fail(_)))
-        .map(|s| format_labels(&s.labels))
-        .collect()
-}
-
 /// Where a Rollout is, in words: `step 1 of litellm (rev 67b4ccbdb4)`.
 pub fn pause_name(rollout: &str, step: Option<i32>, revision: &str) -> String {
     match step {
@@ -120,9 +119,7 @@ pub fn pause_name(rollout: &str, step: Option<i32>, revision: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{
-        CheckPolicy, Comparison, Measurement, NoDataPolicy, Sample, Verdict, judge,
-    };
+    use crate::decision::{Comparison, Criteria, Measurement, OnNoData, Sample, Verdict, judge};
 
     fn rule() -> Rule {
         Rule::Threshold {
@@ -132,10 +129,10 @@ mod tests {
     }
 
     fn result(series: Vec<Sample>, samples: Option<Vec<Sample>>) -> CheckResult {
-        let p = CheckPolicy {
+        let p = Criteria {
             name: "error-rate".into(),
             rule: rule(),
-            no_data: NoDataPolicy::Hold,
+            no_data: OnNoData::Hold,
             min_samples: samples.as_ref().map(|_| 1.0),
             ratio: false,
         };
@@ -171,9 +168,8 @@ mod tests {
             None,
         );
         assert_eq!(check_summary(&r, &rule()), "error-rate: 1/2 series <= 0.05");
-        assert_eq!(failing_series(&r), vec![r#"{model="b"}"#.to_string()]);
         let record = evaluation_record("t".into(), &r.verdict, &[(r.clone(), &rule())]);
-        assert_eq!(record.verdict, "Fail");
+        assert_eq!(record.verdict, RecordedVerdict::Fail);
         assert_eq!(
             record.checks[0].series[0].labels, r#"{model="b"}"#,
             "failures first"
@@ -194,10 +190,10 @@ mod tests {
 
     #[test]
     fn a_reported_verdict_is_summarised_with_its_reason() {
-        let p = CheckPolicy {
+        let p = Criteria {
             name: "quality".into(),
             rule: Rule::Reported,
-            no_data: NoDataPolicy::Hold,
+            no_data: OnNoData::Hold,
             min_samples: None,
             ratio: false,
         };

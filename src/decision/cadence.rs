@@ -17,7 +17,7 @@ pub enum DeadlineAction {
 
 /// The cadence and patience of a gate (its checks are judged separately, see [`super::judge`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Policy {
+pub struct Cadence {
     pub interval: Duration,
     /// Minimum time at the pause before a promotion.
     pub bake_time: Duration,
@@ -32,9 +32,9 @@ pub struct Policy {
     pub on_deadline: DeadlineAction,
 }
 
-impl Default for Policy {
+impl Default for Cadence {
     fn default() -> Self {
-        Policy {
+        Cadence {
             interval: Duration::from_secs(30),
             bake_time: Duration::ZERO,
             required_passes: 3,
@@ -57,7 +57,7 @@ pub struct History {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Action {
+pub enum Decision {
     /// All is as expected; evaluate again after `after`.
     Wait {
         reason: String,
@@ -77,22 +77,22 @@ pub enum Action {
     },
 }
 
-impl Action {
+impl Decision {
     pub fn name(&self) -> &'static str {
         match self {
-            Action::Wait { .. } => "wait",
-            Action::Hold { .. } => "hold",
-            Action::Promote { .. } => "promote",
-            Action::Abort { .. } => "abort",
+            Decision::Wait { .. } => "wait",
+            Decision::Hold { .. } => "hold",
+            Decision::Promote { .. } => "promote",
+            Decision::Abort { .. } => "abort",
         }
     }
 
     pub fn reason(&self) -> &str {
         match self {
-            Action::Wait { reason, .. }
-            | Action::Hold { reason, .. }
-            | Action::Promote { reason }
-            | Action::Abort { reason } => reason,
+            Decision::Wait { reason, .. }
+            | Decision::Hold { reason, .. }
+            | Decision::Promote { reason }
+            | Decision::Abort { reason } => reason,
         }
     }
 }
@@ -142,11 +142,11 @@ impl AtPause {
 
 /// Decides after one evaluation.
 pub fn decide(
-    policy: &Policy,
+    policy: &Cadence,
     history: History,
     verdict: &Verdict,
     at: AtPause,
-) -> (History, Action) {
+) -> (History, Decision) {
     let at_pause = at.baked;
     let h = history.record(verdict);
     if h.failures > policy.failure_limit {
@@ -160,7 +160,7 @@ pub fn decide(
             "{} failing evaluation(s), {} tolerated: {last}",
             h.failures, policy.failure_limit
         );
-        return (h, Action::Abort { reason });
+        return (h, Decision::Abort { reason });
     }
     let required = policy.required_passes.max(1);
     if h.pass_streak >= required && at_pause >= policy.bake_time {
@@ -169,7 +169,7 @@ pub fn decide(
             h.pass_streak,
             human(at_pause)
         );
-        return (h, Action::Promote { reason });
+        return (h, Decision::Promote { reason });
     }
     if let Some(deadline) = policy.deadline.filter(|d| at.since_start >= *d) {
         let last = match verdict {
@@ -187,12 +187,12 @@ pub fn decide(
                     "deadline reached with no evidence: aborting as the gate's deadline says \
                      ({reason})"
                 );
-                (h, Action::Abort { reason })
+                (h, Decision::Abort { reason })
             }
-            DeadlineAction::Abort => (h, Action::Abort { reason }),
+            DeadlineAction::Abort => (h, Decision::Abort { reason }),
             DeadlineAction::Hold => (
                 h,
-                Action::Hold {
+                Decision::Hold {
                     reason,
                     after: None,
                 },
@@ -203,15 +203,15 @@ pub fn decide(
 }
 
 fn keep_evaluating(
-    policy: &Policy,
+    policy: &Cadence,
     h: &History,
     verdict: &Verdict,
     at_pause: Duration,
     required: u32,
-) -> Action {
+) -> Decision {
     let after = policy.interval;
     match verdict {
-        Verdict::Pass if h.pass_streak >= required => Action::Wait {
+        Verdict::Pass if h.pass_streak >= required => Decision::Wait {
             reason: format!(
                 "evidence passes; baking {} of {}",
                 human(at_pause),
@@ -221,18 +221,18 @@ fn keep_evaluating(
                 .min(policy.bake_time.saturating_sub(at_pause))
                 .max(Duration::from_secs(1)),
         },
-        Verdict::Pass => Action::Wait {
+        Verdict::Pass => Decision::Wait {
             reason: format!("{}/{required} passing evaluations", h.pass_streak),
             after,
         },
-        Verdict::Fail(why) => Action::Wait {
+        Verdict::Fail(why) => Decision::Wait {
             reason: format!(
                 "failing evaluation {} of {} tolerated: {why}",
                 h.failures, policy.failure_limit
             ),
             after,
         },
-        Verdict::NoData(why) => Action::Hold {
+        Verdict::NoData(why) => Decision::Hold {
             reason: format!("no data: {why}"),
             after: Some(after),
         },
@@ -245,7 +245,7 @@ fn keep_evaluating(
                     "source errors in {} evaluations in a row ({} tolerated): {why}",
                     h.error_streak, policy.error_limit
                 );
-                Action::Hold {
+                Decision::Hold {
                     reason,
                     after: Some(after),
                 }
@@ -254,7 +254,7 @@ fn keep_evaluating(
                     "source error {} of {} tolerated: {why}",
                     h.error_streak, policy.error_limit
                 );
-                Action::Wait { reason, after }
+                Decision::Wait { reason, after }
             }
         }
     }
@@ -283,8 +283,8 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> Cadence {
+        Cadence {
             interval: 10 * SEC,
             bake_time: 60 * SEC,
             required_passes: 3,
@@ -296,7 +296,7 @@ mod tests {
     }
 
     /// Runs a sequence of (verdict, seconds at pause) and returns the last action.
-    fn run(policy: &Policy, steps: &[(Verdict, u64)]) -> (History, Action) {
+    fn run(policy: &Cadence, steps: &[(Verdict, u64)]) -> (History, Decision) {
         let mut h = History::default();
         let mut last = None;
         for (v, t) in steps {
@@ -335,7 +335,7 @@ mod tests {
         );
         assert_eq!(
             a,
-            Action::Wait {
+            Decision::Wait {
                 reason: "evidence passes; baking 20s of 1m".into(),
                 after: 10 * SEC
             }
@@ -346,7 +346,7 @@ mod tests {
         );
         assert_eq!(
             a,
-            Action::Wait {
+            Decision::Wait {
                 reason: "evidence passes; baking 55s of 1m".into(),
                 after: 5 * SEC
             }
@@ -373,7 +373,7 @@ mod tests {
         );
         assert_eq!(
             a,
-            Action::Hold {
+            Decision::Hold {
                 reason: "no data: the query returned no series".into(),
                 after: Some(10 * SEC)
             }
@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn never_promotes_on_no_data_however_long_it_lasts() {
-        let p = Policy {
+        let p = Cadence {
             deadline: None,
             ..policy()
         };
@@ -405,11 +405,11 @@ mod tests {
         );
         assert_eq!(
             a,
-            Action::Abort {
+            Decision::Abort {
                 reason: "2 failing evaluation(s), 1 tolerated: error-rate: 1 is not <= 0.05".into()
             }
         );
-        let strict = Policy {
+        let strict = Cadence {
             failure_limit: 0,
             ..policy()
         };
@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(h.failures, 0);
         assert_eq!(
             a,
-            Action::Wait {
+            Decision::Wait {
                 reason: "source error 1 of 2 tolerated: connection refused".into(),
                 after: 10 * SEC
             }
@@ -434,7 +434,7 @@ mod tests {
         let (_, a) = run(&p, &[(err(), 0), (err(), 10), (err(), 30)]);
         assert_eq!(
             a,
-            Action::Hold {
+            Decision::Hold {
                 reason: "source errors in 3 evaluations in a row (2 tolerated): connection refused"
                     .into(),
                 after: Some(40 * SEC)
@@ -443,7 +443,7 @@ mod tests {
         let many: Vec<(Verdict, u64)> = (0..20).map(|i| (err(), i)).collect();
         assert_eq!(
             run(&p, &many).1,
-            Action::Hold {
+            Decision::Hold {
                 reason:
                     "source errors in 20 evaluations in a row (2 tolerated): connection refused"
                         .into(),
@@ -458,18 +458,18 @@ mod tests {
         let (_, a) = run(&p, &[(Verdict::NoData("empty".into()), 600)]);
         assert_eq!(
             a,
-            Action::Hold {
+            Decision::Hold {
                 reason: "no decision within the 10m deadline (last: NoData: empty)".into(),
                 after: None
             }
         );
-        let abort = Policy {
+        let abort = Cadence {
             on_deadline: DeadlineAction::Abort,
             ..policy()
         };
         assert_eq!(
             run(&abort, &[(Verdict::NoData("empty".into()), 601)]).1,
-            Action::Abort {
+            Decision::Abort {
                 reason: "deadline reached with no evidence: aborting as the gate's deadline \
                          says (no decision within the 10m deadline (last: NoData: empty))"
                     .into()
@@ -481,7 +481,7 @@ mod tests {
     fn past_the_failure_limit_later_passes_never_promote() {
         // The abort after the failure was refused (409) or the controller died before sending
         // it: the next evaluations pass, and the pause must still end in an abort.
-        let p = Policy {
+        let p = Cadence {
             failure_limit: 0,
             required_passes: 2,
             bake_time: Duration::ZERO,
@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_skewed_clock_never_shortens_the_bake_but_the_deadline_keeps_argos() {
-        let p = Policy {
+        let p = Cadence {
             required_passes: 1,
             ..policy()
         };
@@ -542,7 +542,7 @@ mod tests {
 
     #[test]
     fn required_passes_of_zero_means_one() {
-        let p = Policy {
+        let p = Cadence {
             required_passes: 0,
             bake_time: Duration::ZERO,
             ..policy()

@@ -1,0 +1,12 @@
+//! The Kubernetes shapes tollgate reads and writes: the `RolloutGate` resource (its spec and
+//! status) and the part of an Argo `Rollout` it reads. Nothing here decides anything.
+
+mod duration;
+mod gate;
+mod rollout;
+mod status;
+
+pub use duration::Duration;
+pub use gate::*;
+pub use rollout::*;
+pub use status::*;

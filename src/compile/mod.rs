@@ -1,0 +1,503 @@
+//! From a `RolloutGate` spec to a [`CompiledGate`]: the decision engine's criteria and cadence,
+//! and the evidence layer's sources, with every default applied. Rejects what admission cannot
+//! see (template variables, CEL that does not compile, limits between fields) with a message
+//! naming the field. Nothing compiled refers to a Kubernetes type: Secrets are named by
+//! [`SecretKeyRef`](crate::evidence::credentials::SecretKeyRef) and read by the evidence layer.
+
+mod check;
+mod probe;
+
+use std::time::Duration;
+
+use crate::api::{self, RolloutGateSpec};
+use crate::decision::{self, Cadence, Criteria, RuleError};
+use crate::evidence::template::TemplateError;
+use crate::evidence::{Source, probe::Plan};
+
+/// A gate spec, checked and compiled.
+#[derive(Clone, Debug)]
+pub struct CompiledGate {
+    pub mode: Mode,
+    pub cadence: Cadence,
+    pub checks: Vec<CompiledCheck>,
+    pub pauses: Pauses,
+    /// The synthetic traffic to send at a gated pause, when a check reads it.
+    pub probe: Option<Plan>,
+}
+
+/// One check: how to measure it and how to judge it.
+#[derive(Clone, Debug)]
+pub struct CompiledCheck {
+    pub criteria: Criteria,
+    pub source: Source,
+}
+
+/// Whether decisions are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    /// Decide, record and report; patch nothing.
+    DryRun,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "Enforce",
+            Mode::DryRun => "DryRun",
+        }
+    }
+}
+
+/// Which pauses a gate gates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pauses {
+    /// Canary step indexes; empty: every pause step.
+    pub steps: Vec<i32>,
+    pub blue_green: bool,
+}
+
+impl Pauses {
+    /// Whether the gate gates the canary pause at `step`.
+    pub fn gates_step(&self, step: i32) -> bool {
+        self.steps.is_empty() || self.steps.contains(&step)
+    }
+}
+
+/// What is wrong with a spec, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CompileError {
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+    /// A rule between fields, in words that name them.
+    #[error("{0}")]
+    Spec(&'static str),
+    #[error("{field}: {source}")]
+    Template {
+        field: &'static str,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("condition: {0}")]
+    Condition(#[source] RuleError),
+    /// One check's problem, named by the check.
+    #[error("checks[{check}]: {source}")]
+    Check {
+        check: String,
+        #[source]
+        source: Box<CompileError>,
+    },
+    #[error("probe: {0}")]
+    Probe(#[source] Box<CompileError>),
+}
+
+impl CompileError {
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> CompileError {
+        CompileError::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The shortest interval a gate may have.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A digest of a gate's spec, stable across processes and versions (FNV-1a over its JSON): the
+/// status records it beside the counters judged under that spec.
+pub fn digest(spec: &RolloutGateSpec) -> String {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Compiles a spec. The error names the field and says what is wrong.
+pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
+    let cadence = cadence(spec)?;
+    let mut checks = spec
+        .checks
+        .iter()
+        .map(|c| {
+            check::compile(c, spec.prometheus.as_ref()).map_err(|e| CompileError::Check {
+                check: c.name.clone(),
+                source: Box::new(e),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(guard) = &spec.pod_health {
+        checks.extend(check::pod_health_guard(guard));
+    }
+    if checks.is_empty() {
+        return Err(CompileError::invalid(
+            "checks",
+            "a gate needs at least one check; it never promotes without evidence",
+        ));
+    }
+    unique_names(&checks)?;
+    let reads_probe = checks.iter().any(|c| matches!(c.source, Source::Probe(_)));
+    let probe = match (&spec.probe, reads_probe) {
+        (Some(p), true) => Some(probe::plan(p).map_err(|e| CompileError::Probe(Box::new(e)))?),
+        (None, true) => return Err(CompileError::Spec("a probe check needs spec.probe")),
+        // Traffic no check reads is never sent.
+        (_, false) => None,
+    };
+    Ok(CompiledGate {
+        mode: match spec.mode {
+            api::Mode::Enforce => Mode::Enforce,
+            api::Mode::DryRun => Mode::DryRun,
+        },
+        cadence,
+        checks,
+        pauses: Pauses {
+            steps: spec.pauses.steps.clone(),
+            blue_green: spec.pauses.blue_green,
+        },
+        probe,
+    })
+}
+
+/// The gate's cadence: [`Cadence::default`] is the one home of its defaults.
+fn cadence(spec: &RolloutGateSpec) -> Result<Cadence, CompileError> {
+    let default = Cadence::default();
+    let cadence = Cadence {
+        interval: spec.interval.map_or(default.interval, Into::into),
+        bake_time: spec.bake_time.map_or(default.bake_time, Into::into),
+        required_passes: count(spec.required_passes, default.required_passes).max(1),
+        failure_limit: count(spec.failure_limit, default.failure_limit),
+        error_limit: count(spec.error_limit, default.error_limit),
+        deadline: spec.deadline.as_ref().map(|d| d.after.into()),
+        on_deadline: match spec.deadline.as_ref().map(|d| d.action) {
+            Some(api::DeadlineAction::Abort) => decision::DeadlineAction::Abort,
+            _ => decision::DeadlineAction::Hold,
+        },
+    };
+    if cadence.interval < MIN_INTERVAL {
+        return Err(CompileError::invalid("interval", "must be at least 1s"));
+    }
+    Ok(cadence)
+}
+
+fn unique_names(checks: &[CompiledCheck]) -> Result<(), CompileError> {
+    let mut names: Vec<&str> = checks.iter().map(|c| c.criteria.name.as_str()).collect();
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(CompileError::invalid(
+            "checks",
+            format!(
+                "the name {:?} is used twice (podHealth adds {})",
+                w[0],
+                check::POD_HEALTH_CHECKS.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A non-negative count from the spec (admission already rejects negatives).
+fn count(value: Option<i32>, default: u32) -> u32 {
+    value.map_or(default, |v| u32::try_from(v).unwrap_or(0))
+}
+
+/// A timeout from the spec, between 1 ms and `max`.
+fn bounded_timeout(
+    field: &str,
+    value: Option<api::Duration>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, CompileError> {
+    let t = value.map_or(default, Into::into);
+    if t.is_zero() || t > max {
+        return Err(CompileError::invalid(
+            field,
+            format!("{t:?} is outside 1ms to {max:?}"),
+        ));
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{OnNoData, Rule};
+    use crate::evidence::probe::{Metric, PortRef};
+    use serde_json::json;
+
+    fn spec(value: serde_json::Value) -> RolloutGateSpec {
+        serde_json::from_value(value).expect("spec parses")
+    }
+
+    fn litellm() -> serde_json::Value {
+        json!({
+            "rollouts": {"name": "litellm"},
+            "interval": "15s", "bakeTime": "2m", "requiredPasses": 3,
+            "deadline": {"after": "30m", "action": "Abort"},
+            "prometheus": {"address": "http://prometheus:9090"},
+            "checks": [{
+                "name": "error-rate",
+                "ratio": {
+                    "numerator": "sum(rate(requests_total{rollouts_pod_template_hash=\"{{hash}}\",code!~\"[23]..\"}[1m]))",
+                    "denominator": "sum(rate(requests_total{rollouts_pod_template_hash=\"{{hash}}\"}[1m]))"
+                },
+                "threshold": {"op": "<=", "value": 0.05},
+                "minSamples": {"query": "sum(increase(requests_total{rollouts_pod_template_hash=\"{{hash}}\"}[5m]))", "count": 100}
+            }]
+        })
+    }
+
+    #[test]
+    fn compiles_a_complete_gate() {
+        let g = compile(&spec(litellm())).expect("compiles");
+        assert_eq!(g.cadence.interval, Duration::from_secs(15));
+        assert_eq!(g.cadence.bake_time, Duration::from_secs(120));
+        assert_eq!(g.cadence.deadline, Some(Duration::from_secs(1800)));
+        assert_eq!(g.cadence.on_deadline, decision::DeadlineAction::Abort);
+        let c = &g.checks[0];
+        let Source::Prometheus(q) = &c.source else {
+            panic!("a Prometheus check, got {:?}", c.source)
+        };
+        assert!(c.criteria.ratio && q.denominator.is_some());
+        assert_eq!(c.criteria.min_samples, Some(100.0));
+        assert_eq!(q.endpoint.timeout, check::DEFAULT_TIMEOUT);
+        assert_eq!(c.criteria.rule.describe(), "<= 0.05");
+        assert!(g.probe.is_none());
+    }
+
+    fn probe_gate() -> serde_json::Value {
+        json!({
+            "rollouts": {"name": "litellm"},
+            "probe": {
+                "port": "http",
+                "requests": [
+                    {"name": "chat-mistral", "method": "POST", "path": "/v1/chat/completions",
+                     "body": "{}", "headers": [{"name": "Authorization", "secret": {"name": "k", "key": "h"}}]},
+                    {"name": "health", "path": "/health", "successCodes": ["200", "4xx"]}
+                ],
+                "rate": 5, "timeout": "2s"
+            },
+            "checks": [
+                {"name": "errors", "probe": {"metric": "errorRatio"},
+                 "threshold": {"op": "<=", "value": 0.01}, "minSamples": {"count": 20}},
+                {"name": "p95", "probe": {"metric": "latencyP95"},
+                 "againstStable": {"maxRatio": 1.5}}
+            ]
+        })
+    }
+
+    #[test]
+    fn compiles_a_probe_gate_without_prometheus() {
+        let g = compile(&spec(probe_gate())).expect("compiles");
+        let p = g.probe.expect("probe plan");
+        assert_eq!(p.port, PortRef::Name("http".into()));
+        assert_eq!(p.rate, 5.0);
+        assert_eq!(p.timeout, Duration::from_secs(2));
+        assert_eq!(p.concurrency, probe::DEFAULT_CONCURRENCY);
+        assert_eq!(p.requests[0].method, "POST");
+        assert_eq!(p.requests[1].method, "GET");
+        assert!(matches!(
+            g.checks[0].source,
+            Source::Probe(Metric::ErrorRatio)
+        ));
+        assert_eq!(g.checks[0].criteria.min_samples, Some(20.0));
+    }
+
+    #[test]
+    fn probe_limits_are_checked() {
+        let mut s = probe_gate();
+        s["probe"]["timeout"] = json!("0s");
+        assert!(
+            compile(&spec(s))
+                .expect_err("zero")
+                .to_string()
+                .contains("probe: timeout: 0ns is outside")
+        );
+        let mut s = probe_gate();
+        s["probe"]["timeout"] = json!("2m");
+        assert!(
+            compile(&spec(s))
+                .expect_err("long")
+                .to_string()
+                .contains("outside 1ms to 60s")
+        );
+        let mut s = probe_gate();
+        s["probe"]["budget"] = json!(-3);
+        assert!(
+            compile(&spec(s))
+                .expect_err("budget")
+                .to_string()
+                .contains("budget: -3")
+        );
+        let mut s = probe_gate();
+        s["probe"]["port"] = json!(70000);
+        assert!(
+            compile(&spec(s))
+                .expect_err("port")
+                .to_string()
+                .contains("port: 70000")
+        );
+        let mut s = probe_gate();
+        s["probe"]["rate"] = json!(1e9);
+        assert!(
+            compile(&spec(s))
+                .expect_err("rate")
+                .to_string()
+                .contains("rate: 1000000000 is outside")
+        );
+        let mut s = probe_gate();
+        s["probe"]["concurrency"] = json!(0);
+        assert!(
+            compile(&spec(s))
+                .expect_err("concurrency")
+                .to_string()
+                .contains("concurrency: 0")
+        );
+    }
+
+    #[test]
+    fn a_probe_check_needs_spec_probe_and_unused_probes_send_nothing() {
+        let mut s = probe_gate();
+        s["probe"] = serde_json::Value::Null;
+        assert_eq!(
+            compile(&spec(s)).expect_err("no probe").to_string(),
+            "a probe check needs spec.probe"
+        );
+        let mut s = probe_gate();
+        s["prometheus"] = json!({"address": "http://p:9090"});
+        s["checks"] = json!([{"name": "up", "query": "up", "threshold": {"op": ">", "value": 0}}]);
+        assert!(compile(&spec(s)).expect("compiles").probe.is_none());
+    }
+
+    #[test]
+    fn pod_health_in_one_line() {
+        let g = compile(&spec(json!({
+            "rollouts": {"name": "a"},
+            "podHealth": {}
+        })))
+        .expect("compiles");
+        let names: Vec<&str> = g.checks.iter().map(|c| c.criteria.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pod-crashloop",
+                "pod-oomkilled",
+                "pod-restarts",
+                "pod-not-ready"
+            ]
+        );
+        assert_eq!(g.checks[2].criteria.rule.describe(), "<= stable + 1");
+        assert_eq!(g.checks[3].criteria.rule.describe(), "<= stable + 120");
+
+        let clash = compile(&spec(json!({
+            "rollouts": {"name": "a"}, "podHealth": {},
+            "checks": [{"name": "pod-restarts", "podHealth": {"signal": "restarts"},
+                        "threshold": {"op": "<=", "value": 0}}]
+        })));
+        assert!(
+            clash
+                .expect_err("duplicate")
+                .to_string()
+                .contains("\"pod-restarts\" is used twice")
+        );
+    }
+
+    #[test]
+    fn a_webhook_check_may_take_the_verdict_it_is_given() {
+        let g = compile(&spec(json!({
+            "rollouts": {"name": "a"},
+            "checks": [
+                {"name": "verdict", "webhook": {"url": "http://judge:8080/gate"}},
+                {"name": "score", "webhook": {"url": "http://judge:8080/score", "timeout": "3s"},
+                 "threshold": {"op": ">=", "value": 0.9}, "minSamples": {"count": 10}}
+            ]
+        })))
+        .expect("compiles");
+        assert!(matches!(g.checks[0].criteria.rule, Rule::Reported));
+        let Source::Webhook(endpoint) = &g.checks[1].source else {
+            panic!("webhook")
+        };
+        assert_eq!(endpoint.timeout, Duration::from_secs(3));
+        assert_eq!(g.checks[1].criteria.rule.describe(), ">= 0.9");
+        let slow = compile(&spec(json!({"rollouts": {"name": "a"}, "checks": [
+            {"name": "v", "webhook": {"url": "http://j/", "timeout": "2h"}}]})));
+        assert!(
+            slow.expect_err("too slow")
+                .to_string()
+                .contains("webhook.timeout: 7200s is outside")
+        );
+    }
+
+    #[test]
+    fn source_specific_fields_are_refused_elsewhere() {
+        let mut s = probe_gate();
+        s["checks"][0]["minSamples"] = json!({"count": 5, "query": "x"});
+        assert!(
+            compile(&spec(s))
+                .expect_err("query")
+                .to_string()
+                .contains("minSamples.query applies")
+        );
+        let mut s = litellm();
+        s["checks"][0]["minSamples"] = json!({"count": 5});
+        assert!(
+            compile(&spec(s))
+                .expect_err("no query")
+                .to_string()
+                .contains("minSamples.query is required")
+        );
+        let s = json!({"rollouts": {"name": "a"}, "checks": [
+            {"name": "p", "podHealth": {"signal": "restarts"}}]});
+        assert!(
+            compile(&spec(s))
+                .expect_err("rule")
+                .to_string()
+                .contains("exactly one pass rule")
+        );
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let g = compile(&spec(json!({
+            "rollouts": {"name": "a"},
+            "prometheus": {"address": "http://p:9090"},
+            "checks": [{"name": "up", "query": "up", "threshold": {"op": ">", "value": 0}}]
+        })))
+        .expect("compiles");
+        assert_eq!(g.mode, Mode::Enforce);
+        assert_eq!(g.cadence.required_passes, 3);
+        assert_eq!(g.cadence.failure_limit, 0);
+        assert_eq!(g.checks[0].criteria.no_data, OnNoData::Hold);
+        assert!(g.pauses.blue_green && g.pauses.steps.is_empty());
+    }
+
+    #[test]
+    fn rejects_what_admission_cannot_see() {
+        let mut s = litellm();
+        s["checks"][0]["ratio"]["numerator"] = json!("x{h=\"{{ canary }}\"}");
+        let err = compile(&spec(s)).expect_err("unknown variable").to_string();
+        assert!(
+            err.starts_with("checks[error-rate]: query: unknown template variable {{ canary }}"),
+            "{err}"
+        );
+
+        let mut s = litellm();
+        s["checks"][0]["threshold"] = serde_json::Value::Null;
+        s["checks"][0]["condition"] = json!("value <");
+        let err = compile(&spec(s)).expect_err("bad CEL").to_string();
+        assert!(err.contains("condition: invalid CEL condition"), "{err}");
+
+        let mut s = litellm();
+        s["prometheus"] = serde_json::Value::Null;
+        let err = compile(&spec(s)).expect_err("no source").to_string();
+        assert!(err.contains("no Prometheus source"), "{err}");
+
+        let mut s = litellm();
+        s["checks"] = json!([]);
+        assert!(
+            compile(&spec(s))
+                .expect_err("no checks")
+                .to_string()
+                .contains("never promotes without evidence")
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! A Rollout at a gated pause: pick up (or start) its tracker, hold while another pause
+//! condition sits beside it, probe, gather evidence at the gate's cadence, decide, and act.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::actuate::{self, Actuation, Outcome};
+use super::context::{Compiled, Context};
+use super::effect::{self, Effect, Evaluated, Note, Reason};
+use super::gather::Gathering;
+use super::observe::key;
+use super::reconcile::UNPAUSING_RECHECK;
+use super::record::{self, Fields, now};
+use super::report::{self, pause_name};
+use super::tracker::{PauseKey, Resumed, Tracker};
+use crate::Result;
+use crate::api::{BLUE_GREEN_PAUSE, CANARY_PAUSE, GatePhase, GatedRollout, Rollout, RolloutGate};
+use crate::compile::CompiledGate;
+use crate::decision::{self, AtPause, CheckResult, History, Verdict};
+use crate::evidence::probe::{self, ProbeRun};
+
+const CONFLICT: &str = "the Rollout changed after the evidence was read (409 Conflict)";
+/// How old a pause must be before its first evaluation (see `gather`'s evaluation instant, a
+/// second back, with room for clocks a little apart).
+const FIRST_LOOK: Duration = Duration::from_secs(2);
+/// Evidence older than the gate's interval (and this) when it is judged is not judged.
+const MIN_EVIDENCE_AGE: Duration = Duration::from_secs(15);
+/// When to look again at an evaluation whose evidence is still being gathered, should its wake
+/// never come: past the longest source timeout.
+const GATHERING_BACKSTOP: Duration = Duration::from_secs(70);
+
+/// What one evaluation is about: the Rollout as gathered for, its gate, and the pause's record.
+struct At<'a> {
+    rollout: &'a Rollout,
+    gate: &'a RolloutGate,
+    compiled: &'a CompiledGate,
+    entry: Option<&'a GatedRollout>,
+}
+
+pub async fn at_pause(
+    rollout: &Rollout,
+    gate: &Arc<RolloutGate>,
+    built: &Arc<Compiled>,
+    compiled: &CompiledGate,
+    pause: PauseKey,
+    entry: Option<GatedRollout>,
+    ctx: &Arc<Context>,
+) -> Result<Action> {
+    let k = key(rollout);
+    let mut tracker = tracker_for(rollout, gate, compiled, pause, entry.as_ref(), ctx).await;
+    if tracker.finished.is_some() {
+        tracker.probe = None;
+        ctx.trackers.put(k, tracker);
+        return Ok(Action::await_change());
+    }
+    let own = match tracker.pause.step {
+        Some(_) => CANARY_PAUSE,
+        None => BLUE_GREEN_PAUSE,
+    };
+    let others = rollout.other_pauses(own);
+    if !others.is_empty() {
+        let outcome = held_by_others(rollout, gate, &mut tracker, entry, &others, ctx).await;
+        ctx.trackers.put(k, tracker);
+        return outcome.map(|_| Action::requeue(compiled.cadence.interval));
+    }
+    if tracker.probe.is_none() {
+        start_probe(rollout, compiled, &mut tracker, ctx);
+    }
+    if let Some(wait) = not_yet(&mut tracker) {
+        ctx.trackers.put(k, tracker);
+        return Ok(Action::requeue(wait));
+    }
+    let Some((seen, results)) = gathered(rollout, gate, built, compiled, &mut tracker, ctx) else {
+        ctx.trackers.put(k, tracker);
+        // The gathering wakes the Rollout when it is done; this is only a backstop.
+        return Ok(Action::requeue(GATHERING_BACKSTOP));
+    };
+    let at = At {
+        rollout: &seen,
+        gate,
+        compiled,
+        entry: entry.as_ref(),
+    };
+    let outcome = evaluate(&at, &mut tracker, results, ctx).await;
+    ctx.trackers.put(k, tracker);
+    outcome
+}
+
+/// The tracker of this very pause: the one in memory, or picked up from the gate's status, or a
+/// fresh one. Evidence judged under an older gate does not count, and says so.
+async fn tracker_for(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    compiled: &CompiledGate,
+    pause: PauseKey,
+    entry: Option<&GatedRollout>,
+    ctx: &Context,
+) -> Tracker {
+    let place = pause_name(&rollout.name_any(), pause.step, &pause.revision);
+    let changed = effect::gate_changed(&place, pause.gate_generation);
+    let (tracker, note) = match ctx.trackers.get(&key(rollout)) {
+        Some(t) if t.pause == pause => (t, None),
+        Some(t) if t.pause.same_pause(&pause) => (Tracker::fresh(pause), Some(changed)),
+        _ => match Tracker::resume(pause, entry, compiled.cadence.interval, ago) {
+            Resumed::Restored(t) => (t, None),
+            Resumed::GateChanged(t) => (t, Some(changed)),
+            Resumed::Fresh(t) => {
+                let note = rollout
+                    .self_ending_pause(t.pause.step)
+                    .map(|how| Note::new(Reason::SelfEndingPause, format!("{place}: {how}")));
+                (t, note)
+            }
+        },
+    };
+    if let Some(note) = note {
+        record::note(ctx, rollout, gate, note).await;
+    }
+    tracker
+}
+
+/// How long until the next evaluation is due, if it is not due yet. The first look waits until
+/// the pause is older than the evaluation instant's lag, so it is never asked about a moment
+/// before the pause (that would be NoData, and a Warning).
+fn not_yet(tracker: &mut Tracker) -> Option<Duration> {
+    let young = FIRST_LOOK.saturating_sub(ago(&tracker.pause.started).unwrap_or(FIRST_LOOK));
+    let now = Instant::now();
+    tracker.next_due = tracker.next_due.max(now + young);
+    (tracker.next_due > now).then(|| tracker.next_due - now)
+}
+
+/// The evidence of the evaluation that is due, with the Rollout as it was when gathering began;
+/// `None` while it is being gathered (started here if it was not).
+fn gathered(
+    rollout: &Rollout,
+    gate: &Arc<RolloutGate>,
+    built: &Arc<Compiled>,
+    compiled: &CompiledGate,
+    tracker: &mut Tracker,
+    ctx: &Arc<Context>,
+) -> Option<(Rollout, Vec<CheckResult>)> {
+    let Some(g) = &tracker.gathering else {
+        let pause = tracker.pause.clone();
+        let probe = tracker.probe.clone();
+        tracker.gathering = Some(Arc::new(Gathering::start(
+            rollout,
+            gate.clone(),
+            built.clone(),
+            pause,
+            probe,
+            ctx,
+        )));
+        return None;
+    };
+    let mut results = g.results()?;
+    let age = g.started.elapsed();
+    if age > compiled.cadence.interval.max(MIN_EVIDENCE_AGE) {
+        // Queued behind a slow source: the evidence describes a moment long past.
+        results = g.uniform(Verdict::NoData(format!(
+            "the evidence took {}s to gather, longer than the interval; not judged",
+            age.as_secs()
+        )));
+    }
+    let seen = g.seen.clone();
+    tracker.gathering = None;
+    Some((seen, results))
+}
+
+async fn evaluate(
+    at: &At<'_>,
+    tracker: &mut Tracker,
+    results: Vec<CheckResult>,
+    ctx: &Context,
+) -> Result<Action> {
+    let pause = tracker.pause.clone();
+    let cadence = &at.compiled.cadence;
+    let verdict = decision::combine(&results);
+    ctx.metrics.evaluation(verdict.name());
+    let since_start = ago(&pause.started).unwrap_or_default();
+    let when = AtPause {
+        since_start,
+        baked: since_start.min(tracker.first_seen.elapsed()),
+    };
+    let before = tracker.history;
+    let (history, decision) = decision::decide(cadence, tracker.history, &verdict, when);
+    let decided = Instant::now();
+    tracker.history = history;
+    // Until the outcome sets it: a patch or status write that fails is retried at the gate's
+    // cadence with fresh evidence, not at the error policy's.
+    tracker.next_due = decided + cadence.interval;
+    ctx.metrics
+        .decision(decision.name(), at.compiled.mode.name());
+    let name = at.rollout.name_any();
+    let place = pause_name(&name, pause.step, &pause.revision);
+    let summaries: Vec<String> = results
+        .iter()
+        .zip(&at.compiled.checks)
+        .map(|(r, c)| report::check_summary(r, &c.criteria.rule))
+        .collect();
+    tracing::info!(
+        rollout = %name, namespace = %at.rollout.namespace().unwrap_or_default(), gate = %at.gate.name_any(),
+        revision = %pause.revision, step = ?pause.step, verdict = verdict.name(), decision = decision.name(),
+        reason = decision.reason(), evidence = %summaries.join("; "), "evaluated"
+    );
+    let self_ending = at.rollout.self_ending_pause(pause.step);
+    let evaluated = Evaluated {
+        place: &place,
+        verdict: &verdict,
+        summaries: &summaries,
+        self_ending: self_ending.as_deref(),
+    };
+    let effect = effect::of_decision(&decision, at.compiled.mode, &evaluated, &tracker.announced);
+    if let Some(announced) = &effect.announced {
+        tracker.announced.clone_from(announced);
+    }
+    if let Some(actuation) = effect.actuation {
+        match act(at, tracker, &effect, actuation, decided, ctx).await? {
+            Outcome::Applied(_) => {}
+            Outcome::Conflict => return stale(at, tracker, before, CONFLICT, ctx).await,
+            Outcome::Refused(why) => return stale(at, tracker, before, &why, ctx).await,
+        }
+    }
+    if effect.after.is_none() {
+        tracker.finished = Some(effect.phase);
+        tracker.probe = None;
+    }
+    tracker.next_due = Instant::now() + effect.after.unwrap_or_default();
+    record_evaluation(at, tracker, &effect, &verdict, &results, ctx).await?;
+    Ok(match effect.after {
+        Some(after) => Action::requeue(after),
+        None if matches!(effect.phase, GatePhase::Promoted | GatePhase::Aborted) => {
+            Action::requeue(UNPAUSING_RECHECK)
+        }
+        None => Action::await_change(),
+    })
+}
+
+/// Records the intent, then sends the patch.
+async fn act(
+    at: &At<'_>,
+    tracker: &mut Tracker,
+    effect: &Effect,
+    actuation: Actuation,
+    decided: Instant,
+    ctx: &Context,
+) -> Result<Outcome> {
+    let record = GatedRollout {
+        phase: at.entry.map_or(GatePhase::Evaluating, |e| e.phase),
+        since: at.entry.and_then(|e| e.since.clone()),
+        message: format!("about to act: {}", effect.message),
+        intent: effect::intent(effect, &now()),
+        ..effect::pause_record(stable(at.rollout), tracker, at.entry.cloned())
+    };
+    let name = at.rollout.name_any();
+    record::entry(ctx, at.gate, &name, &record, Fields::default()).await?;
+    let target = actuate::Target {
+        pause: &tracker.pause,
+        pauses: &at.compiled.pauses,
+        gate: at.gate,
+    };
+    let outcome =
+        actuate::at_pause(&ctx.client, at.rollout, target, actuation, &ctx.metrics).await?;
+    if let Outcome::Applied(sent) = outcome {
+        tracker.stale_streak = 0;
+        if ctx.crash_after_acting {
+            tracing::error!(rollout = %name, "crash-after-acting: exiting before recording");
+            std::process::exit(70);
+        }
+        let took = decided.elapsed();
+        let send_ms = sent.duration_since(decided).as_secs_f64() * 1000.0;
+        ctx.metrics.actuation.observe(took.as_secs_f64());
+        tracing::info!(rollout = %name, action = actuation.verb(), send_ms, actuation_ms = took.as_secs_f64() * 1000.0, "applied");
+        tracker.acted_at = Some(Instant::now());
+    }
+    Ok(outcome)
+}
+
+async fn record_evaluation(
+    at: &At<'_>,
+    tracker: &Tracker,
+    effect: &Effect,
+    verdict: &Verdict,
+    results: &[CheckResult],
+    ctx: &Context,
+) -> Result<()> {
+    let now = now();
+    let checks: Vec<(CheckResult, &decision::Rule)> = results
+        .iter()
+        .cloned()
+        .zip(at.compiled.checks.iter().map(|c| &c.criteria.rule))
+        .collect();
+    let entry = GatedRollout {
+        phase: effect.phase,
+        since: Some(effect::since(at.entry, &tracker.pause, effect.phase, &now)),
+        message: effect.message.clone(),
+        concluded: effect.phase == GatePhase::Holding && effect.after.is_none(),
+        last_evaluation: Some(report::evaluation_record(now, verdict, &checks)),
+        ..effect::pause_record(stable(at.rollout), tracker, None)
+    };
+    let name = at.rollout.name_any();
+    let decided = effect.note.is_some() && effect.phase != GatePhase::Holding;
+    let fields = Fields {
+        conditions: Some(vec![
+            record::ready(at.gate),
+            record::reachable(at.gate, results),
+        ]),
+        last_decision: decided.then(|| report::clip(&format!("{name}: {}", effect.message), 200)),
+        ..Fields::observed(at.gate)
+    };
+    record::entry(ctx, at.gate, &name, &entry, fields).await?;
+    if let Some(note) = effect.note.clone() {
+        record::note(ctx, at.rollout, at.gate, note).await;
+    }
+    Ok(())
+}
+
+/// The decision's patch was refused because the Rollout changed since the evidence was read:
+/// decide again on fresh evidence, sooner than the interval (see [`effect::refused`]).
+async fn stale(
+    at: &At<'_>,
+    tracker: &mut Tracker,
+    before: History,
+    why: &str,
+    ctx: &Context,
+) -> Result<Action> {
+    let name = at.rollout.name_any();
+    // The patch was refused: the intent written before it never happened.
+    record::clear_intent(ctx, at.gate, &name).await?;
+    ctx.metrics.stale_decisions.inc();
+    tracker.stale_streak = tracker.stale_streak.saturating_add(1);
+    let (history, retry) = effect::refused(before, tracker.history, tracker.stale_streak);
+    tracker.history = history;
+    tracing::info!(rollout = %name, reason = %why, retry_ms = retry.as_millis() as u64,
+        "decision not applied: the Rollout changed; evaluating again");
+    tracker.next_due = Instant::now() + retry;
+    Ok(Action::requeue(retry))
+}
+
+/// Another pause condition sits beside the gated one (an analysis's InconclusiveAnalysisRun,
+/// …). A promote clears every pause condition at once, so the gate holds — without evaluating
+/// — until that one is resolved by whoever owns it.
+async fn held_by_others(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    tracker: &mut Tracker,
+    entry: Option<GatedRollout>,
+    others: &[String],
+    ctx: &Context,
+) -> Result<()> {
+    let pause = &tracker.pause;
+    let message = effect::foreign(
+        &pause_name(&rollout.name_any(), pause.step, &pause.revision),
+        others,
+    );
+    tracker.probe = None;
+    tracker.gathering = None;
+    // No evidence is judged meanwhile: the passes a promotion needs start again afterwards.
+    tracker.history.pass_streak = 0;
+    if tracker.announced == message {
+        return Ok(());
+    }
+    tracker.announced.clone_from(&message);
+    let record = GatedRollout {
+        phase: GatePhase::Holding,
+        since: Some(now()),
+        message: message.clone(),
+        ..effect::pause_record(stable(rollout), tracker, entry)
+    };
+    record::entry(
+        ctx,
+        gate,
+        &rollout.name_any(),
+        &record,
+        Fields::observed(gate),
+    )
+    .await?;
+    record::note(ctx, rollout, gate, Note::new(Reason::ForeignPause, message)).await;
+    Ok(())
+}
+
+/// Starts the pause's HTTP probe, and gives it one interval of traffic before the first
+/// evaluation reads it (an empty probe is no data, not news worth a Warning).
+fn start_probe(rollout: &Rollout, compiled: &CompiledGate, tracker: &mut Tracker, ctx: &Context) {
+    let Some(plan) = &compiled.probe else { return };
+    let target = probe::Target {
+        client: ctx.client.clone(),
+        namespace: rollout.namespace().unwrap_or_default(),
+        canary_hash: tracker.pause.revision.clone(),
+        stable_hash: stable(rollout).unwrap_or_default(),
+    };
+    tracing::info!(rollout = %rollout.name_any(), revision = %target.canary_hash, stable = %target.stable_hash,
+        rate = plan.rate, "probing canary and stable pods for this pause");
+    tracker.probe = Some(Arc::new(ProbeRun::start(
+        plan.clone(),
+        target,
+        ctx.metrics.clone(),
+    )));
+    let first = Instant::now() + compiled.cadence.interval;
+    tracker.next_due = tracker.next_due.max(first);
+}
+
+fn stable(rollout: &Rollout) -> Option<String> {
+    rollout.status_or_default().stable_rs
+}
+
+/// How long ago an RFC 3339 time was; `None` when it cannot be read.
+fn ago(time: &str) -> Option<Duration> {
+    let t = time.parse::<Timestamp>().ok()?;
+    Duration::try_from(Timestamp::now().duration_since(t)).ok()
+}

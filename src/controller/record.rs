@@ -1,0 +1,423 @@
+//! The one writer of gate status and Events. Entries are merge-patched per Rollout, so
+//! concurrent reconciles of different Rollouts never overwrite each other; writes to one gate go
+//! one at a time; an entry is bounded before it is written; a write that would change nothing is
+//! not sent.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::actuate::FIELD_MANAGER;
+use super::context::Context;
+use super::effect::Note;
+use super::report::{self, MAX_MESSAGE};
+use crate::Result;
+use crate::api::{
+    GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate, RolloutGateStatus,
+};
+use crate::decision::{CheckResult, Verdict};
+
+/// Now, as the status writes times (RFC 3339).
+pub fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+/// The gate's top-level status fields a write sets (absent: left as they are).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+}
+
+impl Fields {
+    /// The generation of the gate being acted on: its status speaks of that spec.
+    pub fn observed(gate: &RolloutGate) -> Fields {
+        Fields {
+            observed_generation: gate.metadata.generation,
+            ..Fields::default()
+        }
+    }
+}
+
+/// The conditions a gate reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    /// The spec is valid and the gate is working.
+    Ready,
+    /// Every source answered at the last evaluation.
+    SourceReachable,
+}
+
+impl ConditionType {
+    fn name(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::SourceReachable => "SourceReachable",
+        }
+    }
+}
+
+/// A status condition; `lastTransitionTime` moves only when the status flips.
+pub fn condition(
+    gate: &RolloutGate,
+    type_: ConditionType,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let since = gate
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == type_.name() && c.status == status)
+        })
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::now()));
+    Condition {
+        type_: type_.name().into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: gate.metadata.generation,
+    }
+}
+
+/// `Ready`: the gate is valid and evaluating.
+pub fn ready(gate: &RolloutGate) -> Condition {
+    condition(
+        gate,
+        ConditionType::Ready,
+        true,
+        "Valid",
+        "the gate is valid and evaluating",
+    )
+}
+
+/// `SourceReachable`, from an evaluation's results: false naming every source that failed.
+pub fn reachable(gate: &RolloutGate, results: &[CheckResult]) -> Condition {
+    let errors: Vec<String> = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Error(_)))
+        .map(|r| format!("{}: {}", r.name, r.verdict.reason()))
+        .collect();
+    match errors.is_empty() {
+        true => condition(
+            gate,
+            ConditionType::SourceReachable,
+            true,
+            "Answered",
+            "every source answered",
+        ),
+        false => condition(
+            gate,
+            ConditionType::SourceReachable,
+            false,
+            "SourceError",
+            &errors.join("; "),
+        ),
+    }
+}
+
+/// Whether the gate's `Ready` condition already says `message`.
+pub fn says(gate: &RolloutGate, message: &str) -> bool {
+    gate.status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == ConditionType::Ready.name())
+        })
+        .is_some_and(|c| c.message == message)
+}
+
+/// Writes one Rollout's entry (bounded, see [`bounded`]) and `fields` into the gate's status.
+pub async fn entry(
+    ctx: &Context,
+    gate: &RolloutGate,
+    rollout: &str,
+    entry: &GatedRollout,
+    fields: Fields,
+) -> Result<()> {
+    let fields = to_object(&fields);
+    let mut status = match bounded(gate, rollout, entry) {
+        Some(e) => json!({ "rollouts": { rollout: e } }),
+        None if !changes(gate, &fields) => return Ok(()),
+        None => json!({}),
+    };
+    if let Some(obj) = status.as_object_mut() {
+        obj.extend(fields);
+    }
+    locked(ctx, gate, json!({ "status": status })).await
+}
+
+/// Writes `fields` into the gate's status, if they change it.
+pub async fn fields(ctx: &Context, gate: &RolloutGate, fields: Fields) -> Result<()> {
+    let fields = to_object(&fields);
+    if !changes(gate, &fields) {
+        return Ok(());
+    }
+    locked(ctx, gate, json!({ "status": fields })).await
+}
+
+/// Clears a Rollout's intent: the patch it announced was never applied.
+pub async fn clear_intent(ctx: &Context, gate: &RolloutGate, rollout: &str) -> Result<()> {
+    locked(
+        ctx,
+        gate,
+        json!({"status": {"rollouts": {rollout: {"intent": null}}}}),
+    )
+    .await
+}
+
+/// Reads the gate afresh under its write lock and sends what `change` makes of it, if anything:
+/// for writes (such as dropping entries) that must not act on an older cached gate.
+pub async fn rewrite(
+    ctx: &Context,
+    cached: &RolloutGate,
+    change: impl FnOnce(&RolloutGate) -> Option<Value>,
+) -> Result<()> {
+    let lock = ctx.writer(cached);
+    let _turn = lock.lock().await;
+    let api: Api<RolloutGate> =
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(gate) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(());
+    };
+    match change(&gate) {
+        Some(body) => send(ctx, &gate, &body).await,
+        None => Ok(()),
+    }
+}
+
+/// One write at a time per gate: concurrent patches of one object conflict inside the API
+/// server, which retries each until it times out (504) once a gate has many Rollouts.
+async fn locked(ctx: &Context, gate: &RolloutGate, body: Value) -> Result<()> {
+    let lock = ctx.writer(gate);
+    let _turn = lock.lock().await;
+    send(ctx, gate, &body).await
+}
+
+async fn send(ctx: &Context, gate: &RolloutGate, body: &Value) -> Result<()> {
+    let api: Api<RolloutGate> =
+        Api::namespaced(ctx.client.clone(), &gate.namespace().unwrap_or_default());
+    api.patch_status(
+        &gate.name_any(),
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Merge(body),
+    )
+    .await?;
+    Ok(())
+}
+
+fn to_object(fields: &Fields) -> serde_json::Map<String, Value> {
+    match serde_json::to_value(fields) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Publishes an Event on the Rollout and on the gate. Failures are logged, never fatal: Events
+/// are best-effort in Kubernetes.
+pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: Note) {
+    let text = report::clip(&note.text, MAX_MESSAGE);
+    let reason = note.reason.name();
+    // kube's Recorder folds Events with the same (reason, action, object) into one series and
+    // keeps only the first note; a distinct action per distinct message keeps each decision.
+    let action = format!("{reason}-{:08x}", fingerprint(&text) & 0xffff_ffff);
+    let event = Event {
+        type_: if note.reason.warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(text),
+        action,
+        secondary: None,
+    };
+    for reference in [rollout.object_ref(&()), gate.object_ref(&())] {
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
+}
+
+/// A process-local hash, for de-duplication (never persisted).
+fn fingerprint(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// Longest message of a compact entry.
+const COMPACT_MESSAGE: usize = 120;
+
+/// The entry as the gate's status can hold it: messages clipped; past
+/// [`MAX_DETAILED_ENTRIES`] detailed entries, a compact one (no last evaluation) for a Rollout
+/// at a pause or done with one, written only when a fact a restart needs changed, and none for
+/// one that has not been at a pause yet (`None`: nothing to write).
+fn bounded(gate: &RolloutGate, rollout: &str, entry: &GatedRollout) -> Option<GatedRollout> {
+    let empty = BTreeMap::new();
+    let kept = gate.status.as_ref().map_or(&empty, |s| &s.rollouts);
+    let mut entry = GatedRollout {
+        message: report::clip(&entry.message, MAX_MESSAGE),
+        ..entry.clone()
+    };
+    let detailed = kept
+        .values()
+        .filter(|e| e.last_evaluation.is_some())
+        .count();
+    let was_detailed = kept
+        .get(rollout)
+        .is_some_and(|e| e.last_evaluation.is_some());
+    if detailed < MAX_DETAILED_ENTRIES || was_detailed {
+        return Some(entry);
+    }
+    if entry.phase == GatePhase::Waiting && !kept.contains_key(rollout) {
+        return None;
+    }
+    // A pause going well is not worth a write of a large object: what a restart needs (a
+    // failure, an error, a hold, an action) is written when it happens; a pass streak left
+    // unwritten only makes a restarted controller count passes again.
+    let quiet = entry.phase == GatePhase::Evaluating
+        && entry.failures == 0
+        && entry.errors == 0
+        && entry.intent.is_none();
+    if quiet && kept.get(rollout).is_none_or(|k| facts(k) == facts(&entry)) {
+        return None;
+    }
+    entry.last_evaluation = None;
+    entry.message = report::clip(&entry.message, COMPACT_MESSAGE);
+    Some(entry)
+}
+
+/// What a restart needs of an entry.
+fn facts(e: &GatedRollout) -> impl PartialEq + use<> {
+    let pause = (e.revision.clone(), e.step, e.pause_started.clone());
+    (
+        pause,
+        e.phase,
+        e.failures,
+        e.errors,
+        e.concluded,
+        e.intent.is_some(),
+        e.gate_generation,
+    )
+}
+
+/// Whether merging `fields` into the gate's status (as cached) would change it: a write that
+/// changes nothing still costs the API server a full decode, patch and compare of the object.
+fn changes(gate: &RolloutGate, fields: &serde_json::Map<String, Value>) -> bool {
+    if fields.is_empty() {
+        return false;
+    }
+    // Every top-level field but the entries, which can be large and `fields` never holds.
+    let current = gate
+        .status
+        .as_ref()
+        .map(|s| RolloutGateStatus {
+            observed_generation: s.observed_generation,
+            conditions: s.conditions.clone(),
+            gated_rollouts: s.gated_rollouts,
+            last_decision: s.last_decision.clone(),
+            rollouts: BTreeMap::new(),
+            omitted_rollouts: s.omitted_rollouts,
+        })
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    fields.iter().any(|(k, v)| current.get(k) != Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EvaluationRecord;
+
+    fn object(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn detailed(phase: GatePhase) -> GatedRollout {
+        GatedRollout {
+            phase,
+            message: "m".repeat(5000),
+            last_evaluation: Some(EvaluationRecord::default()),
+            ..GatedRollout::default()
+        }
+    }
+
+    fn gate_with(entries: usize) -> RolloutGate {
+        let mut gate: RolloutGate = serde_json::from_value(json!({
+            "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+            "metadata": {"name": "g", "namespace": "ns"},
+            "spec": {"rollouts": {"name": "app"}, "podHealth": {}},
+        }))
+        .expect("test gate parses");
+        gate.status = Some(RolloutGateStatus {
+            rollouts: (0..entries)
+                .map(|i| (format!("r{i}"), detailed(GatePhase::Promoted)))
+                .collect(),
+            ..RolloutGateStatus::default()
+        });
+        gate
+    }
+
+    #[test]
+    fn a_write_that_changes_nothing_is_not_sent() {
+        let mut gate = gate_with(1);
+        if let Some(s) = gate.status.as_mut() {
+            s.observed_generation = Some(3);
+        }
+        assert!(!changes(&gate, &object(json!({"observedGeneration": 3}))));
+        assert!(changes(&gate, &object(json!({"observedGeneration": 4}))));
+        assert!(changes(&gate, &object(json!({"lastDecision": "x"}))));
+        assert!(!changes(&gate, &object(json!({}))));
+    }
+
+    #[test]
+    fn entries_are_bounded_and_paused_rollouts_are_never_dropped() {
+        let under = gate_with(3);
+        let e = bounded(&under, "new", &detailed(GatePhase::Evaluating)).expect("kept");
+        assert!(e.last_evaluation.is_some());
+        assert_eq!(e.message.len(), MAX_MESSAGE);
+
+        let full = gate_with(MAX_DETAILED_ENTRIES);
+        // A pause going well beyond the bound is not written at all…
+        assert_eq!(
+            bounded(&full, "new", &detailed(GatePhase::Evaluating)),
+            None
+        );
+        // …a failure, a hold or an action is, compactly.
+        let mut failing = detailed(GatePhase::Evaluating);
+        failing.failures = 1;
+        let compact = bounded(&full, "new", &failing).expect("kept");
+        assert!(compact.last_evaluation.is_none());
+        assert!(compact.message.len() <= COMPACT_MESSAGE);
+        let waiting = GatedRollout::default();
+        assert_eq!(bounded(&full, "new", &waiting), None);
+        // A decision is always written, so a restart knows the pause was acted on.
+        let promoted = bounded(&full, "new", &detailed(GatePhase::Promoted)).expect("kept");
+        assert_eq!(promoted.phase, GatePhase::Promoted);
+        let old = bounded(&full, "r7", &detailed(GatePhase::Promoted)).expect("kept");
+        assert!(
+            old.last_evaluation.is_some(),
+            "an entry kept in full stays in full"
+        );
+    }
+}

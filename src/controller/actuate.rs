@@ -235,4 +235,121 @@ mod tests {
         // spec.paused blocks Argo entirely; the gate does not own that pause.
         assert!(patch(&at_pause(true), Actuation::Promote).is_err());
     }
+
+    mod against_an_api_server {
+        use std::sync::Arc;
+
+        use super::super::*;
+        use crate::controller::fixtures::{self, ApiServer};
+        use crate::controller::observe::gated_pause;
+
+        const T0: &str = "2026-12-01T10:00:00Z";
+
+        fn every() -> Pauses {
+            Pauses {
+                steps: Vec::new(),
+                blue_green: true,
+            }
+        }
+
+        /// Sends a promote decided on `seen` while the server holds `held`.
+        async fn promote(seen: &Rollout, held: &Rollout) -> (ApiServer, Outcome, Arc<Metrics>) {
+            let server = ApiServer::default();
+            server.put(held);
+            let gate = fixtures::gate("g", serde_json::Value::Null);
+            let pauses = every();
+            let pause = gated_pause(seen, &pauses, &gate, "d").expect("at a gated pause");
+            let target = Target {
+                pause: &pause,
+                pauses: &pauses,
+                gate: &gate,
+            };
+            let metrics = Arc::new(Metrics::default());
+            let outcome = at_pause(&server.client(), seen, target, Actuation::Promote, &metrics)
+                .await
+                .expect("the server answers");
+            (server, outcome, metrics)
+        }
+
+        fn version(mut r: Rollout, v: &str) -> Rollout {
+            r.metadata.resource_version = Some(v.into());
+            r
+        }
+
+        #[tokio::test]
+        async fn a_conflict_at_the_very_same_pause_is_sent_again_on_the_fresh_version() {
+            let seen = fixtures::rollout(fixtures::paused("abc", 1, T0));
+            // Argo wrote the Rollout since (a status heartbeat): the pause is the same.
+            let held = version(seen.clone(), "8");
+            let (server, outcome, metrics) = promote(&seen, &held).await;
+            assert!(matches!(outcome, Outcome::Applied(_)), "{outcome:?}");
+            let patches = server.patches("/rollouts/app/status");
+            assert_eq!(
+                patches.len(),
+                2,
+                "refused once, then sent on the version read"
+            );
+            assert_eq!(patches[0]["metadata"]["resourceVersion"], "7");
+            assert_eq!(patches[1]["metadata"]["resourceVersion"], "8");
+            assert_eq!(metrics.actuation_conflicts.get(), 1);
+            let now = server.get("/apis/argoproj.io/v1alpha1/namespaces/ns/rollouts/app");
+            assert!(now.is_some_and(|r| r["status"].get("pauseConditions").is_none()));
+        }
+
+        #[tokio::test]
+        async fn a_conflict_after_the_pause_changed_is_never_applied() {
+            let seen = fixtures::rollout(fixtures::paused("abc", 1, T0));
+            for (what, status) in [
+                ("a new revision", fixtures::paused("def", 1, T0)),
+                ("the next step", fixtures::paused("abc", 2, T0)),
+                (
+                    "the pause entered again",
+                    fixtures::paused("abc", 1, "2026-12-01T10:05:00Z"),
+                ),
+            ] {
+                let held = version(fixtures::rollout(status), "8");
+                let (server, outcome, _) = promote(&seen, &held).await;
+                assert_eq!(outcome, Outcome::Conflict, "{what}");
+                assert_eq!(
+                    server.patches("/status").len(),
+                    1,
+                    "{what}: nothing sent again"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn a_rollout_not_at_a_pause_is_refused_before_anything_is_sent() {
+            let mut seen = fixtures::rollout(fixtures::paused("abc", 1, T0));
+            let server = ApiServer::default();
+            server.put(&seen);
+            if let Some(s) = seen.status.as_mut() {
+                s.pause_conditions.clear();
+            }
+            let api: Api<Rollout> = Api::namespaced(server.client(), "ns");
+            let outcome = once(&api, &seen, Actuation::Promote)
+                .await
+                .expect("no I/O error");
+            assert!(matches!(outcome, Outcome::Refused(ref why) if why.contains("not at a pause")));
+            assert!(server.calls().is_empty());
+        }
+
+        #[tokio::test]
+        async fn the_nudge_touches_one_annotation_and_nothing_else() {
+            let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+            let server = ApiServer::default();
+            server.put(&rollout);
+            nudge(&server.client(), &rollout).await.expect("patched");
+            let patches = server.patches("/rollouts/app");
+            assert_eq!(patches.len(), 1);
+            let annotations = &patches[0]["metadata"]["annotations"];
+            assert!(annotations["tollgate.dev/nudged-at"].is_string());
+            assert_eq!(
+                patches[0].as_object().map(|o| o.len()),
+                Some(1),
+                "{}",
+                patches[0]
+            );
+        }
+    }
 }

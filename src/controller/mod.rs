@@ -13,6 +13,8 @@
 pub mod actuate;
 mod context;
 pub mod effect;
+#[cfg(test)]
+mod fixtures;
 mod gather;
 mod housekeeping;
 mod observe;

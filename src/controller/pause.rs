@@ -411,3 +411,125 @@ fn ago(time: &str) -> Option<Duration> {
     let t = time.parse::<Timestamp>().ok()?;
     Duration::try_from(Timestamp::now().duration_since(t)).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::controller::fixtures::{self, ApiServer};
+    use crate::controller::reconcile::reconcile;
+
+    const T0: &str = "2026-12-01T10:00:00Z";
+
+    /// A gate promoting after one passing evaluation, on pod health; the server holds `held`
+    /// and healthy pods of both revisions.
+    async fn one_evaluation(held: &Rollout, seen: &Rollout) -> (ApiServer, Action, Arc<Context>) {
+        let server = ApiServer::default();
+        server.put(held);
+        server.put_at(
+            "/api/v1/namespaces/ns/pods",
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                "items": [fixtures::pod("c", "abc"), fixtures::pod("s", "stable1")]}),
+        );
+        let spec = json!({"rollouts": {"name": "app"}, "requiredPasses": 1, "interval": "1s",
+            "podHealth": {}});
+        let ctx = fixtures::context(&server, &[fixtures::gate("g", spec)]);
+        let first = reconcile(seen, &ctx).await.expect("reconciled");
+        assert_eq!(
+            first,
+            Action::requeue(GATHERING_BACKSTOP),
+            "gathering in the background"
+        );
+        let key = key(seen);
+        for _ in 0..200 {
+            let done = ctx
+                .trackers
+                .get(&key)
+                .and_then(|t| t.gathering.as_ref()?.results());
+            if done.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let action = reconcile(seen, &ctx).await.expect("reconciled");
+        (server, action, ctx)
+    }
+
+    /// The gate-status and Rollout writes, in order, by what they are.
+    fn writes(server: &ApiServer) -> Vec<String> {
+        server
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == http::Method::PATCH)
+            .map(|c| match c.path.contains("/rollouts/") {
+                true => "rollout".to_string(),
+                false => {
+                    let e = &c.body["status"]["rollouts"]["app"];
+                    let intent = !e["intent"].is_null() && e.get("intent").is_some();
+                    format!(
+                        "gate:{}{}",
+                        e["phase"].as_str().unwrap_or("-"),
+                        if intent { "+intent" } else { "" }
+                    )
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_intent_is_written_before_the_patch_and_the_outcome_after_it() {
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        let (server, action, ctx) = one_evaluation(&rollout, &rollout).await;
+        assert_eq!(action, Action::requeue(UNPAUSING_RECHECK));
+        assert_eq!(
+            writes(&server),
+            ["gate:Evaluating+intent", "rollout", "gate:Promoted"]
+        );
+        let promote = &server.patches("/rollouts/app/status")[0];
+        assert_eq!(promote["status"]["pauseConditions"], Value::Null);
+        assert_eq!(
+            promote["metadata"]["resourceVersion"], "7",
+            "the version the evidence was read for"
+        );
+        let record = &server.patches("/rolloutgates/g/status")[1]["status"];
+        assert_eq!(record["rollouts"]["app"]["intent"], Value::Null);
+        assert_eq!(record["conditions"][0]["type"], "Ready");
+        assert!(
+            record["lastDecision"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("app: promoted step 1"))
+        );
+        let t = ctx.trackers.get(&key(&rollout)).expect("tracked");
+        assert_eq!(t.finished, Some(GatePhase::Promoted));
+        assert!(t.acted_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_decision_for_a_pause_that_moved_on_is_dropped_and_its_intent_cleared() {
+        let seen = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        let mut held = fixtures::rollout(fixtures::paused("def", 1, T0));
+        held.metadata.resource_version = Some("8".into());
+        let (server, action, ctx) = one_evaluation(&held, &seen).await;
+        assert_eq!(
+            writes(&server),
+            ["gate:Evaluating+intent", "rollout", "gate:-"]
+        );
+        let cleared = &server.patches("/rolloutgates/g/status")[1];
+        assert_eq!(
+            cleared,
+            &json!({"status": {"rollouts": {"app": {"intent": null}}}})
+        );
+        assert!(
+            server.events().is_empty(),
+            "nothing happened, so nothing is announced"
+        );
+        let t = ctx.trackers.get(&key(&seen)).expect("tracked");
+        assert_eq!(
+            (t.history.evaluations, t.history.pass_streak, t.finished),
+            (0, 0, None)
+        );
+        // Decided again soon, on fresh evidence: the first retry after one refusal.
+        assert_eq!(action, Action::requeue(Duration::from_millis(200)));
+    }
+}

@@ -197,3 +197,290 @@ fn argo_has_not_observed(rollout: &Rollout) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::api::{GatedRollout, Intent, RolloutGateStatus};
+    use crate::controller::fixtures::{self, ApiServer};
+    use crate::controller::tracker::Tracker;
+
+    const T0: &str = "2026-12-01T10:00:00Z";
+    const GATE_STATUS: &str = "/rolloutgates/g/status";
+
+    fn with_entry(mut gate: RolloutGate, entry: GatedRollout) -> RolloutGate {
+        gate.status = Some(RolloutGateStatus {
+            rollouts: [("app".to_string(), entry)].into(),
+            ..RolloutGateStatus::default()
+        });
+        gate
+    }
+
+    fn evaluating() -> GatedRollout {
+        GatedRollout {
+            phase: GatePhase::Evaluating,
+            revision: "abc".into(),
+            step: Some(1),
+            pause_started: Some(T0.into()),
+            ..GatedRollout::default()
+        }
+    }
+
+    async fn run(
+        server: &ApiServer,
+        gates: &[RolloutGate],
+        rollout: &Rollout,
+    ) -> (Action, Arc<Context>) {
+        let ctx = fixtures::context(server, gates);
+        let action = reconcile(rollout, &ctx).await.expect("reconciled");
+        (action, ctx)
+    }
+
+    fn reasons(server: &ApiServer) -> Vec<String> {
+        server
+            .events()
+            .into_iter()
+            .map(|(_, reason, _, _)| reason)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn two_gates_over_one_rollout_hold_it_and_say_so_on_both() {
+        let server = ApiServer::default();
+        let gates = [
+            fixtures::gate("a", Value::Null),
+            fixtures::gate("b", Value::Null),
+        ];
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        server.put(&rollout);
+        let (action, _) = run(&server, &gates, &rollout).await;
+        assert_eq!(action, Action::await_change());
+        for name in ["a", "b"] {
+            let patches = server.patches(&format!("/rolloutgates/{name}/status"));
+            let entry = &patches[0]["status"]["rollouts"]["app"];
+            assert_eq!(entry["phase"], "Holding");
+            assert!(
+                entry["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("selected by 2 RolloutGates (a, b)"))
+            );
+        }
+        let events = server.events();
+        assert!(
+            events
+                .iter()
+                .all(|(kind, reason, _, _)| kind == "Warning" && reason == "ConflictingGates")
+        );
+        let about = |what: &str| events.iter().filter(|(_, _, _, k)| k == what).count();
+        // The Rollout's second copy of the same note is folded into the first by the recorder.
+        assert_eq!(
+            (about("RolloutGate"), about("Rollout")),
+            (2, 1),
+            "{events:?}"
+        );
+        assert!(
+            server.patches("/rollouts/app/status").is_empty(),
+            "the Rollout is never touched"
+        );
+        // Said once: a gate whose entry already says so is not written again.
+        let said: Vec<RolloutGate> = gates
+            .iter()
+            .map(|g| {
+                let entry = GatedRollout {
+                    phase: GatePhase::Holding,
+                    message: effect::contested(&["a".into(), "b".into()]),
+                    ..GatedRollout::default()
+                };
+                with_entry(g.clone(), entry)
+            })
+            .collect();
+        let again = ApiServer::default();
+        run(&again, &said, &rollout).await;
+        assert!(again.patches("/status").is_empty() && again.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_gate_holds_and_names_the_field_once() {
+        let server = ApiServer::default();
+        let spec = json!({"rollouts": {"name": "app"}, "interval": "0s", "podHealth": {}});
+        let gate = fixtures::gate("g", spec);
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        let (_, ctx) = run(&server, std::slice::from_ref(&gate), &rollout).await;
+        let patch = &server.patches(GATE_STATUS)[0]["status"];
+        let ready = &patch["conditions"][0];
+        assert_eq!(
+            (ready["type"].as_str(), ready["status"].as_str()),
+            (Some("Ready"), Some("False"))
+        );
+        assert_eq!(ready["reason"], "InvalidSpec");
+        assert!(
+            ready["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("interval: must be at least 1s"))
+        );
+        assert_eq!(patch["rollouts"]["app"]["phase"], "Holding");
+        assert_eq!(reasons(&server), ["InvalidGate"; 2]);
+        assert!(
+            ctx.trackers.get(&observe::key(&rollout)).is_none(),
+            "nothing is tracked"
+        );
+        assert!(server.patches("/rollouts/app/status").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pause_ended_by_someone_else_is_a_stand_down_that_names_them() {
+        let server = ApiServer::default();
+        let gate = with_entry(fixtures::gate("g", Value::Null), evaluating());
+        let mut moved_on = fixtures::rollout(json!({
+            "observedGeneration": "2", "currentStepIndex": 2, "currentPodHash": "abc", "stableRS": "stable1",
+        }));
+        moved_on.metadata.resource_version = Some("9".into());
+        let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
+        let pause = PauseKey {
+            revision: "abc".into(),
+            step: Some(1),
+            started: T0.into(),
+            gate_uid: "uid-g".into(),
+            gate_generation: 1,
+            policy_hash: String::new(),
+        };
+        ctx.trackers
+            .put(observe::key(&moved_on), Tracker::fresh(pause));
+        let action = reconcile(&moved_on, &ctx).await.expect("reconciled");
+        assert_eq!(action, Action::await_change());
+        let entry = &server.patches(GATE_STATUS)[0]["status"]["rollouts"]["app"];
+        assert_eq!(entry["phase"], "StoodDown");
+        assert!(
+            entry["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("was promoted by someone else"))
+        );
+        assert_eq!(reasons(&server), ["StoodDown"; 2]);
+        assert!(
+            ctx.trackers.get(&observe::key(&moved_on)).is_none(),
+            "its probe is stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_promote_argo_has_not_observed_is_nudged_once() {
+        let server = ApiServer::default();
+        let gate = fixtures::gate("g", Value::Null);
+        let mut unpausing = fixtures::paused("abc", 1, T0);
+        unpausing["pauseConditions"] = json!([]);
+        let rollout = fixtures::rollout(unpausing);
+        server.put(&rollout);
+        let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
+        let mut tracker = Tracker::fresh(PauseKey {
+            revision: "abc".into(),
+            step: Some(1),
+            started: T0.into(),
+            gate_uid: "uid-g".into(),
+            gate_generation: 1,
+            policy_hash: String::new(),
+        });
+        tracker.acted_at = Instant::now().checked_sub(NUDGE_AFTER * 2);
+        ctx.trackers.put(observe::key(&rollout), tracker);
+        for _ in 0..3 {
+            let action = reconcile(&rollout, &ctx).await.expect("reconciled");
+            assert_eq!(action, Action::requeue(UNPAUSING_RECHECK));
+        }
+        assert_eq!(
+            server.patches("/rollouts/app").len(),
+            1,
+            "one nudge, however often it is looked at"
+        );
+        assert!(
+            server.patches(GATE_STATUS).is_empty(),
+            "nothing recorded until Argo moves"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_intent_left_by_a_crash_is_recorded_as_tollgates_own_move() {
+        let server = ApiServer::default();
+        let intent = Intent {
+            phase: GatePhase::Promoted,
+            time: T0.into(),
+            message: "promoted step 1 of app (rev abc): …".into(),
+        };
+        let entry = GatedRollout {
+            intent: Some(intent),
+            ..evaluating()
+        };
+        let gate = with_entry(fixtures::gate("g", Value::Null), entry);
+        let promoted = fixtures::rollout(json!({
+            "observedGeneration": "2", "currentStepIndex": 2, "currentPodHash": "abc", "stableRS": "stable1",
+        }));
+        run(&server, std::slice::from_ref(&gate), &promoted).await;
+        let written = &server.patches(GATE_STATUS)[0]["status"]["rollouts"]["app"];
+        assert_eq!(written["phase"], "Promoted");
+        assert_eq!(written["intent"], Value::Null);
+        assert_eq!(
+            reasons(&server)[..2],
+            ["Promoted", "Promoted"],
+            "the Event that was missed"
+        );
+        assert!(
+            !reasons(&server).contains(&"StoodDown".to_string()),
+            "never a stand-down"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edited_gate_discards_the_evidence_of_the_pause_and_says_so() {
+        let server = ApiServer::default();
+        let mut gate = fixtures::gate("g", Value::Null);
+        gate.metadata.generation = Some(2);
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        server.put(&rollout);
+        let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
+        let mut old = Tracker::fresh(PauseKey {
+            revision: "abc".into(),
+            step: Some(1),
+            started: T0.into(),
+            gate_uid: "uid-g".into(),
+            gate_generation: 1,
+            policy_hash: "old".into(),
+        });
+        old.history.pass_streak = 2;
+        ctx.trackers.put(observe::key(&rollout), old);
+        reconcile(&rollout, &ctx).await.expect("reconciled");
+        assert_eq!(reasons(&server)[..2], ["GateChanged", "GateChanged"]);
+        let t = ctx.trackers.get(&observe::key(&rollout)).expect("tracked");
+        assert_eq!((t.pause.gate_generation, t.history.pass_streak), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn another_pause_condition_beside_the_gates_holds_without_evaluating() {
+        let server = ApiServer::default();
+        let gate = fixtures::gate("g", Value::Null);
+        let mut status = fixtures::paused("abc", 1, T0);
+        status["pauseConditions"]
+            .as_array_mut()
+            .expect("a list")
+            .push(json!({"reason": "InconclusiveAnalysisRun", "startTime": T0}));
+        let rollout = fixtures::rollout(status);
+        let (action, ctx) = run(&server, std::slice::from_ref(&gate), &rollout).await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+        let entry = &server.patches(GATE_STATUS)[0]["status"]["rollouts"]["app"];
+        assert_eq!(entry["phase"], "Holding");
+        assert!(
+            entry["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("InconclusiveAnalysisRun"))
+        );
+        assert_eq!(reasons(&server), ["ForeignPause"; 2]);
+        let t = ctx.trackers.get(&observe::key(&rollout)).expect("tracked");
+        assert!(
+            t.gathering.is_none() && t.probe.is_none(),
+            "no evidence is gathered meanwhile"
+        );
+        reconcile(&rollout, &ctx).await.expect("reconciled");
+        assert_eq!(server.events().len(), 2, "announced once");
+    }
+}

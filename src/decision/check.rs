@@ -377,29 +377,11 @@ fn sample_counts(
 /// Any failing series fails the check (naming every failing label set); otherwise any error
 /// makes it an error; otherwise any series without data holds it.
 fn fold(series: &[SeriesResult]) -> Verdict {
-    let collect = |pick: fn(&Verdict) -> bool| -> Vec<String> {
-        series
-            .iter()
-            .filter(|s| pick(&s.verdict))
-            .map(|s| match s.labels.is_empty() {
-                true => s.verdict.reason().to_string(),
-                false => format!("{}: {}", format_labels(&s.labels), s.verdict.reason()),
-            })
-            .collect()
-    };
-    let failed = collect(|v| matches!(v, Verdict::Fail(_)));
-    if !failed.is_empty() {
-        return Verdict::Fail(listing(&failed, MAX_NAMED));
-    }
-    let errors = collect(|v| matches!(v, Verdict::Error(_)));
-    if !errors.is_empty() {
-        return Verdict::Error(listing(&errors, MAX_NAMED));
-    }
-    let missing = collect(|v| matches!(v, Verdict::NoData(_)));
-    if !missing.is_empty() {
-        return Verdict::NoData(listing(&missing, MAX_NAMED));
-    }
-    Verdict::Pass
+    let named = series.iter().map(|s| match s.labels.is_empty() {
+        true => (String::new(), &s.verdict),
+        false => (format_labels(&s.labels), &s.verdict),
+    });
+    super::worst(named, MAX_NAMED).unwrap_or(Verdict::Pass)
 }
 
 #[cfg(test)]

@@ -137,37 +137,60 @@ impl Verdict {
     }
 }
 
-/// Combines the checks of one evaluation: any failure fails it; otherwise any source error makes
-/// it an error; otherwise missing data (under `Hold`) holds it; it passes only when at least one
-/// check passed on real data.
+/// Combines the checks of one evaluation (see [`worst`]); it passes only when at least one check
+/// passed on real data.
 pub fn combine(results: &[CheckResult]) -> Verdict {
-    let named = |pick: fn(&Verdict) -> bool| -> Vec<String> {
-        results
-            .iter()
-            .filter(|r| !r.skipped && pick(&r.verdict))
-            .map(|r| format!("{}: {}", r.name, r.verdict.reason()))
-            .collect()
-    };
-    let failed = named(|v| matches!(v, Verdict::Fail(_)));
-    if !failed.is_empty() {
-        return Verdict::Fail(failed.join("; "));
+    let judged = results.iter().filter(|r| !r.skipped);
+    let named = judged.clone().map(|r| (r.name.clone(), &r.verdict));
+    if let Some(worst) = worst(named, usize::MAX) {
+        return worst;
     }
-    let errors = named(|v| matches!(v, Verdict::Error(_)));
-    if !errors.is_empty() {
-        return Verdict::Error(errors.join("; "));
+    match judged.count() {
+        0 => Verdict::NoData("no check had data to judge".into()),
+        _ => Verdict::Pass,
     }
-    let missing = named(|v| matches!(v, Verdict::NoData(_)));
-    if !missing.is_empty() {
-        return Verdict::NoData(missing.join("; "));
+}
+
+impl Verdict {
+    /// The one order in which verdicts outrank each other: a failure outweighs a source error
+    /// (the canary is known to be bad, whatever else failed), an error outweighs missing data
+    /// (someone must fix the source), and anything outweighs a pass.
+    fn rank(&self) -> u8 {
+        match self {
+            Verdict::Fail(_) => 3,
+            Verdict::Error(_) => 2,
+            Verdict::NoData(_) => 1,
+            Verdict::Pass => 0,
+        }
     }
-    if results
+}
+
+/// The most severe of `named` verdicts, with the reason of every one of that kind (prefixed by
+/// its name, when it has one), at most `max` of them; `None` when there are none but passes.
+pub fn worst<'a>(
+    named: impl IntoIterator<Item = (String, &'a Verdict)>,
+    max: usize,
+) -> Option<Verdict> {
+    let named: Vec<(String, &Verdict)> = named.into_iter().collect();
+    let top = named
         .iter()
-        .any(|r| r.verdict == Verdict::Pass && !r.skipped)
-    {
-        Verdict::Pass
-    } else {
-        Verdict::NoData("no check had data to judge".into())
-    }
+        .map(|(_, v)| v.rank())
+        .max()
+        .filter(|r| *r > 0)?;
+    let reasons: Vec<String> = named
+        .iter()
+        .filter(|(_, v)| v.rank() == top)
+        .map(|(name, v)| match name.is_empty() {
+            true => v.reason().to_string(),
+            false => format!("{name}: {}", v.reason()),
+        })
+        .collect();
+    let text = listing(&reasons, max);
+    Some(match top {
+        3 => Verdict::Fail(text),
+        2 => Verdict::Error(text),
+        _ => Verdict::NoData(text),
+    })
 }
 
 /// Longest message kept from a source's error.

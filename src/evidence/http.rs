@@ -67,6 +67,28 @@ pub fn sensitive_header(name: &str, value: &str) -> Result<(HeaderName, HeaderVa
     Ok((n, v))
 }
 
+/// A request error in one line, never with its URL (a query or a token may sit in it): what
+/// happened (timed out, unreachable, failed) and why.
+pub fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "unreachable"
+    } else {
+        "request failed"
+    };
+    let mut cause = std::error::Error::source(e).map_or_else(|| e.to_string(), ToString::to_string);
+    if let Some(url) = e.url() {
+        cause = cause.replace(url.as_str(), "<url>");
+    }
+    format!("{what}: {cause}")
+}
+
+/// The start of a body that is not what was expected, for a message that shows it.
+pub fn snippet(body: &[u8], max: usize) -> String {
+    crate::decision::clip(&String::from_utf8_lossy(body), max)
+}
+
 /// The body, or `None` as soon as it would grow past `max` bytes (a declared length over `max`
 /// is refused before a byte is read).
 pub async fn read_limited(

@@ -118,30 +118,21 @@ pub async fn ask(
             return Measurement::failed(format!("webhook did not answer within {timeout:?}"));
         }
         Err(e) => {
-            return Measurement::failed(format!("webhook request failed: {}", without_url(&e)));
+            return Measurement::failed(format!("webhook {}", http::describe(&e)));
         }
     };
     let status = resp.status().as_u16();
     match http::read_limited(resp, MAX_REPLY).await {
         Ok(Some(body)) => parse(status, &body, reported),
         Ok(None) => Measurement::failed(format!("webhook reply is larger than {MAX_REPLY} bytes")),
-        Err(e) => Measurement::failed(format!("reading the webhook reply: {}", without_url(&e))),
+        Err(e) => Measurement::failed(format!("reading the webhook reply: {}", http::describe(&e))),
     }
-}
-
-/// The URL may carry a token in its query: errors never repeat it.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<url>");
-    }
-    text
 }
 
 /// Reads a reply into the engine's measurement.
 pub fn parse(http_status: u16, body: &[u8], reported: bool) -> Measurement {
     if !(200..300).contains(&http_status) {
-        let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        let snippet = http::snippet(body, 200);
         return Measurement::failed(format!("webhook answered {http_status}: {snippet}"));
     }
     let reply: Reply = match serde_json::from_slice(body) {

@@ -76,7 +76,7 @@ impl Client {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Reply::failed(describe_transport(&self.base, &e)),
+            Err(e) => return Reply::failed(format!("{} {}", self.base, http::describe(&e))),
         };
         let status = response.status().as_u16();
         match http::read_limited(response, MAX_BODY).await {
@@ -86,24 +86,9 @@ impl Client {
                 self.base,
                 MAX_BODY >> 20
             )),
-            Err(e) => Reply::failed(describe_transport(&self.base, &e)),
+            Err(e) => Reply::failed(format!("{} {}", self.base, http::describe(&e))),
         }
     }
-}
-
-fn describe_transport(base: &str, e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "unreachable"
-    } else {
-        "request failed"
-    };
-    // reqwest's Display includes the URL, which holds the query; keep the message short.
-    let cause = std::error::Error::source(e)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| e.to_string());
-    format!("{base} {what}: {cause}")
 }
 
 #[derive(Deserialize)]
@@ -141,7 +126,7 @@ pub fn parse(http_status: u16, body: &[u8]) -> Reply {
     let response: Response = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(_) => {
-            let snippet: String = String::from_utf8_lossy(body).chars().take(120).collect();
+            let snippet = http::snippet(body, 120);
             return Reply::failed(format!(
                 "HTTP {http_status}, not a Prometheus API response: {snippet:?}"
             ));

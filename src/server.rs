@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Router, extract::State, routing::get};
+use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
@@ -17,15 +18,23 @@ pub struct Health {
     pub ready: Arc<AtomicBool>,
 }
 
-pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<()> {
+/// Binds `addr` now, so an address in use stops the controller at start instead of leaving it
+/// running unobserved.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+pub async fn serve(listener: TcpListener, health: Health) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(health);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    axum::serve(listener, app).await
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "serving /metrics, /healthz, /readyz");
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the /metrics, /healthz and /readyz server stopped");
+    }
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Duration, RolloutGateStatus};
 
 /// Attaches evidence-based promotion to the Rollouts it selects, at the pauses it selects.
-#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "tollgate.dev",
     version = "v1alpha1",

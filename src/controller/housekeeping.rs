@@ -1,10 +1,10 @@
 //! A periodic pass over every gate: drop status entries of Rollouts it no longer selects (deleted
 //! or relabelled) and, past the status bound, of Rollouts not at a pause; keep `gatedRollouts`
-//! and `omittedRollouts` current; and forget the trackers (stopping their
-//! probes) of deleted Rollouts, which are never reconciled again. Decides from the caches, and
-//! reads a gate afresh only before writing to it.
+//! and `omittedRollouts` current; say on each gate that cannot be read why it gates nothing; and
+//! forget the trackers (stopping their probes) of deleted Rollouts, which are never reconciled
+//! again. Decides from the caches, and reads a gate afresh only before writing to it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,20 +16,42 @@ use serde_json::{Map, Value, json};
 use super::context::Context;
 use super::observe::selected;
 use super::record;
+use super::watch::Unreadable;
 use crate::api::{GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate};
 
 const EVERY: Duration = Duration::from_secs(15);
 
 pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) {
     super::synced(&rollouts).await;
+    let mut reported = HashSet::new();
     loop {
         forget_deleted(&ctx, &rollouts);
+        report_unreadable(&ctx, &mut reported).await;
         for gate in ctx.gates.state() {
             if let Err(e) = tidy(&ctx, &gate, &rollouts).await {
                 tracing::warn!(gate = %gate.name_any(), error = %e, "housekeeping could not update the gate status");
             }
         }
         tokio::time::sleep(EVERY).await;
+    }
+}
+
+/// Reports each gate that cannot be read, once per generation and problem.
+async fn report_unreadable(ctx: &Context, reported: &mut HashSet<Unreadable>) {
+    let unreadable = ctx.unreadable.all();
+    reported.retain(|u| unreadable.contains(u));
+    for gate in unreadable {
+        if reported.contains(&gate) {
+            continue;
+        }
+        match record::unreadable(ctx, &gate).await {
+            Ok(()) => {
+                reported.insert(gate);
+            }
+            Err(e) => {
+                tracing::warn!(gate = %gate.name, error = %e, "could not report an unreadable gate");
+            }
+        }
     }
 }
 

@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -15,8 +16,9 @@ use serde_json::{Value, json};
 
 use super::actuate::FIELD_MANAGER;
 use super::context::Context;
-use super::effect::Note;
+use super::effect::{Note, Reason};
 use super::report::{self, MAX_MESSAGE};
+use super::watch::Unreadable;
 use crate::Result;
 use crate::api::{
     GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate, RolloutGateStatus,
@@ -145,6 +147,44 @@ pub fn says(gate: &RolloutGate, message: &str) -> bool {
         .is_some_and(|c| c.message == message)
 }
 
+/// Says on a gate that does not parse why tollgate gates nothing by it: `Ready=False` and a
+/// Warning Event. Written through the untyped API, since the typed one cannot read the reply.
+pub async fn unreadable(ctx: &Context, gate: &Unreadable) -> Result<()> {
+    let message = format!(
+        "tollgate cannot read this RolloutGate, so it gates nothing until it is fixed: {}",
+        report::clip(&gate.error, MAX_MESSAGE)
+    );
+    let resource = ApiResource::erase::<RolloutGate>(&());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &gate.namespace, &resource);
+    let condition = Condition {
+        type_: ConditionType::Ready.name().into(),
+        status: "False".into(),
+        reason: "Unreadable".into(),
+        message: message.clone(),
+        last_transition_time: Time(Timestamp::now()),
+        observed_generation: gate.generation,
+    };
+    let body =
+        json!({"status": {"conditions": [condition], "observedGeneration": gate.generation}});
+    api.patch_status(
+        &gate.name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Merge(&body),
+    )
+    .await?;
+    let reference = ObjectReference {
+        api_version: Some(resource.api_version),
+        kind: Some(resource.kind),
+        name: Some(gate.name.clone()),
+        namespace: Some(gate.namespace.clone()),
+        uid: Some(gate.uid.clone()),
+        ..ObjectReference::default()
+    };
+    publish(ctx, Note::new(Reason::InvalidGate, message), &[reference]).await;
+    Ok(())
+}
+
 /// Writes one Rollout's entry (bounded, see [`bounded`]) and `fields` into the gate's status.
 pub async fn entry(
     ctx: &Context,
@@ -234,6 +274,10 @@ fn to_object(fields: &Fields) -> serde_json::Map<String, Value> {
 /// Publishes an Event on the Rollout and on the gate. Failures are logged, never fatal: Events
 /// are best-effort in Kubernetes.
 pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: Note) {
+    publish(ctx, note, &[rollout.object_ref(&()), gate.object_ref(&())]).await;
+}
+
+async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) {
     let text = report::clip(&note.text, MAX_MESSAGE);
     let reason = note.reason.name();
     // kube's Recorder folds Events with the same (reason, action, object) into one series and
@@ -250,8 +294,8 @@ pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: No
         action,
         secondary: None,
     };
-    for reference in [rollout.object_ref(&()), gate.object_ref(&())] {
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+    for reference in about {
+        if let Err(e) = ctx.recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, "could not publish an Event");
         }
     }
@@ -418,6 +462,41 @@ mod tests {
         assert!(
             old.last_evaluation.is_some(),
             "an entry kept in full stays in full"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_gate_is_told_why_it_gates_nothing() {
+        use crate::controller::fixtures::{self, ApiServer};
+        let server = ApiServer::default();
+        server.put_at(
+            "/apis/tollgate.dev/v1alpha1/namespaces/ns/rolloutgates/g",
+            json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+                "metadata": {"name": "g", "namespace": "ns", "resourceVersion": "1"}}),
+        );
+        let ctx = fixtures::context(&server, &[]);
+        let gate = Unreadable {
+            namespace: "ns".into(),
+            name: "g".into(),
+            uid: "u".into(),
+            generation: Some(4),
+            error: "invalid value: \"5d\" is not a duration".into(),
+        };
+        unreadable(&ctx, &gate).await.expect("written");
+        let patch = &server.patches("/rolloutgates/g/status")[0]["status"];
+        assert_eq!(patch["conditions"][0]["reason"], "Unreadable");
+        assert_eq!(patch["conditions"][0]["status"], "False");
+        assert_eq!(patch["observedGeneration"], 4);
+        assert!(
+            patch["conditions"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("5d"))
+        );
+        let events = server.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].0.as_str(), events[0].3.as_str()),
+            ("Warning", "RolloutGate")
         );
     }
 }

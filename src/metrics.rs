@@ -66,6 +66,14 @@ impl Default for Metrics {
             malformed_rollouts: Counter::default(),
             probe_requests: Family::default(),
         };
+        m.register();
+        m
+    }
+}
+
+impl Metrics {
+    fn register(&mut self) {
+        let m = self;
         m.registry.register(
             "decisions",
             "Decisions made, by action and mode",
@@ -116,11 +124,8 @@ impl Default for Metrics {
             "HTTP probe requests sent to pods, by revision and outcome",
             m.probe_requests.clone(),
         );
-        m
     }
-}
 
-impl Metrics {
     pub fn decision(&self, action: &str, mode: &str) {
         let labels = DecisionLabels {
             action: action.into(),

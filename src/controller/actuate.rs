@@ -243,7 +243,7 @@ mod tests {
         use crate::controller::fixtures::{self, ApiServer};
         use crate::controller::observe::gated_pause;
 
-        const T0: &str = "2026-12-01T10:00:00Z";
+        use crate::controller::fixtures::T0;
 
         fn every() -> Pauses {
             Pauses {

@@ -14,6 +14,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::context::Context;
+use super::tracker::PauseKey;
 use crate::api::{Rollout, RolloutGate};
 
 /// One call the controller made.
@@ -248,3 +249,18 @@ pub fn paused(hash: &str, step: i32, started: &str) -> Value {
         "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": started}],
     })
 }
+
+/// The pause [`paused`]`("abc", 1, T0)` is at, under generation `generation` of gate `g`.
+pub fn pause_key(generation: i64, policy_hash: &str) -> PauseKey {
+    PauseKey {
+        revision: "abc".into(),
+        step: Some(1),
+        started: T0.into(),
+        gate_uid: "uid-g".into(),
+        gate_generation: generation,
+        policy_hash: policy_hash.into(),
+    }
+}
+
+/// When the test pauses began.
+pub const T0: &str = "2026-12-01T10:00:00Z";

@@ -107,14 +107,7 @@ async fn gather(
     probe: Option<&ProbeRun>,
     ctx: &Context,
 ) -> Vec<CheckResult> {
-    let vars = Vars {
-        namespace: rollout.namespace().unwrap_or_default(),
-        rollout: rollout.name_any(),
-        hash: pause.revision.clone(),
-        canary_hash: pause.revision.clone(),
-        stable_hash: rollout.status_or_default().stable_rs.unwrap_or_default(),
-        step: pause.step,
-    };
+    let vars = vars(rollout, pause);
     let reads_pods = compiled
         .checks
         .iter()
@@ -136,14 +129,10 @@ async fn gather(
         vars: &vars,
         // One instant for every query of this evaluation, a second back so the newest scrape is
         // in.
-        at: Timestamp::now().as_millisecond() as f64 / 1000.0 - 1.0,
+        at: unix_seconds(Timestamp::now()) - 1.0,
         // A pause without a readable start can never be shown to have begun: nothing is
         // evidence.
-        not_before: pause
-            .started
-            .parse::<Timestamp>()
-            .map(|t| t.as_millisecond() as f64 / 1000.0)
-            .unwrap_or(f64::INFINITY),
+        not_before: pause.started.parse().map_or(f64::INFINITY, unix_seconds),
         gate: &gate_name,
         pause_started: &pause.started,
         probe,
@@ -164,6 +153,22 @@ async fn gather(
         }
     });
     futures::future::join_all(work).await
+}
+
+/// What the queries of a pause are templated with.
+fn vars(rollout: &Rollout, pause: &PauseKey) -> Vars {
+    Vars {
+        namespace: rollout.namespace().unwrap_or_default(),
+        rollout: rollout.name_any(),
+        hash: pause.revision.clone(),
+        canary_hash: pause.revision.clone(),
+        stable_hash: rollout.status_or_default().stable_rs.unwrap_or_default(),
+        step: pause.step,
+    }
+}
+
+fn unix_seconds(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
 }
 
 #[cfg(test)]

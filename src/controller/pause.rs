@@ -20,7 +20,7 @@ use super::tracker::{PauseKey, Resumed, Tracker};
 use crate::Result;
 use crate::api::{BLUE_GREEN_PAUSE, CANARY_PAUSE, GatePhase, GatedRollout, Rollout, RolloutGate};
 use crate::compile::CompiledGate;
-use crate::decision::{self, AtPause, CheckResult, History, Verdict};
+use crate::decision::{self, AtPause, CheckResult, Decision, History, Verdict};
 use crate::evidence::probe::{self, ProbeRun};
 
 const CONFLICT: &str = "the Rollout changed after the evidence was read (409 Conflict)";
@@ -175,36 +175,12 @@ async fn evaluate(
     results: Vec<CheckResult>,
     ctx: &Context,
 ) -> Result<Action> {
-    let pause = tracker.pause.clone();
-    let cadence = &at.compiled.cadence;
-    let verdict = decision::combine(&results);
-    ctx.metrics.evaluation(verdict.name());
-    let since_start = ago(&pause.started).unwrap_or_default();
-    let when = AtPause {
-        since_start,
-        baked: since_start.min(tracker.first_seen.elapsed()),
-    };
     let before = tracker.history;
-    let (history, decision) = decision::decide(cadence, tracker.history, &verdict, when);
-    let decided = Instant::now();
-    tracker.history = history;
-    // Until the outcome sets it: a patch or status write that fails is retried at the gate's
-    // cadence with fresh evidence, not at the error policy's.
-    tracker.next_due = decided + cadence.interval;
-    ctx.metrics
-        .decision(decision.name(), at.compiled.mode.name());
-    let name = at.rollout.name_any();
-    let place = pause_name(&name, pause.step, &pause.revision);
-    let summaries: Vec<String> = results
-        .iter()
-        .zip(&at.compiled.checks)
-        .map(|(r, c)| report::check_summary(r, &c.criteria.rule))
-        .collect();
-    tracing::info!(
-        rollout = %name, namespace = %at.rollout.namespace().unwrap_or_default(), gate = %at.gate.name_any(),
-        revision = %pause.revision, step = ?pause.step, verdict = verdict.name(), decision = decision.name(),
-        reason = decision.reason(), evidence = %summaries.join("; "), "evaluated"
-    );
+    let (verdict, decision, decided) = decide(at, tracker, &results, ctx);
+    let pause = &tracker.pause;
+    let place = pause_name(&at.rollout.name_any(), pause.step, &pause.revision);
+    let summaries = summaries(at, &results);
+    log(at, pause, &verdict, &decision, &summaries);
     let self_ending = at.rollout.self_ending_pause(pause.step);
     let evaluated = Evaluated {
         place: &place,
@@ -236,6 +212,57 @@ async fn evaluate(
         }
         None => Action::await_change(),
     })
+}
+
+/// The engine's verdict and decision on the evidence, counted into the tracker, and when it was
+/// made.
+fn decide(
+    at: &At<'_>,
+    tracker: &mut Tracker,
+    results: &[CheckResult],
+    ctx: &Context,
+) -> (Verdict, Decision, Instant) {
+    let cadence = &at.compiled.cadence;
+    let verdict = decision::combine(results);
+    ctx.metrics.evaluation(verdict.name());
+    let since_start = ago(&tracker.pause.started).unwrap_or_default();
+    let when = AtPause {
+        since_start,
+        baked: since_start.min(tracker.first_seen.elapsed()),
+    };
+    let (history, decision) = decision::decide(cadence, tracker.history, &verdict, when);
+    let decided = Instant::now();
+    tracker.history = history;
+    // Until the outcome sets it: a patch or status write that fails is retried at the gate's
+    // cadence with fresh evidence, not at the error policy's.
+    tracker.next_due = decided + cadence.interval;
+    ctx.metrics
+        .decision(decision.name(), at.compiled.mode.name());
+    (verdict, decision, decided)
+}
+
+/// One line per check: what it measured against its rule.
+fn summaries(at: &At<'_>, results: &[CheckResult]) -> Vec<String> {
+    results
+        .iter()
+        .zip(&at.compiled.checks)
+        .map(|(r, c)| report::check_summary(r, &c.criteria.rule))
+        .collect()
+}
+
+fn log(
+    at: &At<'_>,
+    pause: &PauseKey,
+    verdict: &Verdict,
+    decision: &Decision,
+    summaries: &[String],
+) {
+    tracing::info!(
+        rollout = %at.rollout.name_any(), namespace = %at.rollout.namespace().unwrap_or_default(),
+        gate = %at.gate.name_any(), revision = %pause.revision, step = ?pause.step,
+        verdict = verdict.name(), decision = decision.name(), reason = decision.reason(),
+        evidence = %summaries.join("; "), "evaluated"
+    );
 }
 
 /// Records the intent, then sends the patch.
@@ -420,7 +447,7 @@ mod tests {
     use crate::controller::fixtures::{self, ApiServer};
     use crate::controller::reconcile::reconcile;
 
-    const T0: &str = "2026-12-01T10:00:00Z";
+    use crate::controller::fixtures::T0;
 
     /// A gate promoting after one passing evaluation, on pod health; the server holds `held`
     /// and healthy pods of both revisions.

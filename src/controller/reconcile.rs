@@ -209,7 +209,8 @@ mod tests {
     use crate::controller::fixtures::{self, ApiServer};
     use crate::controller::tracker::Tracker;
 
-    const T0: &str = "2026-12-01T10:00:00Z";
+    use crate::controller::fixtures::T0;
+
     const GATE_STATUS: &str = "/rolloutgates/g/status";
 
     fn with_entry(mut gate: RolloutGate, entry: GatedRollout) -> RolloutGate {
@@ -340,14 +341,7 @@ mod tests {
         }));
         moved_on.metadata.resource_version = Some("9".into());
         let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
-        let pause = PauseKey {
-            revision: "abc".into(),
-            step: Some(1),
-            started: T0.into(),
-            gate_uid: "uid-g".into(),
-            gate_generation: 1,
-            policy_hash: String::new(),
-        };
+        let pause = fixtures::pause_key(1, "");
         ctx.trackers
             .put(observe::key(&moved_on), Tracker::fresh(pause));
         let action = reconcile(&moved_on, &ctx).await.expect("reconciled");
@@ -375,14 +369,7 @@ mod tests {
         let rollout = fixtures::rollout(unpausing);
         server.put(&rollout);
         let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
-        let mut tracker = Tracker::fresh(PauseKey {
-            revision: "abc".into(),
-            step: Some(1),
-            started: T0.into(),
-            gate_uid: "uid-g".into(),
-            gate_generation: 1,
-            policy_hash: String::new(),
-        });
+        let mut tracker = Tracker::fresh(fixtures::pause_key(1, ""));
         tracker.acted_at = Instant::now().checked_sub(NUDGE_AFTER * 2);
         ctx.trackers.put(observe::key(&rollout), tracker);
         for _ in 0..3 {
@@ -439,14 +426,7 @@ mod tests {
         let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
         server.put(&rollout);
         let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
-        let mut old = Tracker::fresh(PauseKey {
-            revision: "abc".into(),
-            step: Some(1),
-            started: T0.into(),
-            gate_uid: "uid-g".into(),
-            gate_generation: 1,
-            policy_hash: "old".into(),
-        });
+        let mut old = Tracker::fresh(fixtures::pause_key(1, "old"));
         old.history.pass_streak = 2;
         ctx.trackers.put(observe::key(&rollout), old);
         reconcile(&rollout, &ctx).await.expect("reconciled");

@@ -76,33 +76,10 @@ pub async fn measure(
     at: f64,
     not_before: f64,
 ) -> Measurement {
-    let stable = canary.for_stable();
-    let baseline = rule.needs_baseline();
-    let wanted = [
-        (Some(&check.query), canary, true),
-        (check.denominator.as_ref(), canary, true),
-        (Some(&check.query), &stable, baseline),
-        (check.denominator.as_ref(), &stable, baseline),
-        (check.samples_query.as_ref(), canary, true),
-    ];
-    let mut rendered = Vec::with_capacity(wanted.len());
-    for (query, vars, want) in wanted {
-        match query.filter(|_| want).map(|q| template::render(q, vars)) {
-            Some(Err(e @ TemplateError::NoRevision { .. })) => {
-                return Measurement::no_data(e.to_string());
-            }
-            other => rendered.push(other),
-        }
-    }
-    let same = |a: usize, b: usize| matches!((&rendered[a], &rendered[b]), (Some(Ok(x)), Some(Ok(y))) if x == y);
-    if baseline && (same(0, 2) || same(1, 3)) {
-        // Compared with itself, every canary is within any tolerance of "stable".
-        return Measurement::failed(
-            "the query reads the same series for the canary and the stable revision; select \
-             the revision with {{ hash }} (canaryHash and stableHash do not change between the \
-             two)",
-        );
-    }
+    let mut rendered = match render(check, canary, rule.needs_baseline()) {
+        Ok(r) => r,
+        Err(no_evidence) => return *no_evidence,
+    };
     rendered.push(Some(Ok(AS_OF.to_string())));
     let mut replies = futures::future::join_all(rendered.into_iter().map(|promql| async move {
         match promql {
@@ -120,6 +97,51 @@ pub async fn measure(
     if answered && let Some(why) = before_the_pause(at, as_of, not_before) {
         return Measurement::no_data(why);
     }
+    measurement(replies)
+}
+
+/// A query rendered for one revision, a template error to report, or `None`: not needed.
+type Rendered = Option<Result<String, TemplateError>>;
+
+/// The queries of a check, in the order [`measurement`] reads them: value, denominator, the
+/// stable revision's value and denominator (when the rule compares with it), samples. A query
+/// that cannot describe what it should is no evidence at all (the `Err`).
+fn render(
+    check: &Queries,
+    canary: &Vars,
+    baseline: bool,
+) -> Result<Vec<Rendered>, Box<Measurement>> {
+    let stable = canary.for_stable();
+    let wanted = [
+        (Some(&check.query), canary, true),
+        (check.denominator.as_ref(), canary, true),
+        (Some(&check.query), &stable, baseline),
+        (check.denominator.as_ref(), &stable, baseline),
+        (check.samples_query.as_ref(), canary, true),
+    ];
+    let mut rendered = Vec::with_capacity(wanted.len() + 1);
+    for (query, vars, want) in wanted {
+        match query.filter(|_| want).map(|q| template::render(q, vars)) {
+            Some(Err(e @ TemplateError::NoRevision { .. })) => {
+                return Err(Box::new(Measurement::no_data(e.to_string())));
+            }
+            other => rendered.push(other),
+        }
+    }
+    let same = |a: usize, b: usize| matches!((&rendered[a], &rendered[b]), (Some(Ok(x)), Some(Ok(y))) if x == y);
+    if baseline && (same(0, 2) || same(1, 3)) {
+        // Compared with itself, every canary is within any tolerance of "stable".
+        return Err(Box::new(Measurement::failed(
+            "the query reads the same series for the canary and the stable revision; select \
+             the revision with {{ hash }} (canaryHash and stableHash do not change between the \
+             two)",
+        )));
+    }
+    Ok(rendered)
+}
+
+/// The replies, in [`render`]'s order, as the engine's measurement; every warning is kept.
+fn measurement(replies: Vec<Option<Reply>>) -> Measurement {
     let mut warnings = Vec::new();
     let mut answers = Vec::with_capacity(replies.len());
     for reply in replies {

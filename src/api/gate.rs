@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 
 use super::{Duration, RolloutGateStatus};
 
+/// What admission says of a spec that breaks a rule between fields. Compiling a spec checks the
+/// same rules (admission may be off, or older) and says the same.
+pub const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHealth or webhook";
+pub const NO_PROMETHEUS: &str = "every query or ratio check needs a Prometheus source: set spec.prometheus, or prometheus on each check";
+pub const NO_PROBE: &str = "a probe check needs spec.probe (the requests to send)";
+pub const NO_EVIDENCE: &str = "a gate needs evidence: at least one check, or podHealth";
+pub const ONE_RULE: &str = "set exactly one pass rule: threshold, condition or againstStable (a webhook check may have none and use the verdict it replies with)";
+pub const SAMPLES_QUERY: &str = "minSamples.query is required for query and ratio checks, and only for them (probe and webhook checks count their own samples)";
+pub const NO_SAMPLES: &str = "minSamples does not apply to podHealth checks or to webhook checks that take the reply's verdict";
+pub const NO_BOUND: &str =
+    "againstStable needs at least one of maxIncrease, maxRatio, maxDecrease, minRatio";
+
 /// Attaches evidence-based promotion to the Rollouts it selects, at the pauses it selects.
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[kube(
@@ -28,11 +40,11 @@ use super::{Duration, RolloutGateStatus};
 )]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.prometheus) || self.checks.all(c, !(has(c.query) || has(c.ratio)) || has(c.prometheus))",
-     "message": "every query or ratio check needs a Prometheus source: set spec.prometheus, or prometheus on each check"},
+     "message": NO_PROMETHEUS},
     {"rule": "has(self.probe) || !self.checks.exists(c, has(c.probe))",
-     "message": "a probe check needs spec.probe (the requests to send)"},
+     "message": NO_PROBE},
     {"rule": "has(self.podHealth) || size(self.checks) > 0",
-     "message": "a gate needs evidence: at least one check, or podHealth"},
+     "message": NO_EVIDENCE},
     {"rule": "!has(self.podHealth) || self.checks.all(c, !(c.name in ['pod-crashloop', 'pod-oomkilled', 'pod-restarts', 'pod-not-ready']))",
      "message": "podHealth adds the checks pod-crashloop, pod-oomkilled, pod-restarts and pod-not-ready: name yours differently"},
     {"rule": "self.checks.all(c, self.checks.exists_one(d, d.name == c.name))",
@@ -200,13 +212,13 @@ pub struct SecretName {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "[has(self.query), has(self.ratio), has(self.probe), has(self.podHealth), has(self.webhook)].filter(x, x).size() == 1",
-     "message": "set exactly one source: query, ratio, probe, podHealth or webhook"},
+     "message": ONE_SOURCE},
     {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable)].filter(x, x).size() == 1 || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable))",
-     "message": "set exactly one pass rule: threshold, condition or againstStable (a webhook check may have none and use the verdict it replies with)"},
+     "message": ONE_RULE},
     {"rule": "!has(self.minSamples) || (has(self.query) || has(self.ratio)) == has(self.minSamples.query)",
-     "message": "minSamples.query is required for query and ratio checks, and only for them (probe and webhook checks count their own samples)"},
+     "message": SAMPLES_QUERY},
     {"rule": "!has(self.minSamples) || !(has(self.podHealth) || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable)))",
-     "message": "minSamples does not apply to podHealth checks or to webhook checks that take the reply's verdict"},
+     "message": NO_SAMPLES},
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
@@ -286,7 +298,7 @@ pub enum Op {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.maxIncrease) || has(self.maxRatio) || has(self.maxDecrease) || has(self.minRatio)",
-     "message": "againstStable needs at least one of maxIncrease, maxRatio, maxDecrease, minRatio"},
+     "message": NO_BOUND},
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct StableTolerance {

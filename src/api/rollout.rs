@@ -24,8 +24,6 @@ pub const BLUE_GREEN_PAUSE: &str = "BlueGreenPause";
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
     #[serde(default)]
     pub strategy: Strategy,
@@ -47,26 +45,18 @@ pub struct CanaryStrategy {
     pub steps: Vec<CanaryStep>,
 }
 
-/// One canary step. Only `pause` and `setWeight` matter to tollgate; other step kinds are kept
-/// as opaque presence flags so the step index still lines up with Argo's.
+/// One canary step. Only `pause` matters to tollgate; a step of any other kind still counts, so
+/// the step index lines up with Argo's.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub set_weight: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreenStrategy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active_service: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview_service: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_promotion_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_promotion_seconds: Option<i32>,
 }
@@ -92,13 +82,7 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready_replicas: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub available_replicas: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]

@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use super::{CompileError, CompiledCheck, bounded_timeout};
-use crate::api::{self, Check, NoData, Op, PodHealthGuard, PrometheusSource};
+use crate::api::{
+    self, Check, NO_BOUND, NO_PROMETHEUS, NO_SAMPLES, NoData, ONE_RULE, ONE_SOURCE, Op,
+    PodHealthGuard, PrometheusSource, SAMPLES_QUERY,
+};
 use crate::decision::{Comparison, Criteria, OnNoData, Rule, Tolerance};
 use crate::evidence::credentials::{Auth, Authorization, Header, HeaderValue, SecretKeyRef};
 use crate::evidence::{Source, pods, probe, prometheus, template, webhook};
 
-const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHealth or webhook";
 /// Every check of an evaluation is awaited together: one slow webhook holds up the rest.
 const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// A query slower than this is a query to fix, not one to wait for.
@@ -31,15 +33,10 @@ pub fn compile(
     let source = source(c, default_source)?;
     let samples_query = c.min_samples.as_ref().and_then(|m| m.query.as_ref());
     if samples_query.is_some() && !matches!(source, Source::Prometheus(_)) {
-        return Err(CompileError::Spec(
-            "minSamples.query applies to query and ratio checks only; probe and webhook checks \
-             count their own samples",
-        ));
+        return Err(CompileError::Spec(SAMPLES_QUERY));
     }
     if c.min_samples.is_some() && matches!(source, Source::PodHealth(_)) {
-        return Err(CompileError::Spec(
-            "minSamples does not apply to a podHealth check",
-        ));
+        return Err(CompileError::Spec(NO_SAMPLES));
     }
     let rule = match (&source, rule(c)) {
         (Source::Webhook(_), Err(_))
@@ -50,9 +47,7 @@ pub fn compile(
         (_, rule) => rule?,
     };
     if matches!(rule, Rule::Reported) && c.min_samples.is_some() {
-        return Err(CompileError::Spec(
-            "minSamples needs a rule on values; a webhook verdict is taken as it is",
-        ));
+        return Err(CompileError::Spec(NO_SAMPLES));
     }
     Ok(CompiledCheck {
         criteria: Criteria {
@@ -100,9 +95,7 @@ fn prometheus_queries(
         .prometheus
         .as_ref()
         .or(default_source)
-        .ok_or(CompileError::Spec(
-            "no Prometheus source: set spec.prometheus or the check's prometheus",
-        ))?;
+        .ok_or(CompileError::Spec(NO_PROMETHEUS))?;
     let (query, denominator) = match (&c.query, &c.ratio) {
         (Some(q), None) => (q.clone(), None),
         (None, Some(r)) => (r.numerator.clone(), Some(r.denominator.clone())),
@@ -110,10 +103,7 @@ fn prometheus_queries(
     };
     let samples_query = match &c.min_samples {
         None => None,
-        Some(m) => Some(m.query.clone().ok_or(CompileError::Spec(
-            "minSamples.query is required for a query or ratio check (what counts as a \
-                 sample)",
-        ))?),
+        Some(m) => Some(m.query.clone().ok_or(CompileError::Spec(SAMPLES_QUERY))?),
     };
     for (field, q) in [
         ("query", Some(&query)),
@@ -253,12 +243,10 @@ fn rule(c: &Check) -> Result<Rule, CompileError> {
                 min_ratio: t.min_ratio,
             };
             if tolerance == Tolerance::default() {
-                return Err(CompileError::Spec("againstStable needs at least one bound"));
+                return Err(CompileError::Spec(NO_BOUND));
             }
             Ok(Rule::AgainstStable(tolerance))
         }
-        _ => Err(CompileError::Spec(
-            "set exactly one pass rule: threshold, condition or againstStable",
-        )),
+        _ => Err(CompileError::Spec(ONE_RULE)),
     }
 }

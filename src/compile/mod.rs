@@ -132,14 +132,14 @@ pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
     if checks.is_empty() {
         return Err(CompileError::invalid(
             "checks",
-            "a gate needs at least one check; it never promotes without evidence",
+            "a gate needs at least one check, or podHealth; it never promotes without evidence",
         ));
     }
     unique_names(&checks)?;
     let reads_probe = checks.iter().any(|c| matches!(c.source, Source::Probe(_)));
     let probe = match (&spec.probe, reads_probe) {
         (Some(p), true) => Some(probe::plan(p).map_err(|e| CompileError::Probe(Box::new(e)))?),
-        (None, true) => return Err(CompileError::Spec("a probe check needs spec.probe")),
+        (None, true) => return Err(CompileError::Spec(api::NO_PROBE)),
         // Traffic no check reads is never sent.
         (_, false) => None,
     };
@@ -360,7 +360,7 @@ mod tests {
         s["probe"] = serde_json::Value::Null;
         assert_eq!(
             compile(&spec(s)).expect_err("no probe").to_string(),
-            "a probe check needs spec.probe"
+            api::NO_PROBE
         );
         let mut s = probe_gate();
         s["prometheus"] = json!({"address": "http://p:9090"});
@@ -435,7 +435,7 @@ mod tests {
             compile(&spec(s))
                 .expect_err("query")
                 .to_string()
-                .contains("minSamples.query applies")
+                .contains(api::SAMPLES_QUERY)
         );
         let mut s = litellm();
         s["checks"][0]["minSamples"] = json!({"count": 5});
@@ -443,7 +443,7 @@ mod tests {
             compile(&spec(s))
                 .expect_err("no query")
                 .to_string()
-                .contains("minSamples.query is required")
+                .contains(api::SAMPLES_QUERY)
         );
         let s = json!({"rollouts": {"name": "a"}, "checks": [
             {"name": "p", "podHealth": {"signal": "restarts"}}]});
@@ -489,7 +489,7 @@ mod tests {
         let mut s = litellm();
         s["prometheus"] = serde_json::Value::Null;
         let err = compile(&spec(s)).expect_err("no source").to_string();
-        assert!(err.contains("no Prometheus source"), "{err}");
+        assert!(err.contains(api::NO_PROMETHEUS), "{err}");
 
         let mut s = litellm();
         s["checks"] = json!([]);
@@ -499,5 +499,64 @@ mod tests {
                 .to_string()
                 .contains("never promotes without evidence")
         );
+    }
+
+    /// The defaults the resource documents (in the CRD, hence `kubectl explain` and the gate
+    /// reference) are the ones compiling applies: each lives once, in code, and this holds the
+    /// words to it.
+    #[test]
+    fn the_documented_defaults_are_the_ones_applied() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(api::RolloutGate::crd()).expect("the CRD serialises");
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let says = |path: &[&str], default: String| {
+            let field = path.iter().fold(schema, |at, step| match *step {
+                "[]" => &at["items"],
+                name => &at["properties"][name],
+            });
+            let text = field["description"].as_str().unwrap_or_default();
+            assert!(
+                text.contains(&format!("Default {default}")),
+                "{path:?}: {text:?} lacks {default}"
+            );
+        };
+        let time = |d: Duration| format!("`{}`", api::Duration::from(d));
+        let cadence = Cadence::default();
+        says(&["interval"], time(cadence.interval));
+        says(&["bakeTime"], time(cadence.bake_time));
+        says(&["requiredPasses"], cadence.required_passes.to_string());
+        says(&["failureLimit"], cadence.failure_limit.to_string());
+        says(&["errorLimit"], cadence.error_limit.to_string());
+        says(&["prometheus", "timeout"], time(check::DEFAULT_TIMEOUT));
+        says(
+            &["checks", "[]", "webhook", "timeout"],
+            time(check::DEFAULT_TIMEOUT),
+        );
+        says(&["probe", "rate"], probe::DEFAULT_RATE.to_string());
+        says(
+            &["probe", "concurrency"],
+            probe::DEFAULT_CONCURRENCY.to_string(),
+        );
+        says(&["probe", "timeout"], time(probe::DEFAULT_TIMEOUT));
+        says(
+            &["podHealth", "maxRestarts"],
+            check::DEFAULT_MAX_RESTARTS.to_string(),
+        );
+        says(
+            &["podHealth", "maxNotReady"],
+            time(check::DEFAULT_MAX_NOT_READY),
+        );
+    }
+
+    #[test]
+    fn admission_forbids_the_names_pod_health_adds() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&api::RolloutGate::crd()).expect("the CRD serialises");
+        for name in check::POD_HEALTH_CHECKS {
+            assert!(
+                crd.contains(&format!("'{name}'")),
+                "the CEL rule must name {name}"
+            );
+        }
     }
 }

@@ -272,7 +272,7 @@ mod tests {
         let bad = serde_json::json!({
             "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
             "metadata": {"name": "broken", "namespace": "ns"},
-            "spec": {"replicas": "five"},
+            "spec": {"paused": "five"},
         });
         let guarded: DeserializeGuard<Rollout> =
             serde_json::from_value(bad).expect("the guard always parses");

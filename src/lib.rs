@@ -7,7 +7,6 @@ pub mod decision;
 pub mod error;
 pub mod evidence;
 pub mod gate;
-pub mod logmetrics;
 pub mod metrics;
 pub mod policy;
 pub mod report;
@@ -16,6 +15,9 @@ pub mod server;
 pub mod template;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod examples_test;
 
 /// The `RolloutGate` CustomResourceDefinition as YAML, exactly as checked in under `crds/`.
 pub fn crd_yaml() -> Result<String> {

@@ -21,10 +21,10 @@ use tollgate::decision::{
     self, CheckPolicy, Comparison, Measurement, NoDataPolicy, Rule, Tolerance, Verdict,
 };
 use tollgate::evidence::{prometheus, webhook};
-use tollgate::logmetrics::config::Field;
-use tollgate::logmetrics::follow::{self, Handler, Line, LineReader};
-use tollgate::logmetrics::parse::{Extractor, Malformed};
 use tollgate::template::{self, NAMES, TemplateError, Vars};
+use tollgate_logmetrics::config::Field;
+use tollgate_logmetrics::follow::{self, Handler, Line, LineReader};
+use tollgate_logmetrics::parse::{Extractor, Malformed};
 
 /// An error message lands in the gate's status, an Event and a log line.
 const MAX_MESSAGE: usize = 2048;

@@ -4,6 +4,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY crds ./crds
 # Not built here, but the manifest names them: cargo refuses a manifest whose targets are missing.
 COPY benches ./benches

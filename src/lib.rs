@@ -7,11 +7,13 @@ pub mod controller;
 pub mod decision;
 pub mod error;
 pub mod evidence;
-pub mod logmetrics;
 pub mod metrics;
 pub mod server;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod examples_test;
 
 /// The `RolloutGate` CustomResourceDefinition as YAML, exactly as checked in under `crds/`.
 pub fn crd_yaml() -> Result<String> {

@@ -42,7 +42,7 @@ enum Command {
     /// Sidecar exporter: turn an app's JSON-lines access log into per-pod Prometheus metrics
     /// (`<prefix>_requests_total{code,model,…}`, `<prefix>_request_duration_seconds`), labelled
     /// with `pod` and `rollouts_pod_template_hash` from POD_NAME / POD_TEMPLATE_HASH.
-    Logmetrics(Box<tollgate::logmetrics::LogmetricsArgs>),
+    Logmetrics(Box<tollgate_logmetrics::LogmetricsArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Logmetrics(args) => {
-            return match tollgate::logmetrics::run(*args) {
+            return match tollgate_logmetrics::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tollgate logmetrics: {e}");

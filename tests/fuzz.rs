@@ -22,9 +22,9 @@ use tollgate::decision::{
 };
 use tollgate::evidence::template::{self, NAMES, TemplateError, Vars};
 use tollgate::evidence::{prometheus, webhook};
-use tollgate::logmetrics::config::Field;
-use tollgate::logmetrics::follow::{self, Handler, Line, LineReader};
-use tollgate::logmetrics::parse::{Extractor, Malformed};
+use tollgate_logmetrics::config::Field;
+use tollgate_logmetrics::follow::{self, Handler, Line, LineReader};
+use tollgate_logmetrics::parse::{Extractor, Malformed};
 
 /// An error message lands in the gate's status, an Event and a log line.
 const MAX_MESSAGE: usize = 2048;

@@ -10,7 +10,7 @@ the final exposition to stdout and a summary to stderr.
         [--max-label-bytes 128] [--prefix logmetrics]
         [--pod P] [--pod-template-hash H] [--listen 127.0.0.1:0]
 
-Rules (kept identical to src/logmetrics): status is required, an integer 100..599 as a number or
+Rules (kept identical to crates/logmetrics): status is required, an integer 100..599 as a number or
 numeric string; label fields are strings (numbers and booleans as text), absent or null ->
 "__missing__", objects/arrays -> malformed wrong_type; duration absent or null -> counted without
 a duration, otherwise a non-negative number or numeric string. Label values longer than

@@ -358,8 +358,8 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logmetrics::config::config;
-    use crate::logmetrics::parse::Extractor;
+    use crate::config::config;
+    use crate::parse::Extractor;
 
     fn setup(args: &[&str]) -> (Extractor, Series) {
         let all: Vec<&str> = ["--pod", "app-abc-1", "--pod-template-hash", "abc"]

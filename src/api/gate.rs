@@ -479,7 +479,7 @@ pub enum PodSignal {
     NotReadySeconds,
 }
 
-/// An HTTP endpoint asked for evidence (see the README for the request and reply).
+/// An HTTP endpoint asked for evidence (see docs/gate-reference.md for the request and reply).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSource {

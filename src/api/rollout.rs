@@ -2,7 +2,8 @@
 //!
 //! Every field is optional and unknown fields are ignored, so Rollouts written for any Argo
 //! version deserialize. The classification into a [`Phase`] is pure and follows the rules the
-//! `kubectl argo rollouts` plugin and the Argo controller use (see the README's protocol notes).
+//! `kubectl argo rollouts` plugin and the Argo controller use (see docs/decisions.md, "How a
+//! Rollout is read and driven").
 
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};

@@ -166,7 +166,8 @@ impl TestNamespace {
 
     /// Waits until Argo has stopped writing to the Rollout (its resourceVersion holds still for a
     /// second). A person acts seconds after a pause appears, never in the same millisecond;
-    /// acting inside Argo's own burst of writes can be lost in its informer (see the README).
+    /// acting inside Argo's own burst of writes can be lost in its informer (see
+    /// docs/local-stack.md, "Upstream behaviour worth knowing").
     pub async fn quiescent(&self, name: &str) {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut last = None;

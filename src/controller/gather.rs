@@ -1,5 +1,6 @@
 //! Gathering an evaluation's evidence, in the background: a slow source holds no reconcile slot,
-//! so it never delays other gates. Requests to one source are bounded (see [`Context::turn`]),
+//! so it never delays other gates. Requests to one source are bounded (see
+//! [`crate::evidence::Sources::turn`]),
 //! and the Rollout is woken to decide once the evidence is in.
 
 use std::sync::{Arc, OnceLock};
@@ -10,7 +11,7 @@ use kube::ResourceExt;
 
 use super::context::{Compiled, Context};
 use super::tracker::PauseKey;
-use crate::api::{Rollout, RolloutGate};
+use crate::api::Rollout;
 use crate::compile::CompiledGate;
 use crate::decision::{self, CheckResult, Verdict};
 use crate::evidence::pods::RevisionPods;
@@ -42,7 +43,7 @@ impl Gathering {
     /// Starts gathering for `pause`; the Rollout is woken when the evidence is in.
     pub fn start(
         rollout: &Rollout,
-        gate: Arc<RolloutGate>,
+        gate: String,
         built: Arc<Compiled>,
         pause: PauseKey,
         probe: Option<Arc<ProbeRun>>,
@@ -101,7 +102,7 @@ impl Gathering {
 /// Measures and judges every check, concurrently.
 async fn gather(
     rollout: &Rollout,
-    gate: &RolloutGate,
+    gate: &str,
     compiled: &CompiledGate,
     pause: &PauseKey,
     probe: Option<&ProbeRun>,
@@ -124,7 +125,6 @@ async fn gather(
         ),
         false => None,
     };
-    let gate_name = gate.name_any();
     let evaluation = Evaluation {
         vars: &vars,
         // One instant for every query of this evaluation, a second back so the newest scrape is
@@ -133,7 +133,7 @@ async fn gather(
         // A pause without a readable start can never be shown to have begun: nothing is
         // evidence.
         not_before: pause.started.parse().map_or(f64::INFINITY, unix_seconds),
-        gate: &gate_name,
+        gate,
         pause_started: &pause.started,
         probe,
         pods: pods.as_ref(),

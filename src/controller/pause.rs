@@ -43,7 +43,7 @@ struct At<'a> {
 
 pub async fn at_pause(
     rollout: &Rollout,
-    gate: &Arc<RolloutGate>,
+    gate: &RolloutGate,
     built: &Arc<Compiled>,
     compiled: &CompiledGate,
     pause: PauseKey,
@@ -136,7 +136,7 @@ fn not_yet(tracker: &mut Tracker) -> Option<Duration> {
 /// `None` while it is being gathered (started here if it was not).
 fn gathered(
     rollout: &Rollout,
-    gate: &Arc<RolloutGate>,
+    gate: &RolloutGate,
     built: &Arc<Compiled>,
     compiled: &CompiledGate,
     tracker: &mut Tracker,
@@ -147,7 +147,7 @@ fn gathered(
         let probe = tracker.probe.clone();
         tracker.gathering = Some(Arc::new(Gathering::start(
             rollout,
-            gate.clone(),
+            gate.name_any(),
             built.clone(),
             pause,
             probe,

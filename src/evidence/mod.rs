@@ -23,6 +23,23 @@ use pods::RevisionPods;
 use probe::ProbeRun;
 use template::Vars;
 
+/// Why a source could not be asked at all (its Secrets, its client). It becomes Error evidence
+/// saying so.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Secret(#[from] credentials::SecretError),
+    #[error(transparent)]
+    Client(#[from] http::ClientError),
+    /// A probe request whose headers cannot be sent.
+    #[error("request {request}: {source}")]
+    Request {
+        request: String,
+        #[source]
+        source: http::ClientError,
+    },
+}
+
 /// Where one check's evidence comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
@@ -60,7 +77,7 @@ pub async fn measure(
         Source::Prometheus(q) => {
             let _turn = sources.turn(&q.endpoint.address).await;
             match sources.prometheus(ns, &q.endpoint).await {
-                Err(why) => Measurement::failed(why),
+                Err(why) => Measurement::failed(why.to_string()),
                 Ok(client) => {
                     prometheus::measure(q, &check.rule, &client, e.vars, e.at, e.not_before).await
                 }

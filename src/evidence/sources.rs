@@ -3,11 +3,12 @@
 //! flight to each address.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::SourceError;
 use super::credentials::{self, Credentials};
 use super::http::{self, ClientError, ClientOptions};
 use super::prometheus::{self, Endpoint};
@@ -48,7 +49,7 @@ impl Sources {
     /// Waits for a turn to send to `address` (held until the permit is dropped).
     pub async fn turn(&self, address: &str) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
-            let mut turns = self.turns.lock().ok()?;
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
             turns
                 .get_or_insert(address.to_string(), || {
                     Arc::new(Semaphore::new(TURNS_PER_SOURCE))
@@ -64,20 +65,17 @@ impl Sources {
         &self,
         namespace: &str,
         endpoint: &Endpoint,
-    ) -> Result<prometheus::Client, String> {
-        let creds = credentials::read(&self.kube, namespace, &endpoint.auth)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<prometheus::Client, SourceError> {
+        let creds = credentials::read(&self.kube, namespace, &endpoint.auth).await?;
         let key = (endpoint.address.clone(), creds);
         let mut cache = self
             .prometheus
             .lock()
-            .map_err(|_| "source cache poisoned".to_string())?;
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let client =
-            prometheus::Client::new(&endpoint.address, &key.1).map_err(|e| e.to_string())?;
+        let client = prometheus::Client::new(&endpoint.address, &key.1)?;
         Ok(cache.get_or_insert(key, || client).clone())
     }
 }

@@ -21,6 +21,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::MissedTickBehavior;
 
 use crate::decision::Measurement;
+use crate::evidence::SourceError;
 use crate::evidence::http::{self, ClientOptions};
 use crate::metrics::Metrics;
 
@@ -184,7 +185,7 @@ impl Loop {
             match self.http_client().await {
                 Ok(h) => break h,
                 // A Secret may be created after the gate: keep saying why, and try again.
-                Err(problem) => self.set_problem(Some(problem)),
+                Err(problem) => self.set_problem(Some(problem.to_string())),
             }
             tokio::time::sleep(REDISCOVER).await;
         };
@@ -262,16 +263,19 @@ impl Loop {
 
     /// A client with the templates' headers (Secret values read once per pause, marked
     /// sensitive so they never reach a log).
-    async fn http_client(&self) -> Result<(reqwest::Client, Arc<Vec<HeaderMap>>), String> {
+    async fn http_client(&self) -> Result<(reqwest::Client, Arc<Vec<HeaderMap>>), SourceError> {
         let mut per_request = Vec::with_capacity(self.plan.requests.len());
         for r in &self.plan.requests {
-            let pairs = super::credentials::headers(&self.client, &self.namespace, &r.headers)
-                .await
-                .map_err(|e| e.to_string())?;
+            let pairs =
+                super::credentials::headers(&self.client, &self.namespace, &r.headers).await?;
             let mut map = HeaderMap::new();
             for (name, value) in pairs {
-                let (n, v) = http::sensitive_header(&name, &value)
-                    .map_err(|e| format!("request {}: {e}", r.name))?;
+                let (n, v) = http::sensitive_header(&name, &value).map_err(|source| {
+                    SourceError::Request {
+                        request: r.name.clone(),
+                        source,
+                    }
+                })?;
                 map.append(n, v);
             }
             per_request.push(map);
@@ -281,8 +285,7 @@ impl Loop {
             direct: true,
             timeout: Some(self.plan.timeout),
             ..ClientOptions::default()
-        })
-        .map_err(|e| format!("the probe's HTTP client: {e}"))?;
+        })?;
         Ok((client, Arc::new(per_request)))
     }
 

@@ -827,17 +827,17 @@ const DURATIONS: &[&[u8]] = &[
     b"007s",
 ];
 
-/// The grammar `Duration` documents, restated: at most 32 bytes of one or more
-/// `<digits><unit>`, each count of one to nine digits; `None` for anything else.
+/// The grammar `Duration::parse` documents, restated: one or more `<digits><unit>`, each count
+/// at most u32::MAX; `None` for anything else.
 fn reference_duration(text: &[u8]) -> Option<u128> {
     let mut total: u128 = 0;
     let mut rest = text;
-    if rest.is_empty() || rest.len() > 32 {
+    if rest.is_empty() {
         return None;
     }
     while !rest.is_empty() {
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || digits > 9 {
+        if digits == 0 {
             return None;
         }
         let n: u128 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
@@ -849,6 +849,9 @@ fn reference_duration(text: &[u8]) -> Option<u128> {
             [b'h', ..] => (3_600_000_000_000, 1),
             _ => return None,
         };
+        if n > u128::from(u32::MAX) {
+            return None;
+        }
         total += n * nanos;
         rest = &rest[unit_len..];
     }

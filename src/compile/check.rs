@@ -78,7 +78,7 @@ fn source(c: &Check, default_source: Option<&PrometheusSource>) -> Result<Source
             headers: headers(&w.headers),
             timeout: bounded_timeout(
                 "webhook.timeout",
-                w.timeout,
+                w.timeout.as_ref(),
                 DEFAULT_TIMEOUT,
                 MAX_WEBHOOK_TIMEOUT,
             )?,
@@ -123,7 +123,7 @@ fn prometheus_queries(
             auth: auth(source.auth.as_ref()),
             timeout: bounded_timeout(
                 "prometheus.timeout",
-                source.timeout,
+                source.timeout.as_ref(),
                 DEFAULT_TIMEOUT,
                 MAX_PROMETHEUS_TIMEOUT,
             )?,
@@ -196,7 +196,10 @@ fn pod_signal(s: api::PodSignal) -> pods::Signal {
 /// ready more than the stable revision's (per pod, so revisions of different sizes compare).
 pub fn pod_health_guard(g: &PodHealthGuard) -> Vec<CompiledCheck> {
     let max_restarts = g.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS);
-    let max_not_ready: Duration = g.max_not_ready.map_or(DEFAULT_MAX_NOT_READY, Into::into);
+    let max_not_ready: Duration = g
+        .max_not_ready
+        .as_ref()
+        .map_or(DEFAULT_MAX_NOT_READY, Into::into);
     let [crashloop, oomkilled, restarts, not_ready] = POD_HEALTH_CHECKS;
     let guard = |name: &str, signal: pods::Signal, max_increase: f64| CompiledCheck {
         criteria: Criteria {

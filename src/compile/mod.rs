@@ -162,12 +162,15 @@ pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
 fn cadence(spec: &RolloutGateSpec) -> Result<Cadence, CompileError> {
     let default = Cadence::default();
     let cadence = Cadence {
-        interval: spec.interval.map_or(default.interval, Into::into),
-        bake_time: spec.bake_time.map_or(default.bake_time, Into::into),
+        interval: spec.interval.as_ref().map_or(default.interval, Into::into),
+        bake_time: spec
+            .bake_time
+            .as_ref()
+            .map_or(default.bake_time, Into::into),
         required_passes: count(spec.required_passes, default.required_passes).max(1),
         failure_limit: count(spec.failure_limit, default.failure_limit),
         error_limit: count(spec.error_limit, default.error_limit),
-        deadline: spec.deadline.as_ref().map(|d| d.after.into()),
+        deadline: spec.deadline.as_ref().map(|d| (&d.after).into()),
         on_deadline: match spec.deadline.as_ref().map(|d| d.action) {
             Some(api::DeadlineAction::Abort) => decision::DeadlineAction::Abort,
             _ => decision::DeadlineAction::Hold,
@@ -203,7 +206,7 @@ fn count(value: Option<i32>, default: u32) -> u32 {
 /// A timeout from the spec, between 1 ms and `max`.
 fn bounded_timeout(
     field: &str,
-    value: Option<api::Duration>,
+    value: Option<&api::Duration>,
     default: Duration,
     max: Duration,
 ) -> Result<Duration, CompileError> {
@@ -558,5 +561,21 @@ mod tests {
                 "the CEL rule must name {name}"
             );
         }
+    }
+
+    /// The digest a status entry records must not change between versions of tollgate for the
+    /// same spec: a restarted (or upgraded) controller that read another digest would take the
+    /// gate as changed and discard the pause's failures and deadline hold. The value is the one
+    /// tollgate computed before durations were typed.
+    #[test]
+    fn the_digest_of_a_spec_does_not_change_between_versions() {
+        let s = spec(json!({
+            "rollouts": {"name": "app"}, "interval": "60s", "bakeTime": "90s",
+            "deadline": {"after": "600s", "action": "Hold"},
+            "prometheus": {"address": "http://p:9090", "timeout": "2m0s"},
+            "podHealth": {"maxNotReady": "1000ms"},
+            "checks": [{"name": "up", "query": "up", "threshold": {"op": ">", "value": 0}}]
+        }));
+        assert_eq!(digest(&s), "34e96244f181b510");
     }
 }

@@ -55,7 +55,7 @@ pub fn plan(p: &api::ProbeSource) -> Result<Plan, CompileError> {
         requests,
         rate,
         concurrency,
-        timeout: bounded_timeout("timeout", p.timeout, DEFAULT_TIMEOUT, MAX_TIMEOUT)?,
+        timeout: bounded_timeout("timeout", p.timeout.as_ref(), DEFAULT_TIMEOUT, MAX_TIMEOUT)?,
         budget,
     })
 }

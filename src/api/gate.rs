@@ -13,6 +13,8 @@ use super::{Duration, RolloutGateStatus};
 
 /// What admission says of a spec that breaks a rule between fields. Compiling a spec checks the
 /// same rules (admission may be off, or older) and says the same.
+pub const ONE_AUTH: &str = "use bearerToken or basicAuth, not both";
+pub const ONE_VALUE: &str = "set exactly one of value or secret";
 pub const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHealth or webhook";
 pub const NO_PROMETHEUS: &str = "every query or ratio check needs a Prometheus source: set spec.prometheus, or prometheus on each check";
 pub const NO_PROBE: &str = "a probe check needs spec.probe (the requests to send)";
@@ -180,7 +182,7 @@ pub struct PrometheusSource {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!(has(self.bearerToken) && has(self.basicAuth))", "message": "use bearerToken or basicAuth, not both"},
+    {"rule": "!(has(self.bearerToken) && has(self.basicAuth))", "message": ONE_AUTH},
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusAuth {
@@ -411,7 +413,7 @@ pub struct StatusPattern(#[schemars(regex(pattern = r"^[1-5]([0-9][0-9]|xx)$"))]
 /// A header with a literal value, or a value read from a Secret (never logged).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.value) != has(self.secret)", "message": "set exactly one of value or secret"},
+    {"rule": "has(self.value) != has(self.secret)", "message": ONE_VALUE},
 ]))]
 pub struct Header {
     #[schemars(

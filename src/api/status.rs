@@ -58,6 +58,10 @@ pub enum GatePhase {
     DryRun,
     /// A person (or another tool) promoted, aborted or paused first; the gate stood down.
     StoodDown,
+    /// A phase this version of tollgate does not know (written by a newer one): read as a pause
+    /// of no known state, whose failures stand and whose passes start over.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The gate's record of one Rollout at one pause. It is also what a restarted controller
@@ -177,4 +181,27 @@ pub enum RecordedVerdict {
     Error,
     /// A check with `noData: Skip` that had no data, left out of the evaluation.
     Skipped,
+    /// A verdict this version of tollgate does not know (written by a newer one).
+    #[serde(other)]
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status written by a newer tollgate (a rollback, say) still reads: a gate whose status
+    /// did not parse would gate nothing until a person repaired it by hand.
+    #[test]
+    fn phases_and_verdicts_of_a_newer_version_read_as_unknown() {
+        let status: RolloutGateStatus = serde_json::from_value(serde_json::json!({
+            "rollouts": {"app": {"phase": "Promoting", "failures": 1, "lastEvaluation":
+                {"time": "t", "verdict": "Maybe", "checks": []}}},
+        }))
+        .expect("reads");
+        let entry = &status.rollouts["app"];
+        assert_eq!((entry.phase, entry.failures), (GatePhase::Unknown, 1));
+        let verdict = entry.last_evaluation.as_ref().map(|e| e.verdict);
+        assert_eq!(verdict, Some(RecordedVerdict::Unknown));
+    }
 }

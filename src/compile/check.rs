@@ -75,7 +75,7 @@ fn source(c: &Check, default_source: Option<&PrometheusSource>) -> Result<Source
         (None, Some(p), None) => Source::PodHealth(pod_signal(p.signal)),
         (None, None, Some(w)) => Source::Webhook(webhook::Endpoint {
             url: w.url.clone(),
-            headers: headers(&w.headers),
+            headers: headers(&w.headers)?,
             timeout: bounded_timeout(
                 "webhook.timeout",
                 w.timeout.as_ref(),
@@ -120,7 +120,7 @@ fn prometheus_queries(
         samples_query,
         endpoint: prometheus::Endpoint {
             address: source.address.clone(),
-            auth: auth(source.auth.as_ref()),
+            auth: auth(source.auth.as_ref())?,
             timeout: bounded_timeout(
                 "prometheus.timeout",
                 source.timeout.as_ref(),
@@ -138,36 +138,43 @@ fn secret_key(s: &api::SecretKey) -> SecretKeyRef {
     }
 }
 
-fn auth(auth: Option<&api::PrometheusAuth>) -> Auth {
+fn auth(auth: Option<&api::PrometheusAuth>) -> Result<Auth, CompileError> {
     let Some(a) = auth else {
-        return Auth::default();
+        return Ok(Auth::default());
     };
-    // Admission refuses both at once; were both set, the bearer token is what is sent.
     let authorization = match (&a.bearer_token, &a.basic_auth) {
-        (Some(token), _) => Some(Authorization::Bearer(secret_key(token))),
+        (Some(_), Some(_)) => return Err(CompileError::Spec(api::ONE_AUTH)),
+        (Some(token), None) => Some(Authorization::Bearer(secret_key(token))),
         (None, Some(basic)) => Some(Authorization::Basic {
             secret: basic.name.clone(),
         }),
         (None, None) => None,
     };
-    Auth {
+    Ok(Auth {
         authorization,
         ca: a.ca.as_ref().map(secret_key),
-    }
+    })
 }
 
-/// Admission makes every header one of a value or a Secret; one with neither sends an empty
-/// value rather than dropping the header.
-pub fn headers(headers: &[api::Header]) -> Vec<Header> {
+/// Each header with its value, or the Secret key to read it from.
+pub fn headers(headers: &[api::Header]) -> Result<Vec<Header>, CompileError> {
     headers
         .iter()
-        .map(|h| Header {
-            name: h.name.clone(),
-            value: match (&h.value, &h.secret) {
-                (Some(v), _) => HeaderValue::Literal(v.clone()),
+        .map(|h| {
+            let value = match (&h.value, &h.secret) {
+                (Some(v), None) => HeaderValue::Literal(v.clone()),
                 (None, Some(s)) => HeaderValue::Secret(secret_key(s)),
-                (None, None) => HeaderValue::Literal(String::new()),
-            },
+                _ => {
+                    return Err(CompileError::invalid(
+                        format!("headers[{}]", h.name),
+                        api::ONE_VALUE,
+                    ));
+                }
+            };
+            Ok(Header {
+                name: h.name.clone(),
+                value,
+            })
         })
         .collect()
 }

@@ -578,4 +578,20 @@ mod tests {
         }));
         assert_eq!(digest(&s), "34e96244f181b510");
     }
+
+    #[test]
+    fn credentials_and_headers_are_each_one_thing() {
+        let mut s = litellm();
+        s["prometheus"]["auth"] =
+            json!({"bearerToken": {"name": "t", "key": "k"}, "basicAuth": {"name": "b"}});
+        let err = compile(&spec(s)).expect_err("both").to_string();
+        assert!(err.contains(api::ONE_AUTH), "{err}");
+        let mut s = probe_gate();
+        s["probe"]["requests"][0]["headers"] = json!([{"name": "X-Key"}]);
+        let err = compile(&spec(s)).expect_err("neither").to_string();
+        assert!(
+            err.contains("requests[chat-mistral]") && err.contains(api::ONE_VALUE),
+            "{err}"
+        );
+    }
 }

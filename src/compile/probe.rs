@@ -77,7 +77,8 @@ fn request(r: &api::ProbeRequest) -> Result<Request, CompileError> {
         name: r.name.clone(),
         method: r.method.clone().unwrap_or_else(|| "GET".into()),
         path: r.path.clone(),
-        headers: check::headers(&r.headers),
+        headers: check::headers(&r.headers)
+            .map_err(|e| CompileError::invalid(format!("requests[{}]", r.name), e.to_string()))?,
         body: r.body.clone(),
         success,
     })

@@ -12,7 +12,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::tracker::Trackers;
-use super::watch::UnreadableGates;
 use crate::api::{Rollout, RolloutGate};
 use crate::compile::{self, CompileError, CompiledGate};
 use crate::evidence::Sources;
@@ -28,8 +27,6 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub trackers: Trackers,
     pub sources: Sources,
-    /// Gates that do not parse, for housekeeping to report.
-    pub unreadable: Arc<UnreadableGates>,
     /// Fault injection for tests (see [`super::Config::crash_after_acting`]).
     pub crash_after_acting: bool,
     /// Each gate compiled, by uid, with the generation it was compiled from.
@@ -65,7 +62,6 @@ impl Context {
             gates,
             metrics: Arc::new(Metrics::default()),
             trackers: Trackers::default(),
-            unreadable: Arc::default(),
             crash_after_acting: false,
             compiled: Mutex::default(),
             writers: Mutex::default(),

@@ -51,9 +51,7 @@ impl ApiServer {
 
     /// Holds `object` (a Rollout or a RolloutGate, as JSON) at its path.
     pub fn put(&self, object: &impl serde::Serialize) {
-        let Ok(object) = serde_json::to_value(object) else {
-            return;
-        };
+        let object = serde_json::to_value(object).unwrap_or_else(|e| panic!("test object: {e}"));
         let path = path_of(&object);
         self.state().objects.insert(path, object);
     }
@@ -216,6 +214,18 @@ pub fn gate(name: &str, spec: Value) -> RolloutGate {
         "spec": spec,
     });
     serde_json::from_value(gate).unwrap_or_else(|e| panic!("test gate: {e}"))
+}
+
+/// A gate over the Rollout `app` that does not parse, as the cache holds it: a placeholder.
+pub fn unreadable_gate(name: &str) -> RolloutGate {
+    let object = json!({
+        "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+            "generation": 1, "resourceVersion": "1"},
+        "spec": {"rollouts": {"name": "app"}, "mode": "Sometimes"},
+    });
+    let object = serde_json::from_value(object).unwrap_or_else(|e| panic!("test object: {e}"));
+    super::watch::read(object)
 }
 
 /// The Rollout `app` in `ns`: a canary with two `pause: {}` steps, and `status`.

@@ -109,6 +109,8 @@ async fn gather(
     ctx: &Context,
 ) -> Vec<CheckResult> {
     let vars = vars(rollout, pause);
+    // One instant for every query of this evaluation, a second back so the newest scrape is in.
+    let at = unix_seconds(Timestamp::now()) - 1.0;
     let reads_pods = compiled
         .checks
         .iter()
@@ -127,9 +129,7 @@ async fn gather(
     };
     let evaluation = Evaluation {
         vars: &vars,
-        // One instant for every query of this evaluation, a second back so the newest scrape is
-        // in.
-        at: unix_seconds(Timestamp::now()) - 1.0,
+        at,
         // A pause without a readable start can never be shown to have begun: nothing is
         // evidence.
         not_before: pause.started.parse().map_or(f64::INFINITY, unix_seconds),

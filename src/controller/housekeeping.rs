@@ -14,9 +14,10 @@ use kube::runtime::reflector::Store;
 use serde_json::{Map, Value, json};
 
 use super::context::Context;
+use super::effect;
 use super::observe::selected;
 use super::record;
-use super::watch::Unreadable;
+use super::watch::unreadable;
 use crate::api::{GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate};
 
 const EVERY: Duration = Duration::from_secs(15);
@@ -27,8 +28,8 @@ pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) 
     loop {
         forget_deleted(&ctx, &rollouts);
         report_unreadable(&ctx, &mut reported).await;
-        for gate in ctx.gates.state() {
-            if let Err(e) = tidy(&ctx, &gate, &rollouts).await {
+        for gate in ctx.gates.state().iter().filter(|g| unreadable(g).is_none()) {
+            if let Err(e) = tidy(&ctx, gate, &rollouts).await {
                 tracing::warn!(gate = %gate.name_any(), error = %e, "housekeeping could not update the gate status");
             }
         }
@@ -36,23 +37,64 @@ pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) 
     }
 }
 
-/// Reports each gate that cannot be read, once per generation and problem.
-async fn report_unreadable(ctx: &Context, reported: &mut HashSet<Unreadable>) {
-    let unreadable = ctx.unreadable.all();
-    reported.retain(|u| unreadable.contains(u));
-    for gate in unreadable {
-        if reported.contains(&gate) {
-            continue;
-        }
-        match record::unreadable(ctx, &gate).await {
-            Ok(()) => {
-                reported.insert(gate);
+/// A gate's problem, as last reported: (uid, generation, why).
+type Reported = (String, Option<i64>, String);
+
+/// Says on each gate that cannot be read why it gates nothing, once per generation and problem;
+/// and on each that can be read again, that it is no longer unreadable.
+async fn report_unreadable(ctx: &Context, reported: &mut HashSet<Reported>) {
+    let gates = ctx.gates.state();
+    let problems: HashSet<Reported> = gates
+        .iter()
+        .filter_map(|g| {
+            let why = unreadable(g)?;
+            Some((
+                g.uid().unwrap_or_default(),
+                g.metadata.generation,
+                why.to_string(),
+            ))
+        })
+        .collect();
+    reported.retain(|r| problems.contains(r));
+    for gate in &gates {
+        let result = match unreadable(gate) {
+            Some(why) => {
+                let key = (
+                    gate.uid().unwrap_or_default(),
+                    gate.metadata.generation,
+                    why.to_string(),
+                );
+                if reported.contains(&key) {
+                    continue;
+                }
+                let result = record::unreadable(ctx, gate, why).await;
+                if result.is_ok() {
+                    reported.insert(key);
+                }
+                result
             }
-            Err(e) => {
-                tracing::warn!(gate = %gate.name, error = %e, "could not report an unreadable gate");
+            None if record::reason(gate) == Some(record::UNREADABLE) => {
+                readable_again(ctx, gate).await
             }
+            None => continue,
+        };
+        if let Err(e) = result {
+            tracing::warn!(gate = %gate.name_any(), error = %e, "could not say whether a gate can be read");
         }
     }
+}
+
+/// `Ready` for a gate that reads again: what compiling it says.
+async fn readable_again(ctx: &Context, gate: &RolloutGate) -> crate::Result<()> {
+    let ready = match &ctx.compiled(gate).gate {
+        Ok(_) => record::ready(gate),
+        Err(problem) => record::invalid(gate, &effect::invalid(&problem.to_string())),
+    };
+    let fields = record::Fields {
+        conditions: Some(vec![ready]),
+        ..record::Fields::observed(gate)
+    };
+    record::fields(ctx, gate, fields).await
 }
 
 /// Drops the gate's entries it no longer needs and updates its counts. The gate is read afresh
@@ -182,5 +224,43 @@ mod tests {
         // Under the bound nothing goes.
         entries.retain(|n, _| n.as_str() < "r050");
         assert!(beyond_the_bound(&entries, &selected).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_gate_is_told_once_and_told_again_when_it_reads() {
+        use crate::controller::fixtures::{self, ApiServer};
+        let server = ApiServer::default();
+        let broken = fixtures::unreadable_gate("g");
+        let ctx = fixtures::context(&server, std::slice::from_ref(&broken));
+        let mut reported = HashSet::new();
+        report_unreadable(&ctx, &mut reported).await;
+        report_unreadable(&ctx, &mut reported).await;
+        let patches = server.patches("/rolloutgates/g/status");
+        assert_eq!(patches.len(), 1, "once per generation and problem");
+        assert_eq!(
+            patches[0]["status"]["conditions"][0]["reason"],
+            record::UNREADABLE
+        );
+        // Fixed: the cache has the gate as read, still saying Unreadable.
+        let mut fixed = fixtures::gate("g", Value::Null);
+        fixed.status = Some(crate::api::RolloutGateStatus {
+            conditions: vec![record::condition(
+                &fixed,
+                record::ConditionType::Ready,
+                false,
+                record::UNREADABLE,
+                "x",
+            )],
+            ..Default::default()
+        });
+        let server = ApiServer::default();
+        let ctx = fixtures::context(&server, std::slice::from_ref(&fixed));
+        report_unreadable(&ctx, &mut reported).await;
+        let ready = &server.patches("/rolloutgates/g/status")[0]["status"]["conditions"][0];
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("True"), Some("Valid"))
+        );
+        assert!(reported.is_empty(), "nothing left to report");
     }
 }

@@ -39,7 +39,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use watch::{affected, readable, scoped, spec_changes, synced};
+use watch::{affected, gates_untyped, readable, scoped, spec_changes, synced};
 
 use crate::api::{Rollout, RolloutGate};
 use crate::server::{self, Health};
@@ -76,12 +76,11 @@ pub async fn run(config: Config) -> Result<()> {
 
     // The gate cache every reconcile reads from. The same watch triggers reconciles, after the
     // cache has taken each change in, so a reconcile never reads an older gate than the one
-    // that woke it. DeserializeGuard: a gate that does not parse is reported (see
+    // that woke it. Read untyped: a gate that does not parse is held and reported (see
     // `watch::readable`) instead of failing the watch of every gate.
-    let gate_api: Api<DeserializeGuard<RolloutGate>> = scoped(&client, config.namespace.as_deref());
+    let gate_api = gates_untyped(&client, config.namespace.as_deref());
     let gate_events = watcher(gate_api, watcher::Config::default()).default_backoff();
-    let gate_changes =
-        spec_changes(readable(gate_events, ctx.unreadable.clone()).reflect(gate_writer));
+    let gate_changes = spec_changes(readable(gate_events).reflect(gate_writer));
 
     // DeserializeGuard: a Rollout that does not parse is reported and skipped instead of
     // failing the whole watch.

@@ -11,6 +11,7 @@ use kube::runtime::reflector::Store;
 
 use super::context::{Compiled, Context};
 use super::tracker::{PauseKey, RolloutKey};
+use super::watch::unreadable;
 use crate::api::{BLUE_GREEN_PAUSE, CANARY_PAUSE, GatedRollout, Phase, Rollout, RolloutGate};
 use crate::compile::Pauses;
 
@@ -20,6 +21,8 @@ pub enum Observed {
     Ungated,
     /// Several gates select it: tollgate acts on none until exactly one does.
     Contested(Vec<Arc<RolloutGate>>),
+    /// The one gate that may select it cannot be read: tollgate acts on nothing it may gate.
+    Unreadable,
     Gated(Box<Gated>),
 }
 
@@ -41,6 +44,9 @@ pub fn observe(rollout: &Rollout, ctx: &Context) -> Observed {
     let Some(gate) = gates.pop() else {
         return Observed::Ungated;
     };
+    if unreadable(&gate).is_some() {
+        return Observed::Unreadable;
+    }
     let compiled = ctx.compiled(&gate);
     let pause = match &compiled.gate {
         Ok(g) => gated_pause(rollout, &g.pauses, &gate, &compiled.digest),

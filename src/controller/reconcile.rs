@@ -14,6 +14,7 @@ use super::observe::{self, Gated, Observed, entry_of, key};
 use super::pause;
 use super::record::{self, ConditionType, Fields, now};
 use super::tracker::PauseKey;
+use super::watch::unreadable;
 use crate::Result;
 use crate::api::{GatePhase, GatedRollout, Phase, Rollout, RolloutGate};
 use crate::compile::CompileError;
@@ -31,6 +32,11 @@ pub async fn reconcile(rollout: &Rollout, ctx: &Arc<Context>) -> Result<Action> 
             Ok(Action::await_change())
         }
         Observed::Contested(gates) => contested(rollout, &gates, ctx).await,
+        // The gate says why on itself (see housekeeping); the Rollout waits at its pause.
+        Observed::Unreadable => {
+            stand_aside(rollout, ctx);
+            Ok(Action::await_change())
+        }
         Observed::Gated(gated) => one_gate(rollout, *gated, ctx).await,
     }
 }
@@ -46,7 +52,8 @@ async fn contested(rollout: &Rollout, gates: &[Arc<RolloutGate>], ctx: &Context)
     stand_aside(rollout, ctx);
     let names: Vec<String> = gates.iter().map(|g| g.name_any()).collect();
     let message = effect::contested(&names);
-    for gate in gates {
+    // A gate that cannot be read is said so on itself; its status cannot be written as typed.
+    for gate in gates.iter().filter(|g| unreadable(g).is_none()) {
         let previous = entry_of(gate, &rollout.name_any());
         if previous.as_ref().is_some_and(|e| e.message == message) {
             continue;
@@ -462,5 +469,46 @@ mod tests {
         );
         reconcile(&rollout, &ctx).await.expect("reconciled");
         assert_eq!(server.events().len(), 2, "announced once");
+    }
+
+    #[tokio::test]
+    async fn a_gate_that_cannot_be_read_holds_what_it_may_select_and_writes_nothing() {
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        // Alone: the Rollout waits, nothing is written anywhere.
+        let server = ApiServer::default();
+        let (action, ctx) = run(&server, &[fixtures::unreadable_gate("u")], &rollout).await;
+        assert_eq!(action, Action::await_change());
+        assert!(server.calls().is_empty(), "{:?}", server.calls());
+        assert!(ctx.trackers.get(&observe::key(&rollout)).is_none());
+        // Beside a readable gate: contested, said on the readable one; neither gate acts.
+        let server = ApiServer::default();
+        let gates = [
+            fixtures::unreadable_gate("u"),
+            fixtures::gate("g", Value::Null),
+        ];
+        run(&server, &gates, &rollout).await;
+        let entry = &server.patches(GATE_STATUS)[0]["status"]["rollouts"]["app"];
+        assert!(
+            entry["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("selected by 2 RolloutGates (g, u)"))
+        );
+        assert!(server.patches("/rolloutgates/u/status").is_empty());
+        assert!(server.patches("/rollouts/app/status").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_gate_already_said_so_is_not_written_again() {
+        let spec = json!({"rollouts": {"name": "app"}, "interval": "0s", "podHealth": {}});
+        let mut gate = fixtures::gate("g", spec);
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        let message = effect::invalid("interval: must be at least 1s");
+        gate.status = Some(RolloutGateStatus {
+            conditions: vec![record::invalid(&gate, &message)],
+            ..RolloutGateStatus::default()
+        });
+        let server = ApiServer::default();
+        run(&server, std::slice::from_ref(&gate), &rollout).await;
+        assert!(server.calls().is_empty(), "{:?}", server.calls());
     }
 }

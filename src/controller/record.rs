@@ -18,7 +18,6 @@ use super::actuate::FIELD_MANAGER;
 use super::context::Context;
 use super::effect::{Note, Reason};
 use super::report::{self, MAX_MESSAGE};
-use super::watch::Unreadable;
 use crate::Result;
 use crate::api::{
     GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate, RolloutGateStatus,
@@ -147,41 +146,49 @@ pub fn says(gate: &RolloutGate, message: &str) -> bool {
         .is_some_and(|c| c.message == message)
 }
 
-/// Says on a gate that does not parse why tollgate gates nothing by it: `Ready=False` and a
-/// Warning Event. Written through the untyped API, since the typed one cannot read the reply.
-pub async fn unreadable(ctx: &Context, gate: &Unreadable) -> Result<()> {
+/// The reason of a `Ready` condition saying the gate cannot be read.
+pub const UNREADABLE: &str = "Unreadable";
+
+/// The reason of the gate's `Ready` condition, as cached.
+pub fn reason(gate: &RolloutGate) -> Option<&str> {
+    let ready = ConditionType::Ready.name();
+    let status = gate.status.as_ref()?;
+    let condition = status.conditions.iter().find(|c| c.type_ == ready)?;
+    Some(condition.reason.as_str())
+}
+
+/// `Ready=False`: the spec compiles to no gate (`message` says why).
+pub fn invalid(gate: &RolloutGate, message: &str) -> Condition {
+    condition(gate, ConditionType::Ready, false, "InvalidSpec", message)
+}
+
+/// Says on a gate that does not parse (`why`) that tollgate gates nothing by it: `Ready=False`
+/// and a Warning Event. Written through the untyped API, since the typed one cannot read the
+/// reply.
+pub async fn unreadable(ctx: &Context, gate: &RolloutGate, why: &str) -> Result<()> {
     let message = format!(
-        "tollgate cannot read this RolloutGate, so it gates nothing until it is fixed: {}",
-        report::clip(&gate.error, MAX_MESSAGE)
+        "tollgate cannot read this RolloutGate, so it holds every Rollout it may select until it \
+         is fixed: {}",
+        report::clip(why, MAX_MESSAGE)
     );
     let resource = ApiResource::erase::<RolloutGate>(&());
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &gate.namespace, &resource);
-    let condition = Condition {
-        type_: ConditionType::Ready.name().into(),
-        status: "False".into(),
-        reason: "Unreadable".into(),
-        message: message.clone(),
-        last_transition_time: Time(Timestamp::now()),
-        observed_generation: gate.generation,
-    };
-    let body =
-        json!({"status": {"conditions": [condition], "observedGeneration": gate.generation}});
-    api.patch_status(
-        &gate.name,
-        &PatchParams::apply(FIELD_MANAGER),
-        &Patch::Merge(&body),
+    let ns = gate.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &resource);
+    let condition = condition(gate, ConditionType::Ready, false, UNREADABLE, &message);
+    let body = json!({"status": {"conditions": [condition], "observedGeneration": gate.metadata.generation}});
+    {
+        let lock = ctx.writer(gate);
+        let _turn = lock.lock().await;
+        let params = PatchParams::apply(FIELD_MANAGER);
+        api.patch_status(&gate.name_any(), &params, &Patch::Merge(&body))
+            .await?;
+    }
+    publish(
+        ctx,
+        Note::new(Reason::InvalidGate, message),
+        &[gate.object_ref(&())],
     )
-    .await?;
-    let reference = ObjectReference {
-        api_version: Some(resource.api_version),
-        kind: Some(resource.kind),
-        name: Some(gate.name.clone()),
-        namespace: Some(gate.namespace.clone()),
-        uid: Some(gate.uid.clone()),
-        ..ObjectReference::default()
-    };
-    publish(ctx, Note::new(Reason::InvalidGate, message), &[reference]).await;
+    .await;
     Ok(())
 }
 
@@ -469,28 +476,20 @@ mod tests {
     async fn an_unreadable_gate_is_told_why_it_gates_nothing() {
         use crate::controller::fixtures::{self, ApiServer};
         let server = ApiServer::default();
-        server.put_at(
-            "/apis/tollgate.dev/v1alpha1/namespaces/ns/rolloutgates/g",
-            json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
-                "metadata": {"name": "g", "namespace": "ns", "resourceVersion": "1"}}),
-        );
-        let ctx = fixtures::context(&server, &[]);
-        let gate = Unreadable {
-            namespace: "ns".into(),
-            name: "g".into(),
-            uid: "u".into(),
-            generation: Some(4),
-            error: "invalid value: \"5d\" is not a duration".into(),
-        };
-        unreadable(&ctx, &gate).await.expect("written");
+        let mut gate = fixtures::gate("g", Value::Null);
+        gate.metadata.generation = Some(4);
+        let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
+        unreadable(&ctx, &gate, "unknown variant `Sometimes`")
+            .await
+            .expect("written");
         let patch = &server.patches("/rolloutgates/g/status")[0]["status"];
-        assert_eq!(patch["conditions"][0]["reason"], "Unreadable");
+        assert_eq!(patch["conditions"][0]["reason"], UNREADABLE);
         assert_eq!(patch["conditions"][0]["status"], "False");
         assert_eq!(patch["observedGeneration"], 4);
         assert!(
             patch["conditions"][0]["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("5d"))
+                .is_some_and(|m| m.contains("Sometimes"))
         );
         let events = server.events();
         assert_eq!(events.len(), 1);

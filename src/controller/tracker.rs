@@ -345,7 +345,12 @@ mod tests {
         ));
         assert_eq!(t.history.pass_streak, 0, "away for longer");
         assert_eq!(t.history.failures, 1, "failures always stand");
-        for phase in [GatePhase::StoodDown, GatePhase::Holding, GatePhase::Waiting] {
+        for phase in [
+            GatePhase::StoodDown,
+            GatePhase::Holding,
+            GatePhase::Waiting,
+            GatePhase::Unknown,
+        ] {
             let t = restored(resume(&recorded(phase), Duration::ZERO));
             assert_eq!(t.history.pass_streak, 0, "{phase:?}");
             assert_eq!(t.history.failures, 1, "{phase:?}");

@@ -1,52 +1,36 @@
 //! What the controller watches, and what wakes a Rollout: gate spec changes (never gate status
-//! writes), mapped to the Rollouts they concern. A gate that cannot be read is taken out of the
-//! cache (tollgate gates nothing by it) and reported, rather than breaking the watch of every
-//! other gate.
+//! writes), mapped to the Rollouts they concern. A gate that cannot be read stays in the cache
+//! as a placeholder that selects what it can be seen to select (everything in its namespace, when
+//! not even that can be read): tollgate gates nothing by it, holds every Rollout it may select,
+//! and says why on the gate, rather than break the watch of every other gate.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ApiResource, DynamicObject};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
 use super::observe;
-use crate::api::{Rollout, RolloutGate, RolloutGateSpec};
+use crate::api::{Rollout, RolloutGate, RolloutGateSpec, RolloutSelector};
 
 type Watched<K> = Result<Event<K>, watcher::Error>;
 
-/// A gate that does not parse (an object written under another version of the CRD, say).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Unreadable {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub generation: Option<i64>,
-    pub error: String,
-}
+/// Marks a placeholder in the cache, with why the gate could not be read. Only ever set on the
+/// in-memory copy; never written to the cluster.
+const UNREADABLE: &str = "tollgate.dev/unreadable";
 
-/// The gates that cannot be read, by uid, for housekeeping to report.
-#[derive(Default)]
-pub struct UnreadableGates(Mutex<BTreeMap<String, Unreadable>>);
-
-impl UnreadableGates {
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Unreadable>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn all(&self) -> Vec<Unreadable> {
-        self.map().values().cloned().collect()
-    }
-
-    fn set(&self, uid: String, gate: Option<Unreadable>) {
-        match gate {
-            Some(g) => self.map().insert(uid, g),
-            None => self.map().remove(&uid),
-        };
-    }
+/// Why the cached gate could not be read, if it is a placeholder for one that could not.
+pub fn unreadable(gate: &RolloutGate) -> Option<&str> {
+    gate.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(UNREADABLE))
+        .map(String::as_str)
 }
 
 /// The API scoped to one namespace, or every one.
@@ -61,64 +45,87 @@ where
     }
 }
 
-/// The gates as read, with each that does not parse recorded in `unreadable` and passed on as
-/// deleted: the cache drops an older readable version of it, and the Rollouts it selected are
-/// woken to stand down.
+/// The RolloutGate API, untyped: an object that does not parse still arrives, whole.
+pub fn gates_untyped(client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<RolloutGate>(&());
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// The gates as read; each that does not parse becomes a placeholder (see [`placeholder`]). A
+/// gate's parse error is logged once per generation.
 pub fn readable(
-    events: impl Stream<Item = Watched<DeserializeGuard<RolloutGate>>> + Send,
-    unreadable: Arc<UnreadableGates>,
+    events: impl Stream<Item = Watched<DynamicObject>> + Send,
 ) -> impl Stream<Item = Watched<RolloutGate>> + Send {
-    events.filter_map(move |event| {
-        let event = match event {
-            Err(e) => Some(Err(e)),
-            Ok(Event::Apply(g)) => Some(Ok(match read(g, &unreadable) {
-                (gate, true) => Event::Apply(gate),
-                (gate, false) => Event::Delete(gate),
-            })),
-            // Left out of a listing, so the relist drops it from the cache.
-            Ok(Event::InitApply(g)) => match read(g, &unreadable) {
-                (gate, true) => Some(Ok(Event::InitApply(gate))),
-                (_, false) => None,
-            },
-            Ok(Event::Delete(g)) => {
-                let (gate, _) = read(g, &unreadable);
-                unreadable.set(gate.uid().unwrap_or_default(), None);
-                Some(Ok(Event::Delete(gate)))
+    let mut warned: HashMap<String, Option<i64>> = HashMap::new();
+    events.map(move |event| {
+        let mut take = |object: DynamicObject| {
+            let gate = read(object);
+            let uid = gate.uid().unwrap_or_default();
+            match unreadable(&gate) {
+                Some(error) if warned.get(&uid) != Some(&gate.metadata.generation) => {
+                    tracing::warn!(gate = %gate.name_any(), namespace = %gate.namespace().unwrap_or_default(),
+                        %error, "a RolloutGate cannot be read; it gates nothing until fixed");
+                    warned.insert(uid, gate.metadata.generation);
+                }
+                Some(_) => {}
+                None => {
+                    warned.remove(&uid);
+                }
             }
-            Ok(Event::Init) => Some(Ok(Event::Init)),
-            Ok(Event::InitDone) => Some(Ok(Event::InitDone)),
+            gate
         };
-        std::future::ready(event)
+        Ok(match event? {
+            Event::Apply(g) => Event::Apply(take(g)),
+            Event::InitApply(g) => Event::InitApply(take(g)),
+            Event::Delete(g) => Event::Delete(take(g)),
+            Event::Init => Event::Init,
+            Event::InitDone => Event::InitDone,
+        })
     })
 }
 
-/// The gate, and whether it could be read: one that could not is recorded in `unreadable` and
-/// stands as its metadata alone.
-fn read(guard: DeserializeGuard<RolloutGate>, unreadable: &UnreadableGates) -> (RolloutGate, bool) {
-    let invalid = match guard.0 {
-        Ok(gate) => {
-            unreadable.set(gate.uid().unwrap_or_default(), None);
-            return (gate, true);
-        }
-        Err(invalid) => invalid,
+/// The gate, or its placeholder.
+pub(super) fn read(object: DynamicObject) -> RolloutGate {
+    let rollouts = object.data.pointer("/spec/rollouts").cloned();
+    let metadata = object.metadata.clone();
+    let error = match serde_json::to_value(&object).and_then(serde_json::from_value::<RolloutGate>)
+    {
+        Ok(gate) => return gate,
+        Err(e) => e.to_string(),
     };
-    let gate = RolloutGate {
-        metadata: invalid.metadata,
-        spec: RolloutGateSpec::default(),
+    placeholder(metadata, rollouts, error)
+}
+
+/// A gate that stands for one that could not be read: its metadata, marked [`UNREADABLE`], and
+/// the Rollouts it selects when `spec.rollouts` can be read — every Rollout in its namespace
+/// when not, so none of them is gated by another gate alone while this one is broken.
+fn placeholder(
+    mut metadata: kube::api::ObjectMeta,
+    rollouts: Option<serde_json::Value>,
+    error: String,
+) -> RolloutGate {
+    let selects = rollouts
+        .and_then(|r| serde_json::from_value::<RolloutSelector>(r).ok())
+        .filter(|r| r.name.is_some() != r.selector.is_some())
+        .unwrap_or(RolloutSelector {
+            name: None,
+            selector: Some(LabelSelector::default()),
+        });
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(UNREADABLE.into(), error);
+    RolloutGate {
+        metadata,
+        spec: RolloutGateSpec {
+            rollouts: selects,
+            ..RolloutGateSpec::default()
+        },
         status: None,
-    };
-    let uid = gate.uid().unwrap_or_default();
-    tracing::warn!(gate = %gate.name_any(), namespace = %gate.namespace().unwrap_or_default(),
-        error = %invalid.error, "a RolloutGate cannot be read; it gates nothing until fixed");
-    let record = Unreadable {
-        namespace: gate.namespace().unwrap_or_default(),
-        name: gate.name_any(),
-        uid: uid.clone(),
-        generation: gate.metadata.generation,
-        error: invalid.error,
-    };
-    unreadable.set(uid, Some(record));
-    (gate, false)
+    }
 }
 
 /// Waits until a store has synced. `Store::wait_until_ready` wakes only its most recent waiter
@@ -280,50 +287,55 @@ mod tests {
         assert_eq!(invalid.metadata.name.as_deref(), Some("broken"));
     }
 
-    fn guard(uid: &str, interval: &str) -> DeserializeGuard<RolloutGate> {
+    fn object(uid: &str, spec: serde_json::Value) -> DynamicObject {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
             "metadata": {"name": uid, "namespace": "ns", "uid": uid, "generation": 3},
-            "spec": {"rollouts": {"name": "app"}, "interval": interval, "podHealth": {}},
+            "spec": spec,
         }))
-        .expect("the guard always parses")
+        .expect("an object")
     }
 
     #[tokio::test]
-    async fn a_gate_that_does_not_parse_leaves_the_cache_and_is_reported_not_the_watch() {
+    async fn a_gate_that_does_not_parse_stays_as_a_placeholder_not_a_broken_watch() {
         use watcher::Event::*;
-        let unreadable = Arc::new(UnreadableGates::default());
-        // Written under a CRD that allowed ten digits; this one does not.
-        let bad = "10000000000s";
+        let good = serde_json::json!({"rollouts": {"name": "app"}, "podHealth": {}});
+        // Written under a CRD with a phase this version does not know, say.
+        let bad = serde_json::json!({"rollouts": {"name": "app"}, "mode": "Sometimes"});
+        let no_selector = serde_json::json!({"rollouts": 7});
         let events = vec![
             Init,
-            InitApply(guard("a", "30s")),
-            InitApply(guard("b", bad)),
+            InitApply(object("a", good.clone())),
+            InitApply(object("b", bad)),
+            InitApply(object("c", no_selector)),
             InitDone,
-            Apply(guard("a", bad)),
-            Apply(guard("b", "30s")),
         ];
-        let out: Vec<String> = readable(
-            futures::stream::iter(events.into_iter().map(Ok)),
-            unreadable.clone(),
-        )
-        .map(|e| match e.expect("no errors") {
-            Init => "init".to_string(),
-            InitApply(g) => format!("list {}", g.name_any()),
-            InitDone => "done".to_string(),
-            Apply(g) => format!("apply {}", g.name_any()),
-            Delete(g) => format!("delete {}", g.name_any()),
-        })
-        .collect()
-        .await;
-        assert_eq!(out, ["init", "list a", "done", "delete a", "apply b"]);
-        let reported = unreadable.all();
-        assert_eq!(reported.len(), 1, "b was fixed, a broke: {reported:?}");
+        let gates: Vec<RolloutGate> = readable(futures::stream::iter(events.into_iter().map(Ok)))
+            .filter_map(|e| async move {
+                match e.expect("no errors") {
+                    InitApply(g) => Some(g),
+                    _ => None,
+                }
+            })
+            .collect()
+            .await;
+        assert_eq!(gates.len(), 3, "every gate is listed");
+        assert_eq!(unreadable(&gates[0]), None);
+        let why = unreadable(&gates[1]).expect("a placeholder");
+        assert!(why.contains("Sometimes"), "{why}");
         assert_eq!(
-            (reported[0].name.as_str(), reported[0].generation),
-            ("a", Some(3))
+            gates[1].spec.rollouts.name.as_deref(),
+            Some("app"),
+            "selects what it named"
         );
-        assert!(reported[0].error.contains(bad), "{}", reported[0].error);
+        let everything = &gates[2];
+        assert!(unreadable(everything).is_some());
+        let labels = [("any".to_string(), "thing".to_string())].into();
+        assert!(
+            observe::selects(everything, "whatever", &labels),
+            "a selector it cannot read selects all"
+        );
+        assert!(observe::selects(everything, "other", &BTreeMap::new()));
     }
 
     #[tokio::test]

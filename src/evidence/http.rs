@@ -6,8 +6,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 
 /// What sets one source's client apart from another's.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct ClientOptions<'a> {
+    /// How the requests introduce themselves: apps tell tollgate's synthetic traffic apart by it.
+    pub user_agent: &'static str,
     /// Extra CAs to trust (PEM).
     pub ca_pem: Option<&'a [u8]>,
     /// Follow redirects. Off wherever a request carries a gate's (secret) headers: a redirect
@@ -19,6 +21,24 @@ pub struct ClientOptions<'a> {
     pub direct: bool,
     /// A timeout for every request (otherwise each request sets its own).
     pub timeout: Option<Duration>,
+}
+
+/// tollgate's own requests (queries, webhooks).
+pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
+/// The HTTP probe's synthetic traffic to an app's pods.
+pub const PROBE_USER_AGENT: &str = concat!("tollgate-probe/", env!("CARGO_PKG_VERSION"));
+
+impl Default for ClientOptions<'_> {
+    fn default() -> Self {
+        ClientOptions {
+            user_agent: USER_AGENT,
+            ca_pem: None,
+            follow_redirects: false,
+            accept_invalid_certs: false,
+            direct: false,
+            timeout: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +53,9 @@ pub enum ClientError {
     HeaderValue(String),
 }
 
-/// A client as tollgate's sources use them: its own user agent, and `options`.
+/// A client as tollgate's sources use them.
 pub fn client(options: ClientOptions<'_>) -> Result<reqwest::Client, ClientError> {
-    let mut builder =
-        reqwest::Client::builder().user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")));
+    let mut builder = reqwest::Client::builder().user_agent(options.user_agent);
     if let Some(pem) = options.ca_pem {
         for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(ClientError::Ca)? {
             builder = builder.add_root_certificate(cert);

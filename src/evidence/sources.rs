@@ -101,7 +101,10 @@ impl<K: Eq + std::hash::Hash, V> Cache<K, V> {
     }
 
     fn get_or_insert(&mut self, key: K, make: impl FnOnce() -> V) -> &V {
-        let now = Instant::now();
+        self.get_or_insert_at(key, Instant::now(), make)
+    }
+
+    fn get_or_insert_at(&mut self, key: K, now: Instant, make: impl FnOnce() -> V) -> &V {
         if !self.entries.contains_key(&key) {
             self.entries
                 .retain(|_, (_, used)| now.duration_since(*used) < UNUSED);
@@ -119,24 +122,20 @@ mod tests {
     #[test]
     fn entries_unused_for_long_go_when_another_comes() {
         let mut cache: Cache<&str, u32> = Cache::default();
-        cache.get_or_insert("old", || 1);
-        let Some(long_ago) = Instant::now().checked_sub(UNUSED + Duration::from_secs(1)) else {
-            return; // a clock younger than the limit cannot say "long ago"
-        };
-        if let Some((_, used)) = cache.entries.get_mut("old") {
-            *used = long_ago;
-        }
-        cache.get_or_insert("recent", || 2);
-        assert_eq!(cache.get(&"recent"), Some(&2));
-        assert_eq!(
-            cache.get(&"old"),
-            None,
-            "an entry unused past the limit is dropped"
+        let start = Instant::now();
+        cache.get_or_insert_at("old", start, || 1);
+        cache.get_or_insert_at("recent", start + UNUSED / 2, || 2);
+        let later = start + UNUSED + Duration::from_secs(1);
+        cache.get_or_insert_at("new", later, || 3);
+        assert!(
+            !cache.entries.contains_key("old"),
+            "unused past the limit: dropped"
         );
+        assert_eq!(cache.get(&"recent"), Some(&2), "used within it: kept");
         assert_eq!(
-            *cache.get_or_insert("recent", || 3),
-            2,
-            "a live entry is kept"
+            *cache.get_or_insert_at("new", later, || 4),
+            3,
+            "a live entry is not rebuilt"
         );
     }
 }

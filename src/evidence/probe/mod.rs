@@ -281,6 +281,7 @@ impl Loop {
             per_request.push(map);
         }
         let client = http::client(ClientOptions {
+            user_agent: http::PROBE_USER_AGENT,
             accept_invalid_certs: self.plan.https,
             direct: true,
             timeout: Some(self.plan.timeout),

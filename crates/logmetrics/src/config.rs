@@ -184,55 +184,10 @@ pub enum Input {
 
 impl Config {
     pub fn from_args(a: LogmetricsArgs) -> Result<Config, String> {
-        let mut fields = vec![(a.status_field.clone(), Field::Status)];
-        let optional = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        if let Some(d) = optional(&a.duration_field) {
-            fields.push((d, Field::Duration));
-        }
-        let mapped = [
-            None,
-            optional(&a.model_field),
-            optional(&a.route_field),
-            optional(&a.user_field),
-        ];
-        for (i, path) in mapped.iter().enumerate() {
-            if let Some(p) = path {
-                fields.push((p.clone(), Field::Label(i)));
-            }
-        }
+        let mapped = mapped_labels(&a);
+        let fields = fields(&a, &mapped);
         check_paths(&fields)?;
-
-        let mut allow: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (label, values) in a.allow {
-            allow.entry(label).or_default().extend(values);
-        }
-        let mut default_max = 50;
-        let mut max: BTreeMap<String, usize> = BTreeMap::new();
-        for (label, n) in a.max_values {
-            match label {
-                None => default_max = n,
-                Some(l) => {
-                    max.insert(l, n);
-                }
-            }
-        }
-        let mut labels: [Option<LabelRule>; 4] = Default::default();
-        for (i, name) in LABELS.iter().enumerate() {
-            // `code` is always present: every request has a status.
-            if i == 0 || mapped[i].is_some() {
-                labels[i] = Some(LabelRule {
-                    name,
-                    allow: allow.remove(*name),
-                    max_values: max.remove(*name).unwrap_or(default_max),
-                });
-            }
-        }
-        if let Some(label) = allow.keys().chain(max.keys()).next() {
-            return Err(format!(
-                "--allow/--max-values name label {label:?}, which is not mapped to a field \
-                 (set --{label}-field)"
-            ));
-        }
+        let labels = label_rules(a.allow, a.max_values, &mapped)?;
         if a.overflow_value.is_empty() || a.overflow_value == MISSING {
             return Err(format!(
                 "--overflow-value must be non-empty and differ from {MISSING}"
@@ -268,6 +223,90 @@ impl Config {
             exit_on_eof: a.exit_on_eof,
         })
     }
+}
+
+/// The field path of each label in [`LABELS`] order; `None` when it is not mapped (`code` is
+/// always `None` here: it comes from the status field).
+fn mapped_labels(a: &LogmetricsArgs) -> [Option<String>; 4] {
+    [
+        None,
+        non_empty(&a.model_field),
+        non_empty(&a.route_field),
+        non_empty(&a.user_field),
+    ]
+}
+
+/// `""` is how a flag says "not mapped".
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Every mapped field with its destination: status, then duration, then labels in order.
+fn fields(a: &LogmetricsArgs, mapped: &[Option<String>; 4]) -> Vec<(String, Field)> {
+    let mut fields = vec![(a.status_field.clone(), Field::Status)];
+    if let Some(d) = non_empty(&a.duration_field) {
+        fields.push((d, Field::Duration));
+    }
+    for (i, path) in mapped.iter().enumerate() {
+        if let Some(p) = path {
+            fields.push((p.clone(), Field::Label(i)));
+        }
+    }
+    fields
+}
+
+/// One rule per mapped label from the `--allow` and `--max-values` entries. An entry naming a
+/// label that is not mapped is an error rather than silently unused.
+fn label_rules(
+    allow: Vec<(String, Vec<String>)>,
+    max_values: Vec<(Option<String>, usize)>,
+    mapped: &[Option<String>; 4],
+) -> Result<[Option<LabelRule>; 4], String> {
+    let mut allow = allow_lists(allow);
+    let (default_max, mut max) = caps(max_values);
+    let mut labels: [Option<LabelRule>; 4] = Default::default();
+    for (i, name) in LABELS.iter().enumerate() {
+        // `code` is always present: every request has a status.
+        if i == 0 || mapped[i].is_some() {
+            labels[i] = Some(LabelRule {
+                name,
+                allow: allow.remove(*name),
+                max_values: max.remove(*name).unwrap_or(default_max),
+            });
+        }
+    }
+    if let Some(label) = allow.keys().chain(max.keys()).next() {
+        return Err(format!(
+            "--allow/--max-values name label {label:?}, which is not mapped to a field \
+             (set --{label}-field)"
+        ));
+    }
+    Ok(labels)
+}
+
+/// `--allow` entries merged per label (repeating a label adds values).
+fn allow_lists(entries: Vec<(String, Vec<String>)>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut allow: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (label, values) in entries {
+        allow.entry(label).or_default().extend(values);
+    }
+    allow
+}
+
+/// `--max-values` entries: the cap for every label (50 unless set; the last `N` wins) and the
+/// caps set per label (the last `LABEL=N` wins).
+fn caps(entries: Vec<(Option<String>, usize)>) -> (usize, BTreeMap<String, usize>) {
+    let mut default_max = 50;
+    let mut max: BTreeMap<String, usize> = BTreeMap::new();
+    for (label, n) in entries {
+        match label {
+            None => default_max = n,
+            Some(l) => {
+                max.insert(l, n);
+            }
+        }
+    }
+    (default_max, max)
 }
 
 /// Two fields on one path, or one field's path inside another's value, would be ambiguous.

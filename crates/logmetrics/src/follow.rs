@@ -170,76 +170,132 @@ pub fn follow(
     reader: &mut LineReader,
     h: &mut impl Handler,
 ) -> io::Result<()> {
+    let mut f = Follower {
+        path,
+        poll,
+        exit_on_eof,
+        reader,
+        h,
+    };
     let mut first = true;
     loop {
-        let Some((mut file, waited)) = open_when_present(path, poll, h)? else {
+        let Some((mut file, waited)) = open_when_present(path, poll, f.h)? else {
             return Ok(());
         };
         let meta = file.metadata()?;
-        if !meta.file_type().is_file() {
-            // A FIFO (an app's stdout through `tee`): no size, no seeking. Read until the writer
-            // closes it, then wait for the next writer.
-            read_to_end(&mut file, reader, h)?;
-            if exit_on_eof || !h.keep_going() {
-                return Ok(());
-            }
-            std::thread::sleep(poll);
-            continue;
-        }
-        let current = identity(&meta);
-        // Only a file that was already there at start-up is skipped to its end.
-        let mut pos = if first && !waited && start_at == StartAt::End {
-            skip_to_end(&mut file, reader)?
+        let next = if meta.file_type().is_file() {
+            // Only a file that was already there at start-up is skipped to its end.
+            let pos = if first && !waited && start_at == StartAt::End {
+                skip_to_end(&mut file, f.reader)?
+            } else {
+                0
+            };
+            first = false;
+            f.read_file(&mut file, identity(&meta), pos)?
         } else {
-            0
+            f.read_fifo(&mut file)?
         };
-        first = false;
+        if next == Next::Stop {
+            return Ok(());
+        }
+    }
+}
+
+/// What [`follow`] does once it is done with the file it opened.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Open the path again: the file was rotated, or a FIFO's writer closed it.
+    Reopen,
+    Stop,
+}
+
+/// What reading each file [`follow`] opens needs: the settings, the line reader and the handler.
+struct Follower<'a, H> {
+    path: &'a Path,
+    poll: Duration,
+    exit_on_eof: bool,
+    reader: &'a mut LineReader,
+    h: &'a mut H,
+}
+
+impl<H: Handler> Follower<'_, H> {
+    /// A FIFO (an app's stdout through `tee`): no size, no seeking. Read until the writer closes
+    /// it, then wait for the next writer.
+    fn read_fifo(&mut self, fifo: &mut File) -> io::Result<Next> {
+        read_to_end(fifo, self.reader, self.h)?;
+        if self.exit_on_eof || !self.h.keep_going() {
+            return Ok(Next::Stop);
+        }
+        std::thread::sleep(self.poll);
+        Ok(Next::Reopen)
+    }
+
+    /// Reads a regular file from `pos` as it grows, starting over when it is truncated, until it
+    /// is rotated away or following stops. `current` is its identity.
+    fn read_file(
+        &mut self,
+        file: &mut File,
+        current: (u64, u64),
+        mut pos: u64,
+    ) -> io::Result<Next> {
         loop {
-            let n = reader.fill(&mut file, |l| h.line(l))?;
+            let n = self.read_once(file)?;
             if n > 0 {
-                pos += n as u64;
-                h.batch_done();
+                pos += n;
                 continue;
             }
-            if exit_on_eof {
-                if reader.finish(|l| h.line(l)) {
-                    h.batch_done();
-                }
-                return Ok(());
+            if self.exit_on_eof {
+                self.finish();
+                return Ok(Next::Stop);
             }
             // At the end: has the file been truncated or replaced?
             let size = file.metadata()?.len();
             if size < pos {
-                reader.reset();
+                self.reader.reset();
                 file.seek(SeekFrom::Start(0))?;
                 pos = 0;
-                h.reopened(Reopen::Truncated);
+                self.h.reopened(Reopen::Truncated);
                 continue;
             }
-            match std::fs::metadata(path) {
-                Ok(m) if identity(&m) != current => {
-                    // Rotated: whatever reached the old file after our last read is read above
-                    // (n == 0 means none is left); a last line without newline counts too.
-                    let n = reader.fill(&mut file, |l| h.line(l))?;
-                    if n > 0 {
-                        pos += n as u64;
-                        h.batch_done();
-                        continue;
-                    }
-                    if reader.finish(|l| h.line(l)) {
-                        h.batch_done();
-                    }
-                    h.reopened(Reopen::Rotated);
-                    break;
+            if self.replaced(current) {
+                // Rotated: whatever reached the old file after our last read is read here
+                // (n == 0 means none is left); a last line without newline counts too.
+                let n = self.read_once(file)?;
+                if n > 0 {
+                    pos += n;
+                    continue;
                 }
-                // Same file, or renamed away and its successor not created yet: keep waiting.
-                _ => {}
+                self.finish();
+                self.h.reopened(Reopen::Rotated);
+                return Ok(Next::Reopen);
             }
-            if !h.keep_going() {
-                return Ok(());
+            if !self.h.keep_going() {
+                return Ok(Next::Stop);
             }
-            std::thread::sleep(poll);
+            std::thread::sleep(self.poll);
         }
+    }
+
+    /// One read from `file` into the handler; the number of bytes read.
+    fn read_once(&mut self, file: &mut File) -> io::Result<u64> {
+        let n = self.reader.fill(file, |l| self.h.line(l))?;
+        if n > 0 {
+            self.h.batch_done();
+        }
+        Ok(n as u64)
+    }
+
+    /// Hands over a last line without newline, if there is one.
+    fn finish(&mut self) {
+        if self.reader.finish(|l| self.h.line(l)) {
+            self.h.batch_done();
+        }
+    }
+
+    /// Whether the path now names a file other than `current`. A path that names no file yet
+    /// (renamed away, its successor not created) is not replaced: keep waiting.
+    fn replaced(&self, current: (u64, u64)) -> bool {
+        matches!(std::fs::metadata(self.path), Ok(m) if identity(&m) != current)
     }
 }
 

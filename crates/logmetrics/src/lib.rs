@@ -19,8 +19,11 @@ pub mod follow;
 pub mod parse;
 pub mod series;
 
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
 
 pub use config::LogmetricsArgs;
 use config::{Config, Input};
@@ -66,12 +69,7 @@ impl Handler for Feed {
 /// Runs the exporter until a signal (or, with `--exit-on-eof`, the end of the input).
 pub fn run(args: LogmetricsArgs) -> Result<(), String> {
     let config = Config::from_args(args)?;
-    if config.pod.is_empty() || config.pod_template_hash.is_empty() {
-        eprintln!(
-            "logmetrics: POD_NAME or POD_TEMPLATE_HASH is not set; series carry empty pod labels \
-             and a gate cannot tell revisions apart"
-        );
-    }
+    warn_without_pod_labels(&config);
     let series: export::Shared = Arc::new(Mutex::new(Series::new(&config)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -83,66 +81,105 @@ pub fn run(args: LogmetricsArgs) -> Result<(), String> {
     eprintln!(
         "logmetrics: serving /metrics on {} from {}",
         config.listen,
-        match &config.input {
-            Input::Stdin => "stdin".to_string(),
-            Input::File(p) => p.display().to_string(),
-        }
+        input_name(&config.input)
     );
 
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let mut feed = Feed {
+    let feed = Feed {
         extractor: Extractor::new(&config.fields, config.duration_scale),
         series: series.clone(),
     };
     let reader_config = config.clone();
     let started = Instant::now();
+    let done =
+        spawn_reader(reader_config, feed).map_err(|e| format!("starting the reader: {e}"))?;
+    runtime.block_on(serve_until_done(
+        listener,
+        series,
+        done,
+        config.exit_on_eof,
+        started,
+    ))
+}
+
+/// Without the Downward API variables every pod exports the same labels, so a gate comparing
+/// revisions would compare nothing; say so at start-up rather than fail.
+fn warn_without_pod_labels(config: &Config) {
+    if config.pod.is_empty() || config.pod_template_hash.is_empty() {
+        eprintln!(
+            "logmetrics: POD_NAME or POD_TEMPLATE_HASH is not set; series carry empty pod labels \
+             and a gate cannot tell revisions apart"
+        );
+    }
+}
+
+/// The input as the start-up message names it.
+fn input_name(input: &Input) -> String {
+    match input {
+        Input::Stdin => "stdin".to_string(),
+        Input::File(p) => p.display().to_string(),
+    }
+}
+
+/// Starts the reader thread; the receiver gets how reading ended.
+fn spawn_reader(config: Config, mut feed: Feed) -> io::Result<oneshot::Receiver<io::Result<()>>> {
+    let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("logmetrics-reader".into())
         .spawn(move || {
-            let mut reader = LineReader::new(reader_config.max_line_bytes);
-            let result = match &reader_config.input {
-                Input::Stdin => {
-                    let stdin = std::io::stdin();
-                    follow::read_to_end(&mut stdin.lock(), &mut reader, &mut feed)
-                }
-                Input::File(path) => follow::follow(
-                    path,
-                    reader_config.start_at,
-                    reader_config.poll_interval,
-                    reader_config.exit_on_eof,
-                    &mut reader,
-                    &mut feed,
-                ),
-            };
-            let _ = done_tx.send(result);
-        })
-        .map_err(|e| format!("starting the reader: {e}"))?;
+            let _ = done_tx.send(read_input(&config, &mut feed));
+        })?;
+    Ok(done_rx)
+}
 
-    runtime.block_on(async move {
-        let server = export::serve(listener, series.clone());
-        tokio::pin!(server);
-        let mut done_rx = done_rx;
-        let mut reading = true;
-        loop {
-            tokio::select! {
-                r = &mut server => return r.map_err(|e| format!("serving /metrics: {e}")),
-                () = shutdown_signal() => return Ok(()),
-                r = &mut done_rx, if reading => {
-                    reading = false;
-                    match r {
-                        Ok(Ok(())) if config.exit_on_eof => {
-                            summary(&series, started);
-                            return Ok(());
-                        }
-                        // stdin closed: the writer is gone, but what was counted stays scrapeable.
-                        Ok(Ok(())) => eprintln!("logmetrics: end of input; still serving /metrics"),
-                        Ok(Err(e)) => return Err(format!("reading the log: {e}")),
-                        Err(_) => return Err("the reader thread died".into()),
+/// Reads stdin to its end, or follows the file (to its end only with `--exit-on-eof`).
+fn read_input(config: &Config, feed: &mut Feed) -> io::Result<()> {
+    let mut reader = LineReader::new(config.max_line_bytes);
+    match &config.input {
+        Input::Stdin => {
+            let stdin = std::io::stdin();
+            follow::read_to_end(&mut stdin.lock(), &mut reader, feed)
+        }
+        Input::File(path) => follow::follow(
+            path,
+            config.start_at,
+            config.poll_interval,
+            config.exit_on_eof,
+            &mut reader,
+            feed,
+        ),
+    }
+}
+
+/// Serves /metrics until a signal, a server error, or (in batch mode) the end of reading.
+async fn serve_until_done(
+    listener: tokio::net::TcpListener,
+    series: export::Shared,
+    mut done_rx: oneshot::Receiver<io::Result<()>>,
+    exit_on_eof: bool,
+    started: Instant,
+) -> Result<(), String> {
+    let server = export::serve(listener, series.clone());
+    tokio::pin!(server);
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            r = &mut server => return r.map_err(|e| format!("serving /metrics: {e}")),
+            () = shutdown_signal() => return Ok(()),
+            r = &mut done_rx, if reading => {
+                reading = false;
+                match r {
+                    Ok(Ok(())) if exit_on_eof => {
+                        summary(&series, started);
+                        return Ok(());
                     }
+                    // stdin closed: the writer is gone, but what was counted stays scrapeable.
+                    Ok(Ok(())) => eprintln!("logmetrics: end of input; still serving /metrics"),
+                    Ok(Err(e)) => return Err(format!("reading the log: {e}")),
+                    Err(_) => return Err("the reader thread died".into()),
                 }
             }
         }
-    })
+    }
 }
 
 /// Batch mode's output: the final exposition on stdout, figures on stderr.

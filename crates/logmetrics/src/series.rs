@@ -228,8 +228,27 @@ impl Series {
     /// The Prometheus text exposition (format 0.0.4), series in a stable order. Written piece by
     /// piece, so batch mode can stream it to stdout without holding it all in memory.
     pub fn render<W: Write>(&self, out: &mut W, resident_bytes: Option<u64>) -> fmt::Result {
-        let p = &self.prefix;
-        let k = &self.constant;
+        self.render_requests(out)?;
+        // No buckets, no histogram: not even its HELP and TYPE lines.
+        if !self.buckets.is_empty() {
+            self.render_latency(out)?;
+        }
+        self.render_line_counts(out)?;
+        self.render_overflow(out)?;
+        self.render_reader(out)?;
+        if let Some(rss) = resident_bytes {
+            let (p, k) = (&self.prefix, &self.constant);
+            writeln!(
+                out,
+                "# HELP {p}_resident_memory_bytes Resident memory of the exporter.\n# TYPE {p}_resident_memory_bytes gauge\n{p}_resident_memory_bytes{{{k}}} {rss}"
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `<prefix>_requests_total`, one sample per request series, sorted by label ids.
+    fn render_requests<W: Write>(&self, out: &mut W) -> fmt::Result {
+        let (p, k) = (&self.prefix, &self.constant);
         writeln!(
             out,
             "# HELP {p}_requests_total Requests read from the access log.\n# TYPE {p}_requests_total counter"
@@ -241,34 +260,57 @@ impl Series {
             self.write_labels(out, key)?;
             writeln!(out, "}} {}", self.requests[key])?;
         }
-        if !self.buckets.is_empty() {
-            writeln!(
-                out,
-                "# HELP {p}_request_duration_seconds Request duration from the access log.\n# TYPE {p}_request_duration_seconds histogram"
-            )?;
-            let mut keys: Vec<&[u32; 2]> = self.latency.keys().collect();
-            keys.sort_unstable();
-            for key in keys {
-                let h = &self.latency[key];
-                let full = [u32::MAX, key[0], key[1], u32::MAX];
-                let mut cumulative = 0;
-                let bounds = self.buckets.iter().map(Some).chain([None]);
-                for (count, le) in h.counts.iter().zip(bounds) {
-                    cumulative += count;
-                    write!(out, "{p}_request_duration_seconds_bucket{{{k}")?;
-                    self.write_labels(out, &full)?;
-                    match le {
-                        Some(le) => writeln!(out, ",le=\"{le}\"}} {cumulative}")?,
-                        None => writeln!(out, ",le=\"+Inf\"}} {cumulative}")?,
-                    }
-                }
-                for (suffix, value) in [("sum", h.sum), ("count", cumulative as f64)] {
-                    write!(out, "{p}_request_duration_seconds_{suffix}{{{k}")?;
-                    self.write_labels(out, &full)?;
-                    writeln!(out, "}} {value}")?;
-                }
+        Ok(())
+    }
+
+    /// `<prefix>_request_duration_seconds`, one histogram per (model, route), sorted by label ids.
+    fn render_latency<W: Write>(&self, out: &mut W) -> fmt::Result {
+        let p = &self.prefix;
+        writeln!(
+            out,
+            "# HELP {p}_request_duration_seconds Request duration from the access log.\n# TYPE {p}_request_duration_seconds histogram"
+        )?;
+        let mut keys: Vec<&[u32; 2]> = self.latency.keys().collect();
+        keys.sort_unstable();
+        for key in keys {
+            self.render_histogram(out, key, &self.latency[key])?;
+        }
+        Ok(())
+    }
+
+    /// One histogram's cumulative buckets (`+Inf` last), then its sum and count.
+    fn render_histogram<W: Write>(
+        &self,
+        out: &mut W,
+        key: &[u32; 2],
+        h: &Histogram,
+    ) -> fmt::Result {
+        let (p, k) = (&self.prefix, &self.constant);
+        // Code and user are not histogram labels: `u32::MAX` leaves them out.
+        let full = [u32::MAX, key[0], key[1], u32::MAX];
+        let mut cumulative = 0;
+        let bounds = self.buckets.iter().map(Some).chain([None]);
+        for (count, le) in h.counts.iter().zip(bounds) {
+            cumulative += count;
+            write!(out, "{p}_request_duration_seconds_bucket{{{k}")?;
+            self.write_labels(out, &full)?;
+            match le {
+                Some(le) => writeln!(out, ",le=\"{le}\"}} {cumulative}")?,
+                None => writeln!(out, ",le=\"+Inf\"}} {cumulative}")?,
             }
         }
+        for (suffix, value) in [("sum", h.sum), ("count", cumulative as f64)] {
+            write!(out, "{p}_request_duration_seconds_{suffix}{{{k}")?;
+            self.write_labels(out, &full)?;
+            writeln!(out, "}} {value}")?;
+        }
+        Ok(())
+    }
+
+    /// Lines read, malformed lines by reason (every reason, zeros included), and requests
+    /// counted without a duration.
+    fn render_line_counts<W: Write>(&self, out: &mut W) -> fmt::Result {
+        let (p, k) = (&self.prefix, &self.constant);
         writeln!(
             out,
             "# HELP {p}_lines_total Lines read, well-formed or not.\n# TYPE {p}_lines_total counter\n{p}_lines_total{{{k}}} {}",
@@ -290,7 +332,13 @@ impl Series {
             out,
             "# HELP {p}_lines_without_duration_total Requests counted without a duration (field absent or null).\n# TYPE {p}_lines_without_duration_total counter\n{p}_lines_without_duration_total{{{k}}} {}",
             self.without_duration
-        )?;
+        )
+    }
+
+    /// What the caps cost: values folded into the overflow value per mapped label, and requests
+    /// moved to the overflow series by `--max-series`.
+    fn render_overflow<W: Write>(&self, out: &mut W) -> fmt::Result {
+        let (p, k) = (&self.prefix, &self.constant);
         writeln!(
             out,
             "# HELP {p}_label_overflow_total Requests whose label value was replaced by the overflow value.\n# TYPE {p}_label_overflow_total counter"
@@ -308,7 +356,12 @@ impl Series {
             out,
             "# HELP {p}_series_overflow_total Requests counted under the overflow series because --max-series was reached.\n# TYPE {p}_series_overflow_total counter\n{p}_series_overflow_total{{{k}}} {}",
             self.series_overflowed
-        )?;
+        )
+    }
+
+    /// The reader's health: reopens by reason, and when lines were last read.
+    fn render_reader<W: Write>(&self, out: &mut W) -> fmt::Result {
+        let (p, k) = (&self.prefix, &self.constant);
         writeln!(
             out,
             "# HELP {p}_file_reopens_total Times the followed file was reopened.\n# TYPE {p}_file_reopens_total counter\n{p}_file_reopens_total{{{k},reason=\"rotated\"}} {}\n{p}_file_reopens_total{{{k},reason=\"truncated\"}} {}",
@@ -318,14 +371,7 @@ impl Series {
             out,
             "# HELP {p}_last_line_timestamp_seconds When lines were last read (Unix time; 0 before the first).\n# TYPE {p}_last_line_timestamp_seconds gauge\n{p}_last_line_timestamp_seconds{{{k}}} {}",
             self.last_line_unix
-        )?;
-        if let Some(rss) = resident_bytes {
-            writeln!(
-                out,
-                "# HELP {p}_resident_memory_bytes Resident memory of the exporter.\n# TYPE {p}_resident_memory_bytes gauge\n{p}_resident_memory_bytes{{{k}}} {rss}"
-            )?;
-        }
-        Ok(())
+        )
     }
 
     /// `,label="value"` for each mapped label; `u32::MAX` leaves a label out.

@@ -4,25 +4,9 @@
 
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use serde_json::Value;
-use tollgate_logmetrics::LogmetricsArgs;
-use tollgate_logmetrics::config::Config;
+use tollgate_logmetrics::config::parse_flags;
 
 use crate::api::RolloutGate;
-
-/// Parses `args` as the flags of `tollgate logmetrics`, as the binary would.
-fn config(args: &[&str]) -> Result<Config, String> {
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: LogmetricsArgs,
-    }
-
-    let cli = Cli::try_parse_from(std::iter::once("logmetrics").chain(args.iter().copied()))
-        .map_err(|e| e.to_string())?;
-    Config::from_args(cli.args)
-}
 
 fn documents(file: &str) -> Vec<Value> {
     let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -59,7 +43,7 @@ fn check(file: &str, kinds: &[&str]) {
     let args = sidecar.args.clone().unwrap_or_default();
     // args[0] is the subcommand itself.
     let flags: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let config = config(&flags).unwrap_or_else(|e| panic!("{file}: sidecar flags: {e}"));
+    let config = parse_flags(&flags).unwrap_or_else(|e| panic!("{file}: sidecar flags: {e}"));
     assert_eq!(
         field_ref(sidecar, "POD_NAME").as_deref(),
         Some("metadata.name")

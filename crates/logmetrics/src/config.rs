@@ -430,9 +430,9 @@ fn parse_max_values(s: &str) -> Result<(Option<String>, usize), String> {
     }
 }
 
-/// Parses `args` as flags of the `logmetrics` subcommand, for tests here and in sibling modules.
-#[cfg(test)]
-pub(crate) fn config(args: &[&str]) -> Result<Config, String> {
+/// Parses `args` as the flags of `tollgate logmetrics`, exactly as the binary would: for tests
+/// and tools that check a sidecar's flags (such as the example manifests').
+pub fn parse_flags(args: &[&str]) -> Result<Config, String> {
     use clap::Parser;
 
     #[derive(Parser)]
@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn defaults_map_status_model_and_duration() {
-        let c = config(&[]).expect("defaults are valid");
+        let c = parse_flags(&[]).expect("defaults are valid");
         assert_eq!(c.input, Input::Stdin);
         assert_eq!(
             c.fields,
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn allow_lists_and_caps_per_label() {
-        let c = config(&[
+        let c = parse_flags(&[
             "--user-field",
             "metadata.user",
             "--allow",
@@ -492,7 +492,7 @@ mod tests {
 
     #[test]
     fn bad_flags_are_named() {
-        let err = |args: &[&str]| config(args).expect_err("must be rejected");
+        let err = |args: &[&str]| parse_flags(args).expect_err("must be rejected");
         assert!(err(&["--buckets", "1,0.5"]).contains("must increase"));
         assert!(err(&["--buckets", "x"]).contains("not a number"));
         assert!(err(&["--allow", "colour=red"]).contains("unknown label"));
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn empty_field_disables_a_mapping() {
-        let c = config(&["--model-field", "", "--duration-field", ""]).expect("valid");
+        let c = parse_flags(&["--model-field", "", "--duration-field", ""]).expect("valid");
         assert_eq!(c.fields, vec![("status".to_string(), Field::Status)]);
         assert!(c.labels[1].is_none());
     }

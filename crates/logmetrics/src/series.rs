@@ -404,7 +404,7 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::config;
+    use crate::config::parse_flags;
     use crate::parse::Extractor;
 
     fn setup(args: &[&str]) -> (Extractor, Series) {
@@ -412,7 +412,7 @@ mod tests {
             .into_iter()
             .chain(args.iter().copied())
             .collect();
-        let c = config(&all).expect("config");
+        let c = parse_flags(&all).expect("config");
         (Extractor::new(&c.fields, c.duration_scale), Series::new(&c))
     }
 

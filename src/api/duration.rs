@@ -16,7 +16,7 @@ const MAX_LENGTH: u64 = 32;
 /// A duration and the text it was read from. It is written back as that text, so a spec's digest
 /// (see [`crate::compile::digest`]) does not depend on how tollgate would have spelled it; two
 /// durations are equal when their values are.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Duration {
     value: std::time::Duration,
     text: String,

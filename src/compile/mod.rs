@@ -92,7 +92,7 @@ pub enum CompileError {
 }
 
 impl CompileError {
-    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> CompileError {
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> CompileError {
         CompileError::Invalid {
             field: field.into(),
             problem: problem.into(),

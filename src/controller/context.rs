@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::tracker::Trackers;
+use super::watch::unreadable;
 use crate::api::{Rollout, RolloutGate};
 use crate::compile::{self, CompileError, CompiledGate};
 use crate::evidence::Sources;
@@ -93,6 +94,13 @@ impl Context {
     /// The gate compiled (CEL included) once per generation, not once per reconcile. Gates that
     /// went away are dropped from the cache (and their write locks) when another is compiled.
     pub fn compiled(&self, gate: &RolloutGate) -> Arc<Compiled> {
+        // A placeholder shares its uid and generation with the gate it stands for: never cached.
+        if let Some(why) = unreadable(gate) {
+            return Arc::new(Compiled {
+                gate: Err(CompileError::invalid("metadata", why)),
+                digest: String::new(),
+            });
+        }
         let uid = gate.uid().unwrap_or_default();
         let generation = gate.metadata.generation;
         let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);

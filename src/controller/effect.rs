@@ -232,29 +232,26 @@ pub fn intent(effect: &Effect, now: &str) -> Option<Intent> {
 }
 
 /// A recorded intent for a pause the Rollout has left, that this process did not see through:
-/// if the Rollout shows the move happened, it is recorded as tollgate's own, with the Event that
-/// was missed; otherwise the intent is only cleared.
+/// if the Rollout shows the promote or abort happened, the record of it as tollgate's own, with
+/// the Event that was missed. `None`: it did not happen (or is of a kind this version does not
+/// know), and the intent is only to be cleared.
 pub fn settle(
     entry: &GatedRollout,
     intent: &Intent,
     rollout: &Rollout,
-) -> (GatedRollout, Option<Note>) {
+) -> Option<(GatedRollout, Note)> {
     let status = rollout.status_or_default();
-    let happened = match intent.phase {
-        GatePhase::Aborted => status.abort,
-        _ => !status.abort && status.current_pod_hash.as_deref() == Some(entry.revision.as_str()),
+    let (happened, reason) = match intent.phase {
+        GatePhase::Aborted => (status.abort, Reason::Aborted),
+        GatePhase::Promoted => (
+            !status.abort && status.current_pod_hash.as_deref() == Some(entry.revision.as_str()),
+            Reason::Promoted,
+        ),
+        _ => (false, Reason::Promoted),
     };
     if !happened {
-        let cleared = GatedRollout {
-            intent: None,
-            ..entry.clone()
-        };
-        return (cleared, None);
+        return None;
     }
-    let reason = match intent.phase {
-        GatePhase::Aborted => Reason::Aborted,
-        _ => Reason::Promoted,
-    };
     let record = GatedRollout {
         phase: intent.phase,
         since: Some(intent.time.clone()),
@@ -262,7 +259,7 @@ pub fn settle(
         intent: None,
         ..entry.clone()
     };
-    (record, Some(Note::new(reason, intent.message.clone())))
+    Some((record, Note::new(reason, intent.message.clone())))
 }
 
 /// The entry for a Rollout not at a gated pause, if it needs a new one: a stand-down (with its
@@ -590,24 +587,27 @@ mod tests {
             ..evaluating()
         };
         let moved_on = rollout(json!({"currentPodHash": "abc", "stableRS": "abc"}), false);
-        let (record, note) = settle(&entry, &intent, &moved_on);
+        let (record, note) = settle(&entry, &intent, &moved_on).expect("it happened");
         assert_eq!((record.phase, record.intent), (GatePhase::Promoted, None));
         assert_eq!(record.since.as_deref(), Some("t0"));
-        assert_eq!(note.map(|n| n.reason), Some(Reason::Promoted));
+        assert_eq!(note.reason, Reason::Promoted);
         // A promote the Rollout shows no sign of (a new revision came instead) is only cleared.
         let replaced = rollout(json!({"currentPodHash": "def"}), false);
-        let (record, note) = settle(&entry, &intent, &replaced);
-        assert_eq!(
-            (record.phase, record.intent, note),
-            (GatePhase::Evaluating, None, None)
-        );
+        assert_eq!(settle(&entry, &intent, &replaced), None);
         // An abort happened when the Rollout says so.
         let abort = Intent {
             phase: GatePhase::Aborted,
+            ..intent.clone()
+        };
+        let (record, _) =
+            settle(&entry, &abort, &rollout(json!({"abort": true}), false)).expect("aborted");
+        assert_eq!(record.phase, GatePhase::Aborted);
+        // An intent of a kind this version does not know is never taken for a promote.
+        let unknown = Intent {
+            phase: GatePhase::Unknown,
             ..intent
         };
-        let (record, _) = settle(&entry, &abort, &rollout(json!({"abort": true}), false));
-        assert_eq!(record.phase, GatePhase::Aborted);
+        assert_eq!(settle(&entry, &unknown, &moved_on), None);
     }
 
     #[test]

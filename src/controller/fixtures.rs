@@ -216,13 +216,14 @@ pub fn gate(name: &str, spec: Value) -> RolloutGate {
     serde_json::from_value(gate).unwrap_or_else(|e| panic!("test gate: {e}"))
 }
 
-/// A gate over the Rollout `app` that does not parse, as the cache holds it: a placeholder.
-pub fn unreadable_gate(name: &str) -> RolloutGate {
+/// A gate that does not parse, with `rollouts` as its `spec.rollouts`, as the cache holds it: a
+/// placeholder.
+pub fn unreadable_gate(name: &str, rollouts: Value) -> RolloutGate {
     let object = json!({
         "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
         "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
             "generation": 1, "resourceVersion": "1"},
-        "spec": {"rollouts": {"name": "app"}, "mode": "Sometimes"},
+        "spec": {"rollouts": rollouts, "mode": "Sometimes"},
     });
     let object = serde_json::from_value(object).unwrap_or_else(|e| panic!("test object: {e}"));
     super::watch::read(object)

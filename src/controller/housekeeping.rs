@@ -90,8 +90,16 @@ async fn readable_again(ctx: &Context, gate: &RolloutGate) -> crate::Result<()> 
         Ok(_) => record::ready(gate),
         Err(problem) => record::invalid(gate, &effect::invalid(&problem.to_string())),
     };
+    // The whole list is replaced by a merge patch: the other conditions go as they are.
+    let others = gate.status.iter().flat_map(|s| s.conditions.iter());
+    let mut conditions = vec![ready];
+    conditions.extend(
+        others
+            .filter(|c| c.type_ != record::ConditionType::Ready.name())
+            .cloned(),
+    );
     let fields = record::Fields {
-        conditions: Some(vec![ready]),
+        conditions: Some(conditions),
         ..record::Fields::observed(gate)
     };
     record::fields(ctx, gate, fields).await
@@ -230,13 +238,24 @@ mod tests {
     async fn an_unreadable_gate_is_told_once_and_told_again_when_it_reads() {
         use crate::controller::fixtures::{self, ApiServer};
         let server = ApiServer::default();
-        let broken = fixtures::unreadable_gate("g");
+        let broken = fixtures::unreadable_gate("g", serde_json::json!({"name": "app"}));
         let ctx = fixtures::context(&server, std::slice::from_ref(&broken));
         let mut reported = HashSet::new();
         report_unreadable(&ctx, &mut reported).await;
         report_unreadable(&ctx, &mut reported).await;
         let patches = server.patches("/rolloutgates/g/status");
         assert_eq!(patches.len(), 1, "once per generation and problem");
+        // Another generation, still broken: said again.
+        let mut newer = broken.clone();
+        newer.metadata.generation = Some(2);
+        let again = ApiServer::default();
+        let ctx2 = fixtures::context(&again, std::slice::from_ref(&newer));
+        report_unreadable(&ctx2, &mut reported).await;
+        assert_eq!(
+            again.patches("/rolloutgates/g/status").len(),
+            1,
+            "a new generation is news"
+        );
         assert_eq!(
             patches[0]["status"]["conditions"][0]["reason"],
             record::UNREADABLE

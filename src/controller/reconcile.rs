@@ -22,6 +22,8 @@ use crate::compile::CompileError;
 /// How long Argo may take to observe a promote before tollgate nudges it (see
 /// docs/local-stack.md on Argo's informer write-back).
 const NUDGE_AFTER: Duration = Duration::from_secs(5);
+/// When to look again at a Rollout whose gate cannot be read.
+const UNREADABLE_RECHECK: Duration = Duration::from_secs(60);
 /// When to look again at a Rollout whose promote or abort Argo has not acted on yet.
 pub const UNPAUSING_RECHECK: Duration = Duration::from_secs(2);
 
@@ -35,7 +37,8 @@ pub async fn reconcile(rollout: &Rollout, ctx: &Arc<Context>) -> Result<Action> 
         // The gate says why on itself (see housekeeping); the Rollout waits at its pause.
         Observed::Unreadable => {
             stand_aside(rollout, ctx);
-            Ok(Action::await_change())
+            // Woken when the gate reads again; this is only a backstop.
+            Ok(Action::requeue(UNREADABLE_RECHECK))
         }
         Observed::Gated(gated) => one_gate(rollout, *gated, ctx).await,
     }
@@ -96,7 +99,8 @@ async fn invalid(
 ) -> Result<Action> {
     stand_aside(rollout, ctx);
     let message = effect::invalid(&problem.to_string());
-    if record::says(gate, &message) {
+    let entry = entry_of(gate, &rollout.name_any());
+    if record::says(gate, &message) && entry.as_ref().is_some_and(|e| e.message == message) {
         return Ok(Action::await_change());
     }
     let fields = Fields {
@@ -113,7 +117,7 @@ async fn invalid(
         phase: GatePhase::Holding,
         since: Some(now()),
         message: message.clone(),
-        ..entry_of(gate, &rollout.name_any()).unwrap_or_default()
+        ..entry.unwrap_or_default()
     };
     record::entry(ctx, gate, &rollout.name_any(), &entry, fields).await?;
     record::note(ctx, rollout, gate, Note::new(Reason::InvalidGate, message)).await;
@@ -142,10 +146,14 @@ async fn settle_intent(
         // Still at the pause: the patch never landed, and the next record clears the intent.
         return Ok(None);
     }
-    let (settled, note) = effect::settle(e, intent, rollout);
-    if let Some(note) = note {
-        record::note(ctx, rollout, gate, note).await;
-    }
+    let Some((settled, note)) = effect::settle(e, intent, rollout) else {
+        record::clear_intent(ctx, gate, &rollout.name_any()).await?;
+        return Ok(Some(GatedRollout {
+            intent: None,
+            ..e.clone()
+        }));
+    };
+    record::note(ctx, rollout, gate, note).await;
     record::entry(ctx, gate, &rollout.name_any(), &settled, Fields::default()).await?;
     Ok(Some(settled))
 }
@@ -474,27 +482,49 @@ mod tests {
     #[tokio::test]
     async fn a_gate_that_cannot_be_read_holds_what_it_may_select_and_writes_nothing() {
         let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
-        // Alone: the Rollout waits, nothing is written anywhere.
+        // Alone: the Rollout waits, its tracker (and probe) go, nothing is written anywhere.
         let server = ApiServer::default();
-        let (action, ctx) = run(&server, &[fixtures::unreadable_gate("u")], &rollout).await;
-        assert_eq!(action, Action::await_change());
-        assert!(server.calls().is_empty(), "{:?}", server.calls());
-        assert!(ctx.trackers.get(&observe::key(&rollout)).is_none());
-        // Beside a readable gate: contested, said on the readable one; neither gate acts.
-        let server = ApiServer::default();
-        let gates = [
-            fixtures::unreadable_gate("u"),
-            fixtures::gate("g", Value::Null),
-        ];
-        run(&server, &gates, &rollout).await;
-        let entry = &server.patches(GATE_STATUS)[0]["status"]["rollouts"]["app"];
-        assert!(
-            entry["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("selected by 2 RolloutGates (g, u)"))
+        let ctx = fixtures::context(
+            &server,
+            &[fixtures::unreadable_gate("u", json!({"name": "app"}))],
         );
-        assert!(server.patches("/rolloutgates/u/status").is_empty());
-        assert!(server.patches("/rollouts/app/status").is_empty());
+        ctx.trackers.put(
+            observe::key(&rollout),
+            Tracker::fresh(fixtures::pause_key(1, "")),
+        );
+        let action = reconcile(&rollout, &ctx).await.expect("reconciled");
+        assert_eq!(action, Action::requeue(UNREADABLE_RECHECK));
+        assert!(server.calls().is_empty(), "{:?}", server.calls());
+        assert!(
+            ctx.trackers.get(&observe::key(&rollout)).is_none(),
+            "it stood aside"
+        );
+        // Beside a readable gate, whether the broken one names the Rollout, selects it by labels
+        // nobody can read, or has a selector that does not parse: contested, said on the
+        // readable one; neither gate acts.
+        for selects in [
+            json!({"name": "app"}),
+            json!(7),
+            json!({"selector": {"matchExpressions": [{"key": "a", "operator": "in", "values": ["b"]}]}}),
+            json!({"name": "app", "alsoNames": ["other"]}),
+        ] {
+            let server = ApiServer::default();
+            let gates = [
+                fixtures::unreadable_gate("u", selects.clone()),
+                fixtures::gate("g", Value::Null),
+            ];
+            let (action, _) = run(&server, &gates, &rollout).await;
+            assert_eq!(action, Action::await_change(), "{selects}");
+            let entry = &server.patches(GATE_STATUS)[0]["status"]["rollouts"]["app"];
+            assert!(
+                entry["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("selected by 2 RolloutGates (g, u)")),
+                "{selects}: {entry}"
+            );
+            assert!(server.patches("/rolloutgates/u/status").is_empty());
+            assert!(server.patches("/rollouts/app/status").is_empty());
+        }
     }
 
     #[tokio::test]
@@ -507,8 +537,23 @@ mod tests {
             conditions: vec![record::invalid(&gate, &message)],
             ..RolloutGateStatus::default()
         });
+        // The condition says so (housekeeping wrote it), the Rollout's entry not yet: written.
         let server = ApiServer::default();
         run(&server, std::slice::from_ref(&gate), &rollout).await;
+        let entry = &server.patches(GATE_STATUS)[0]["status"]["rollouts"]["app"];
+        assert_eq!(entry["message"], message.as_str());
+        // Both say so: nothing is written again.
+        let mut said = gate;
+        if let Some(status) = said.status.as_mut() {
+            let entry = GatedRollout {
+                phase: GatePhase::Holding,
+                message,
+                ..GatedRollout::default()
+            };
+            status.rollouts.insert("app".into(), entry);
+        }
+        let server = ApiServer::default();
+        run(&server, std::slice::from_ref(&said), &rollout).await;
         assert!(server.calls().is_empty(), "{:?}", server.calls());
     }
 }

@@ -61,7 +61,7 @@ pub enum ConditionType {
 }
 
 impl ConditionType {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ConditionType::Ready => "Ready",
             ConditionType::SourceReachable => "SourceReachable",
@@ -167,8 +167,8 @@ pub fn invalid(gate: &RolloutGate, message: &str) -> Condition {
 /// reply.
 pub async fn unreadable(ctx: &Context, gate: &RolloutGate, why: &str) -> Result<()> {
     let message = format!(
-        "tollgate cannot read this RolloutGate, so it holds every Rollout it may select until it \
-         is fixed: {}",
+        "tollgate cannot read this RolloutGate, so it acts on no Rollout it may select until it is \
+         fixed (a timed pause still ends by itself): {}",
         report::clip(why, MAX_MESSAGE)
     );
     let resource = ApiResource::erase::<RolloutGate>(&());

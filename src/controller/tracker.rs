@@ -118,8 +118,12 @@ impl Tracker {
         t.first_seen = Instant::now().checked_sub(baked).unwrap_or(t.first_seen);
         let same_policy =
             r.gate_generation == t.pause.gate_generation && r.policy_hash == t.pause.policy_hash;
-        if matches!(r.phase, GatePhase::Promoted | GatePhase::Aborted) {
-            // Acted on: whatever the gate says now, the Rollout has been moved once.
+        if matches!(
+            r.phase,
+            GatePhase::Promoted | GatePhase::Aborted | GatePhase::Unknown
+        ) {
+            // Acted on: whatever the gate says now, the Rollout has been moved once. A phase of a
+            // newer version may mean the same (or "do not act"): nothing is done either way.
             t.finished = Some(r.phase);
             return Resumed::Restored(t);
         }
@@ -280,7 +284,12 @@ mod tests {
 
     #[test]
     fn never_acts_twice_on_a_pause_it_already_decided() {
-        for phase in [GatePhase::Promoted, GatePhase::Aborted, GatePhase::DryRun] {
+        for phase in [
+            GatePhase::Promoted,
+            GatePhase::Aborted,
+            GatePhase::DryRun,
+            GatePhase::Unknown,
+        ] {
             let t = restored(resume(&recorded(phase), Duration::ZERO));
             assert_eq!(t.finished, Some(phase));
         }
@@ -345,12 +354,7 @@ mod tests {
         ));
         assert_eq!(t.history.pass_streak, 0, "away for longer");
         assert_eq!(t.history.failures, 1, "failures always stand");
-        for phase in [
-            GatePhase::StoodDown,
-            GatePhase::Holding,
-            GatePhase::Waiting,
-            GatePhase::Unknown,
-        ] {
+        for phase in [GatePhase::StoodDown, GatePhase::Holding, GatePhase::Waiting] {
             let t = restored(resume(&recorded(phase), Duration::ZERO));
             assert_eq!(t.history.pass_streak, 0, "{phase:?}");
             assert_eq!(t.history.failures, 1, "{phase:?}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ApiResource, DynamicObject};
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, Selector};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -80,7 +80,11 @@ pub fn readable(
         Ok(match event? {
             Event::Apply(g) => Event::Apply(take(g)),
             Event::InitApply(g) => Event::InitApply(take(g)),
-            Event::Delete(g) => Event::Delete(take(g)),
+            Event::Delete(g) => {
+                let gate = take(g);
+                warned.remove(&gate.uid().unwrap_or_default());
+                Event::Delete(gate)
+            }
             Event::Init => Event::Init,
             Event::InitDone => Event::InitDone,
         })
@@ -91,12 +95,46 @@ pub fn readable(
 pub(super) fn read(object: DynamicObject) -> RolloutGate {
     let rollouts = object.data.pointer("/spec/rollouts").cloned();
     let metadata = object.metadata.clone();
-    let error = match serde_json::to_value(&object).and_then(serde_json::from_value::<RolloutGate>)
-    {
-        Ok(gate) => return gate,
+    let parsed = serde_json::to_value(&object).and_then(serde_json::from_value::<RolloutGate>);
+    let error = match parsed {
+        Ok(mut gate) => {
+            // The marker is tollgate's own, in memory: one set on the object means nothing.
+            if let Some(a) = gate.metadata.annotations.as_mut() {
+                a.remove(UNREADABLE);
+            }
+            return gate;
+        }
         Err(e) => e.to_string(),
     };
     placeholder(metadata, rollouts, error)
+}
+
+/// `spec.rollouts` as a placeholder may trust it: nothing in it this version does not know.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictSelector {
+    name: Option<String>,
+    selector: Option<LabelSelector>,
+}
+
+impl StrictSelector {
+    /// A selector that selects exactly what the gate would: one of a name or a label selector
+    /// that parses. Anything else may select more than it can be seen to.
+    fn usable(self) -> Option<RolloutSelector> {
+        match (self.name, self.selector) {
+            (Some(name), None) => Some(RolloutSelector {
+                name: Some(name),
+                selector: None,
+            }),
+            (None, Some(selector)) if Selector::try_from(selector.clone()).is_ok() => {
+                Some(RolloutSelector {
+                    name: None,
+                    selector: Some(selector),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A gate that stands for one that could not be read: its metadata, marked [`UNREADABLE`], and
@@ -108,8 +146,8 @@ fn placeholder(
     error: String,
 ) -> RolloutGate {
     let selects = rollouts
-        .and_then(|r| serde_json::from_value::<RolloutSelector>(r).ok())
-        .filter(|r| r.name.is_some() != r.selector.is_some())
+        .and_then(|r| serde_json::from_value::<StrictSelector>(r).ok())
+        .and_then(StrictSelector::usable)
         .unwrap_or(RolloutSelector {
             name: None,
             selector: Some(LabelSelector::default()),
@@ -158,14 +196,22 @@ pub fn spec_changes(
     let mut listing: Vec<RolloutGate> = Vec::new();
     events
         .map(move |event| {
-            let mut changed = |g: RolloutGate| {
+            // A new generation, or a gate turning (un)readable: the Rollouts it selects now are
+            // woken, and, when it turns unreadable, those its readable version selected and
+            // recorded.
+            let mut changed = |g: RolloutGate| -> Vec<Result<RolloutGate, watcher::Error>> {
                 let uid = g.uid().unwrap_or_default();
-                let before = seen.insert(uid, g.clone());
-                (before.map(|b| b.metadata.generation) != Some(g.metadata.generation))
-                    .then_some(Ok(g))
+                let state = |g: &RolloutGate| (g.metadata.generation, unreadable(g).is_some());
+                match seen.insert(uid, g.clone()) {
+                    Some(before) if state(&before) == state(&g) => Vec::new(),
+                    Some(before) if unreadable(&before).is_none() && unreadable(&g).is_some() => {
+                        vec![Ok(before), Ok(g)]
+                    }
+                    _ => vec![Ok(g)],
+                }
             };
             match event {
-                Ok(watcher::Event::Apply(g)) => changed(g).into_iter().collect(),
+                Ok(watcher::Event::Apply(g)) => changed(g),
                 Ok(watcher::Event::Init) => {
                     listing.clear();
                     Vec::new()
@@ -176,7 +222,7 @@ pub fn spec_changes(
                 }
                 Ok(watcher::Event::InitDone) => {
                     let listed: HashSet<String> = listing.iter().filter_map(|g| g.uid()).collect();
-                    let mut woken: Vec<_> = listing.drain(..).filter_map(&mut changed).collect();
+                    let mut woken: Vec<_> = listing.drain(..).flat_map(&mut changed).collect();
                     let vanished: Vec<String> = seen
                         .keys()
                         .filter(|uid| !listed.contains(*uid))
@@ -185,8 +231,8 @@ pub fn spec_changes(
                     woken.extend(vanished.iter().filter_map(|uid| seen.remove(uid)).map(Ok));
                     woken
                 }
-                // As last seen: a gate that became unreadable arrives without its spec and
-                // status, which say whom it selected.
+                // As last seen, with the status that names whom it recorded (a Delete may come
+                // from a relist that never saw the final state).
                 Ok(watcher::Event::Delete(g)) => {
                     vec![Ok(seen.remove(&g.uid().unwrap_or_default()).unwrap_or(g))]
                 }
@@ -361,5 +407,35 @@ mod tests {
                 .as_ref()
                 .is_some_and(|s| s.rollouts.contains_key("app"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_gate_turning_unreadable_at_the_same_generation_wakes_what_it_selected() {
+        use watcher::Event::*;
+        let readable = gate("a", 3);
+        let broken = read(object(
+            "a",
+            serde_json::json!({"rollouts": {"name": "app"}, "mode": "No"}),
+        ));
+        let fixed = gate("a", 3);
+        let events = vec![Apply(readable), Apply(broken), Apply(fixed)];
+        let woken: Vec<bool> = spec_changes(futures::stream::iter(events.into_iter().map(Ok)))
+            .map(|g| unreadable(&g.expect("no errors")).is_some())
+            .collect()
+            .await;
+        // First sight; then the readable version (its status names whom it recorded) and the
+        // placeholder; then the gate reading again.
+        assert_eq!(woken, [false, false, true, false]);
+    }
+
+    #[test]
+    fn the_marker_on_an_object_means_nothing() {
+        let mut marked = object(
+            "a",
+            serde_json::json!({"rollouts": {"name": "app"}, "podHealth": {}}),
+        );
+        marked.metadata.annotations =
+            Some([(UNREADABLE.to_string(), "set by hand".to_string())].into());
+        assert_eq!(unreadable(&read(marked)), None);
     }
 }

@@ -280,13 +280,7 @@ impl Loop {
             }
             per_request.push(map);
         }
-        let client = http::client(ClientOptions {
-            user_agent: http::PROBE_USER_AGENT,
-            accept_invalid_certs: self.plan.https,
-            direct: true,
-            timeout: Some(self.plan.timeout),
-            ..ClientOptions::default()
-        })?;
+        let client = http::client(client_options(&self.plan))?;
         Ok((client, Arc::new(per_request)))
     }
 
@@ -346,6 +340,19 @@ impl Loop {
     }
 }
 
+/// How the probe's client differs from tollgate's others: its own User-Agent (apps tell synthetic
+/// traffic apart by it), straight to the pod (no proxy, no redirect), any certificate for HTTPS
+/// (a pod IP never matches one), and the plan's timeout.
+fn client_options(plan: &Plan) -> ClientOptions<'static> {
+    ClientOptions {
+        user_agent: http::PROBE_USER_AGENT,
+        accept_invalid_certs: plan.https,
+        direct: true,
+        timeout: Some(plan.timeout),
+        ..ClientOptions::default()
+    }
+}
+
 fn failure(e: &reqwest::Error) -> ErrorKind {
     if e.is_timeout() {
         ErrorKind::Timeout
@@ -361,4 +368,38 @@ fn failure(e: &reqwest::Error) -> ErrorKind {
 async fn drain(mut resp: reqwest::Response) -> Result<(), reqwest::Error> {
     while resp.chunk().await?.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_says_it_is_the_probe_and_goes_straight_to_the_pod() {
+        let plan = Plan {
+            port: PortRef::Number(8080),
+            https: true,
+            requests: Vec::new(),
+            rate: 1.0,
+            concurrency: 1,
+            timeout: Duration::from_secs(2),
+            budget: None,
+        };
+        let o = client_options(&plan);
+        assert!(
+            o.user_agent.starts_with("tollgate-probe/"),
+            "{}",
+            o.user_agent
+        );
+        assert!(o.direct && !o.follow_redirects && o.accept_invalid_certs);
+        assert_eq!(o.timeout, Some(Duration::from_secs(2)));
+        let plain = client_options(&Plan {
+            https: false,
+            ..plan
+        });
+        assert!(
+            !plain.accept_invalid_certs,
+            "certificates are checked unless HTTPS to a pod IP"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use kube::core::{DeserializeGuard, Selector};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
 
 use super::observe;
 use crate::api::{Rollout, RolloutGate, RolloutGateSpec, RolloutSelector};
@@ -97,16 +98,67 @@ pub(super) fn read(object: DynamicObject) -> RolloutGate {
     let metadata = object.metadata.clone();
     let parsed = serde_json::to_value(&object).and_then(serde_json::from_value::<RolloutGate>);
     let error = match parsed {
-        Ok(mut gate) => {
-            // The marker is tollgate's own, in memory: one set on the object means nothing.
-            if let Some(a) = gate.metadata.annotations.as_mut() {
-                a.remove(UNREADABLE);
-            }
-            return gate;
-        }
+        Ok(gate) => match unknown_spec(&object, &gate) {
+            None => return unmarked(gate),
+            Some(fields) => format!(
+                "the spec has fields this version of tollgate does not know ({}), written under \
+                 a newer RolloutGate CRD; gating without them could pass what they would stop",
+                fields.join(", ")
+            ),
+        },
         Err(e) => e.to_string(),
     };
     placeholder(metadata, rollouts, error)
+}
+
+/// The marker is tollgate's own, in memory: one set on the object means nothing.
+fn unmarked(mut gate: RolloutGate) -> RolloutGate {
+    if let Some(a) = gate.metadata.annotations.as_mut() {
+        a.remove(UNREADABLE);
+    }
+    gate
+}
+
+/// The spec's fields this version does not read, if it has any. The API server prunes what
+/// its CRD does not name, so these come from a newer CRD (a rollback of tollgate, say).
+fn unknown_spec(object: &DynamicObject, gate: &RolloutGate) -> Option<Vec<String>> {
+    let known = serde_json::to_value(&gate.spec).ok()?;
+    let mut found = Vec::new();
+    unknown_fields(&object.data["spec"], &known, "spec", &mut found);
+    (!found.is_empty()).then_some(found)
+}
+
+/// Fields of `raw` that `known` (the same object as this version reads it, written back) does
+/// not have, as paths: what a newer CRD added and this version would silently ignore. A field
+/// that is null or empty says nothing and is not counted.
+fn unknown_fields(raw: &Value, known: &Value, path: &str, found: &mut Vec<String>) {
+    match (raw, known) {
+        (Value::Object(raw), Value::Object(known)) => {
+            for (key, value) in raw {
+                let at = format!("{path}.{key}");
+                match known.get(key) {
+                    Some(k) => unknown_fields(value, k, &at, found),
+                    None if says_nothing(value) => {}
+                    None => found.push(at),
+                }
+            }
+        }
+        (Value::Array(raw), Value::Array(known)) => {
+            for (i, (r, k)) in raw.iter().zip(known).enumerate() {
+                unknown_fields(r, k, &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn says_nothing(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(says_nothing),
+        _ => false,
+    }
 }
 
 /// `spec.rollouts` as a placeholder may trust it: nothing in it this version does not know.
@@ -437,5 +489,30 @@ mod tests {
         marked.metadata.annotations =
             Some([(UNREADABLE.to_string(), "set by hand".to_string())].into());
         assert_eq!(unreadable(&read(marked)), None);
+    }
+
+    #[test]
+    fn a_spec_field_this_version_does_not_know_makes_a_placeholder() {
+        let newer = object(
+            "a",
+            serde_json::json!({"rollouts": {"name": "app"}, "podHealth": {},
+                "checks": [{"name": "c", "query": "up", "threshold": {"op": ">", "value": 0},
+                    "maxBurnRate": 2}],
+                "interval": null, "pauses": {"steps": []}}),
+        );
+        let why = unreadable(&read(newer))
+            .map(str::to_string)
+            .expect("a placeholder");
+        assert!(why.contains("spec.checks[0].maxBurnRate"), "{why}");
+        assert!(
+            !why.contains("interval") && !why.contains("steps"),
+            "null and empty say nothing: {why}"
+        );
+        let known = object(
+            "b",
+            serde_json::json!({"rollouts": {"name": "app"}, "podHealth": {},
+            "interval": "1m", "pauses": {"steps": [1], "blueGreen": false}}),
+        );
+        assert_eq!(unreadable(&read(known)), None);
     }
 }

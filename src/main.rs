@@ -38,11 +38,36 @@ enum Command {
         /// is recorded (the worst moment to crash).
         #[arg(long, hide = true)]
         crash_after_acting: bool,
+        /// Run for leadership on a Lease, so several replicas can run and one acts. Off: this
+        /// instance is the only one and always acts.
+        #[arg(long, env = "TOLLGATE_LEADER_ELECT")]
+        leader_elect: bool,
+        /// The Lease's name.
+        #[arg(long, env = "TOLLGATE_LEASE_NAME", default_value = "tollgate")]
+        lease_name: String,
+        /// The Lease's namespace (the controller's own, in a cluster).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "tollgate-system")]
+        lease_namespace: String,
+        /// How long a Lease not renewed stays held: the longest a failover takes.
+        #[arg(long, env = "TOLLGATE_LEASE_DURATION", default_value = "15s",
+            value_parser = lease_duration)]
+        lease_duration: std::time::Duration,
     },
     /// Sidecar exporter: turn an app's JSON-lines access log into per-pod Prometheus metrics
     /// (`<prefix>_requests_total{code,model,…}`, `<prefix>_request_duration_seconds`), labelled
     /// with `pod` and `rollouts_pod_template_hash` from POD_NAME / POD_TEMPLATE_HASH.
     Logmetrics(Box<tollgate_logmetrics::LogmetricsArgs>),
+}
+
+/// A Lease duration: a duration such as `15s`, of at least 3 s (renewed every quarter of it).
+fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = tollgate::api::Duration::parse(text)
+        .map_err(|e| e.to_string())?
+        .get();
+    if d < std::time::Duration::from_secs(3) {
+        return Err(format!("{text} is shorter than 3s"));
+    }
+    Ok(d)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,9 +96,19 @@ fn main() -> ExitCode {
             namespace,
             max_concurrent_reconciles,
             crash_after_acting,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            lease_duration,
         } => run(
             log_format,
             tollgate::controller::Config {
+                leader: leader_elect.then(|| tollgate::controller::leader::Params {
+                    namespace: lease_namespace,
+                    name: lease_name,
+                    identity: instance.clone(),
+                    duration: lease_duration,
+                }),
                 listen,
                 instance,
                 namespace,

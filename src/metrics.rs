@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -24,6 +25,11 @@ pub struct VerdictLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub instance: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +53,8 @@ pub struct Metrics {
     pub actuation_conflicts: Counter,
     pub malformed_rollouts: Counter,
     pub probe_requests: Family<ProbeLabels, Counter>,
+    /// 1 while this instance leads (always, without leader election).
+    pub leading: Family<InstanceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -65,6 +73,7 @@ impl Default for Metrics {
             actuation_conflicts: Counter::default(),
             malformed_rollouts: Counter::default(),
             probe_requests: Family::default(),
+            leading: Family::default(),
         };
         m.register();
         m
@@ -124,6 +133,11 @@ impl Metrics {
             "HTTP probe requests sent to pods, by revision and outcome",
             m.probe_requests.clone(),
         );
+        m.registry.register(
+            "leader",
+            "1 while this instance leads (acts); 0 while it stands by",
+            m.leading.clone(),
+        );
     }
 
     pub fn decision(&self, action: &str, mode: &str) {
@@ -157,6 +171,13 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    pub fn leader(&self, instance: &str, leading: bool) {
+        let labels = InstanceLabels {
+            instance: instance.into(),
+        };
+        self.leading.get_or_create(&labels).set(i64::from(leading));
     }
 
     pub fn reconcile_error(&self, kind: &str) {

@@ -11,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
+use super::leader::Leadership;
 use super::tracker::Trackers;
 use super::watch::unreadable;
 use crate::api::{Rollout, RolloutGate};
@@ -28,6 +29,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub trackers: Trackers,
     pub sources: Sources,
+    /// Whether this instance acts (see [`super::leader`]).
+    pub leadership: Leadership,
     /// Fault injection for tests (see [`super::Config::crash_after_acting`]).
     pub crash_after_acting: bool,
     /// Each gate compiled, by uid, with the generation it was compiled from.
@@ -63,6 +66,7 @@ impl Context {
             gates,
             metrics: Arc::new(Metrics::default()),
             trackers: Trackers::default(),
+            leadership: Leadership::sole(),
             crash_after_acting: false,
             compiled: Mutex::default(),
             writers: Mutex::default(),

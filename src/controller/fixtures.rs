@@ -36,6 +36,8 @@ struct State {
     objects: HashMap<String, Value>,
     calls: Vec<Call>,
     version: u64,
+    /// Answer nothing, ever (a partitioned API server).
+    silent: bool,
 }
 
 impl ApiServer {
@@ -64,6 +66,11 @@ impl ApiServer {
     /// The object at `path`, as it is now.
     pub fn get(&self, path: &str) -> Option<Value> {
         self.state().objects.get(path).cloned()
+    }
+
+    /// From now on, answer nothing (or again, with `false`).
+    pub fn silence(&self, silent: bool) {
+        self.state().silent = silent;
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -101,6 +108,10 @@ impl ApiServer {
     }
 
     async fn answer(&self, req: Request<Body>) -> Response<Body> {
+        let silent = self.state().silent;
+        if silent {
+            std::future::pending::<()>().await;
+        }
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let bytes = match req.into_body().collect().await {
@@ -120,7 +131,9 @@ impl ApiServer {
                 Some(o) => reply(StatusCode::OK, o),
                 None => status(StatusCode::NOT_FOUND, "not found"),
             },
-            Method::POST => reply(StatusCode::CREATED, &body),
+            Method::POST if path.ends_with("/events") => reply(StatusCode::CREATED, &body),
+            Method::POST => state.create(&key, body),
+            Method::PUT => state.replace(&key, body),
             Method::PATCH => state.patch(&key, &body),
             _ => status(StatusCode::METHOD_NOT_ALLOWED, "not served"),
         }
@@ -128,6 +141,36 @@ impl ApiServer {
 }
 
 impl State {
+    /// Holds a new object under its collection's path, as the API server would.
+    fn create(&mut self, collection: &str, mut object: Value) -> Response<Body> {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = format!("{collection}/{name}");
+        if self.objects.contains_key(&key) {
+            return status(StatusCode::CONFLICT, "already exists");
+        }
+        self.version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        self.objects.insert(key, object.clone());
+        reply(StatusCode::CREATED, &object)
+    }
+
+    /// Replaces an object whose resourceVersion is the one the writer read.
+    fn replace(&mut self, key: &str, mut object: Value) -> Response<Body> {
+        let Some(held) = self.objects.get(key) else {
+            return status(StatusCode::NOT_FOUND, "not found");
+        };
+        if object["metadata"]["resourceVersion"] != held["metadata"]["resourceVersion"] {
+            return status(StatusCode::CONFLICT, "the object has been modified");
+        }
+        self.version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        self.objects.insert(key.to_string(), object.clone());
+        reply(StatusCode::OK, &object)
+    }
+
     fn patch(&mut self, key: &str, patch: &Value) -> Response<Body> {
         self.version += 1;
         let version = self.version.to_string();
@@ -182,9 +225,17 @@ fn reply(code: StatusCode, body: &Value) -> Response<Body> {
 }
 
 fn status(code: StatusCode, message: &str) -> Response<Body> {
+    // The reasons the API server gives, which clients match on (`get_opt` on NotFound).
+    let reason = match code {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::CONFLICT if message == "already exists" => "AlreadyExists",
+        StatusCode::CONFLICT => "Conflict",
+        StatusCode::BAD_REQUEST => "BadRequest",
+        _ => "MethodNotAllowed",
+    };
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": message, "reason": code.canonical_reason(), "code": code.as_u16(),
+        "message": message, "reason": reason, "code": code.as_u16(),
     });
     reply(code, &body)
 }

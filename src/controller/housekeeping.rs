@@ -26,6 +26,11 @@ pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) 
     super::synced(&rollouts).await;
     let mut reported = HashSet::new();
     loop {
+        if !ctx.leadership.is_leading() {
+            // A standby writes nothing.
+            tokio::time::sleep(EVERY).await;
+            continue;
+        }
         forget_deleted(&ctx, &rollouts);
         report_unreadable(&ctx, &mut reported).await;
         for gate in ctx.gates.state().iter().filter(|g| unreadable(g).is_none()) {

@@ -17,6 +17,7 @@ pub mod effect;
 mod fixtures;
 mod gather;
 mod housekeeping;
+pub mod leader;
 mod observe;
 mod pause;
 mod reconcile;
@@ -39,6 +40,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use leader::Leadership;
 use watch::{affected, gates_untyped, readable, scoped, spec_changes, synced};
 
 use crate::api::{Rollout, RolloutGate};
@@ -58,6 +60,8 @@ pub struct Config {
     /// Fault injection for tests: exit right after a promote or abort is accepted, before it
     /// is recorded.
     pub crash_after_acting: bool,
+    /// Run for leadership on this Lease; `None`: the only instance, always leading.
+    pub leader: Option<leader::Params>,
 }
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -67,7 +71,24 @@ pub async fn run(config: Config) -> Result<()> {
     let (gates, gate_writer) = reflector::store::<RolloutGate>();
     let mut context = Context::new(client.clone(), gates.clone(), &config.instance)?;
     context.crash_after_acting = config.crash_after_acting;
+    if config.leader.is_some() {
+        context.leadership = Leadership::elected();
+    }
     let ctx = Arc::new(context);
+    let (stop_election, stopped) = tokio::sync::watch::channel(false);
+    let election = match config.leader {
+        Some(params) => Some(tokio::spawn(leader::run(
+            client.clone(),
+            params,
+            ctx.leadership.clone(),
+            ctx.metrics.clone(),
+            stopped,
+        ))),
+        None => {
+            ctx.metrics.leader(&config.instance, true);
+            None
+        }
+    };
     let health = Health {
         metrics: ctx.metrics.clone(),
         ready: Arc::new(Default::default()),
@@ -90,6 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let rollouts = controller.store();
     tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
+    tokio::spawn(follow_leadership(ctx.clone(), rollouts.clone()));
     tokio::spawn(ready_once_synced(
         gates,
         rollouts.clone(),
@@ -105,8 +127,29 @@ pub async fn run(config: Config) -> Result<()> {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+    // Hand the Lease back, so a standby takes over now rather than when it expires.
+    let _ = stop_election.send(true);
+    if let Some(election) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    }
     server.abort();
     Ok(())
+}
+
+/// Becoming leader, every Rollout is looked at (a standby has looked at none); ceasing to lead,
+/// every pause's tracker goes at once, and with it every probe and gathering.
+async fn follow_leadership(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) {
+    let mut changes = ctx.leadership.changes();
+    while changes.changed().await.is_ok() {
+        let leading = *changes.borrow_and_update();
+        if leading {
+            for r in rollouts.state().iter().filter_map(|r| r.0.as_ref().ok()) {
+                ctx.wake(r);
+            }
+        } else {
+            ctx.trackers.retain(|_| false);
+        }
+    }
 }
 
 /// `/readyz` turns ready once both caches have synced.
@@ -122,6 +165,12 @@ async fn ready_once_synced(
 }
 
 async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.leadership.is_leading() {
+        // A standby does nothing; it is woken to look at everything when it leads.
+        ctx.trackers
+            .forget(&(obj.namespace().unwrap_or_default(), obj.name_any()));
+        return Ok(Action::await_change());
+    }
     match &obj.0 {
         Ok(rollout) => reconcile::reconcile(rollout, &ctx).await,
         Err(invalid) => {

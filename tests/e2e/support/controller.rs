@@ -129,6 +129,18 @@ impl Tollgate {
         }
     }
 
+    /// Asks the process to shut down (SIGTERM, as a pod deletion does) and waits for it to exit.
+    #[allow(dead_code)]
+    pub async fn terminate(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
     /// Stops the process (as a crash or a rolling restart would) and waits for it to exit.
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();

@@ -1,0 +1,388 @@
+//! Leader election on a `coordination.k8s.io` Lease, so two replicas can run and one acts.
+//!
+//! The rules are client-go's. A holder renews the Lease every `duration / 4`. A candidate
+//! takes it only once the record has not changed for a whole `duration`, timed by its own
+//! monotonic clock, never by the timestamps in the Lease, so clocks that disagree cannot make
+//! two holders. A holder that has not renewed for `duration * 2 / 3` stops leading at that
+//! moment (every step, an unanswered request included, ends by then), a third of the duration
+//! before any candidate may take the Lease. Every write carries the resourceVersion it read, so
+//! two candidates racing for it cannot both win. On shutdown the holder hands the Lease back,
+//! and the next one takes over without waiting out the duration.
+//!
+//! Not leading, tollgate keeps its caches warm and does nothing else: no evaluation, no query,
+//! no probe, no write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// Which Lease, held as whom, for how long.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub duration: Duration,
+}
+
+/// Whether this process leads. Without an election it always does.
+#[derive(Clone)]
+pub struct Leadership {
+    leading: Arc<watch::Sender<bool>>,
+}
+
+impl Leadership {
+    /// No election: this process is the only one and always leads.
+    pub fn sole() -> Leadership {
+        Leadership {
+            leading: Arc::new(watch::channel(true).0),
+        }
+    }
+
+    /// Leads only once an election says so.
+    pub fn elected() -> Leadership {
+        Leadership {
+            leading: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Every change, from now on.
+    pub fn changes(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    fn set(&self, leading: bool) -> bool {
+        self.leading.send_if_modified(|now| {
+            let changed = *now != leading;
+            *now = leading;
+            changed
+        })
+    }
+}
+
+/// What one look at the Lease found.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    /// This process holds it (renewed or acquired just now).
+    ByUs,
+    /// Someone else does, or the Lease changed under us.
+    ByOther,
+}
+
+/// The last version of the Lease record seen, and when this process first saw it.
+struct Observed {
+    record: (Option<String>, Option<String>),
+    at: Instant,
+}
+
+/// Runs the election until `stop` turns true, then hands the Lease back if it holds it.
+pub async fn run(
+    client: Client,
+    params: Params,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let api: Api<Lease> = Api::namespaced(client, &params.namespace);
+    let retry = params.duration / 4;
+    let renew_deadline = params.duration * 2 / 3;
+    let mut observed: Option<Observed> = None;
+    let mut renewed: Option<Instant> = None;
+    // No step, not even one the API server does not answer, may carry a holder past its deadline.
+    let until_deadline = |renewed: Option<Instant>| {
+        renewed.map_or(retry, |t| {
+            (t + renew_deadline)
+                .saturating_duration_since(Instant::now())
+                .min(retry)
+        })
+    };
+    loop {
+        let budget = until_deadline(renewed).max(Duration::from_millis(100));
+        match tokio::time::timeout(budget, attempt(&api, &params, &mut observed)).await {
+            Ok(Ok(Held::ByUs)) => renewed = Some(Instant::now()),
+            Ok(Ok(Held::ByOther)) => renewed = None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, lease = %params.name, "leader election: the Lease could not be read or written")
+            }
+            Err(_) => {
+                tracing::warn!(lease = %params.name, "leader election: the API server did not answer in time")
+            }
+        }
+        let leading = renewed.is_some_and(|t| t.elapsed() < renew_deadline);
+        if leadership.set(leading) {
+            tracing::info!(identity = %params.identity, leading, "leadership changed");
+        }
+        metrics.leader(&params.identity, leading);
+        let pause = if leading {
+            until_deadline(renewed)
+        } else {
+            retry
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    leadership.set(false);
+    metrics.leader(&params.identity, false);
+    if renewed.is_some()
+        && let Err(e) = release(&api, &params).await
+    {
+        tracing::warn!(error = %e, "leader election: could not hand the Lease back; the next leader waits for it to expire");
+    }
+}
+
+/// Renews the Lease, or takes it when it is free or has expired.
+async fn attempt(
+    api: &Api<Lease>,
+    params: &Params,
+    observed: &mut Option<Observed>,
+) -> kube::Result<Held> {
+    let now = MicroTime(Timestamp::now());
+    let Some(mut lease) = api.get_opt(&params.name).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(params.name.clone()),
+                namespace: Some(params.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(held_by(params, None, now)),
+        };
+        return written(api.create(&PostParams::default(), &lease).await);
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.clone().unwrap_or_default();
+    let record = (
+        spec.holder_identity.clone(),
+        spec.renew_time.as_ref().map(|t| t.0.to_string()),
+    );
+    if observed.as_ref().is_none_or(|o| o.record != record) {
+        *observed = Some(Observed {
+            record,
+            at: Instant::now(),
+        });
+    }
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(params.duration, Duration::from_secs);
+    let expired = observed.as_ref().is_some_and(|o| o.at.elapsed() > duration);
+    if holder == params.identity {
+        let mut renewed = spec;
+        renewed.renew_time = Some(now);
+        lease.spec = Some(renewed);
+    } else if holder.is_empty() || expired {
+        lease.spec = Some(held_by(params, Some(&spec), now));
+    } else {
+        return Ok(Held::ByOther);
+    }
+    // The resourceVersion read is the precondition: a Lease written since is not overwritten.
+    written(
+        api.replace(&params.name, &PostParams::default(), &lease)
+            .await,
+    )
+}
+
+/// The Lease held by this process from `now`, after `before`.
+fn held_by(params: &Params, before: Option<&LeaseSpec>, now: MicroTime) -> LeaseSpec {
+    let transitions = before.and_then(|s| s.lease_transitions).unwrap_or(0);
+    LeaseSpec {
+        holder_identity: Some(params.identity.clone()),
+        lease_duration_seconds: i32::try_from(params.duration.as_secs()).ok(),
+        acquire_time: Some(now.clone()),
+        renew_time: Some(now),
+        lease_transitions: Some(transitions.saturating_add(i32::from(before.is_some()))),
+        ..LeaseSpec::default()
+    }
+}
+
+/// A write lost to another writer (409, or 409-like on create) is someone else's hold.
+fn written(result: kube::Result<Lease>) -> kube::Result<Held> {
+    match result {
+        Ok(_) => Ok(Held::ByUs),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Held::ByOther),
+        Err(e) => Err(e),
+    }
+}
+
+/// Hands the Lease back: no holder, so the next candidate takes it at once.
+async fn release(api: &Api<Lease>, params: &Params) -> kube::Result<()> {
+    let Some(mut lease) = api.get_opt(&params.name).await? else {
+        return Ok(());
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return Ok(());
+    };
+    if spec.holder_identity.as_deref() != Some(params.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.renew_time = Some(MicroTime(Timestamp::now()));
+    api.replace(&params.name, &PostParams::default(), &lease)
+        .await?;
+    tracing::info!(identity = %params.identity, "handed the Lease back");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::ApiServer;
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/tollgate";
+
+    fn params(identity: &str) -> Params {
+        Params {
+            namespace: "ns".into(),
+            name: "tollgate".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(15),
+        }
+    }
+
+    fn holder(server: &ApiServer) -> Option<String> {
+        let lease = server.get(LEASE)?;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    }
+
+    #[tokio::test]
+    async fn one_holds_the_other_waits_and_a_lease_let_go_is_taken_at_once() {
+        let server = ApiServer::default();
+        let api: Api<Lease> = Api::namespaced(server.client(), "ns");
+        let (mut seen_a, mut seen_b) = (None, None);
+        let a = attempt(&api, &params("a"), &mut seen_a)
+            .await
+            .expect("answered");
+        assert_eq!(
+            (a, holder(&server).as_deref()),
+            (Held::ByUs, Some("a")),
+            "created and held"
+        );
+        let b = attempt(&api, &params("b"), &mut seen_b)
+            .await
+            .expect("answered");
+        assert_eq!(
+            b,
+            Held::ByOther,
+            "a Lease renewed within its duration is not taken"
+        );
+        let renewed = attempt(&api, &params("a"), &mut seen_a)
+            .await
+            .expect("answered");
+        assert_eq!(renewed, Held::ByUs);
+        // The holder hands it back (a graceful shutdown): the other takes it on its next look.
+        release(&api, &params("a")).await.expect("released");
+        assert_eq!(holder(&server), None);
+        let b = attempt(&api, &params("b"), &mut seen_b)
+            .await
+            .expect("answered");
+        assert_eq!((b, holder(&server).as_deref()), (Held::ByUs, Some("b")));
+        let transitions = server
+            .get(LEASE)
+            .map(|l| l["spec"]["leaseTransitions"].clone());
+        assert_eq!(transitions, Some(serde_json::json!(1)));
+    }
+
+    #[tokio::test]
+    async fn a_lease_unchanged_for_its_duration_by_our_own_clock_is_taken() {
+        let server = ApiServer::default();
+        let api: Api<Lease> = Api::namespaced(server.client(), "ns");
+        attempt(&api, &params("a"), &mut None)
+            .await
+            .expect("answered");
+        // b first saw this very record a full duration ago, and it has not changed since.
+        let record = server.get(LEASE).map(|l| {
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            (
+                text(&l["spec"]["holderIdentity"]),
+                text(&l["spec"]["renewTime"]),
+            )
+        });
+        let Some(at) = Instant::now().checked_sub(Duration::from_secs(16)) else {
+            return; // a monotonic clock younger than the duration cannot say "a while ago"
+        };
+        let mut seen = record.map(|record| Observed { record, at });
+        let b = attempt(&api, &params("b"), &mut seen)
+            .await
+            .expect("answered");
+        assert_eq!((b, holder(&server).as_deref()), (Held::ByUs, Some("b")));
+    }
+
+    #[tokio::test]
+    async fn two_racing_for_one_lease_never_both_win() {
+        let server = ApiServer::default();
+        let api: Api<Lease> = Api::namespaced(server.client(), "ns");
+        attempt(&api, &params("a"), &mut None)
+            .await
+            .expect("answered");
+        release(&api, &params("a")).await.expect("released");
+        // b and c both read the free Lease; the second write carries a stale resourceVersion.
+        let mut lease = api.get("tollgate").await.expect("read");
+        let free = lease.clone();
+        lease.spec = Some(held_by(
+            &params("b"),
+            free.spec.as_ref(),
+            MicroTime(Timestamp::now()),
+        ));
+        let b = written(
+            api.replace("tollgate", &PostParams::default(), &lease)
+                .await,
+        );
+        let mut late = free;
+        late.spec = Some(held_by(&params("c"), None, MicroTime(Timestamp::now())));
+        let c = written(api.replace("tollgate", &PostParams::default(), &late).await);
+        assert_eq!((b.ok(), c.ok()), (Some(Held::ByUs), Some(Held::ByOther)));
+        assert_eq!(holder(&server).as_deref(), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn a_holder_cut_off_from_the_api_server_stops_leading_before_its_lease_can_be_taken() {
+        let server = ApiServer::default();
+        let leadership = Leadership::elected();
+        let (stop, stopped) = watch::channel(false);
+        let p = Params {
+            duration: Duration::from_secs(3),
+            ..params("a")
+        };
+        let metrics = Arc::new(Metrics::default());
+        let election = tokio::spawn(run(
+            server.client(),
+            p,
+            leadership.clone(),
+            metrics,
+            stopped,
+        ));
+        let mut changes = leadership.changes();
+        let led = tokio::time::timeout(Duration::from_secs(2), changes.wait_for(|l| *l))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(led, "leads a free Lease");
+        let cut = Instant::now();
+        server.silence(true);
+        let lost = tokio::time::timeout(Duration::from_secs(5), changes.wait_for(|l| !*l))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(lost, "stops leading");
+        // Renewed at most a quarter duration (0.75 s) before the cut, the Lease can be taken
+        // no sooner than 3 s after that renewal, 2.25 s after the cut: it stopped before.
+        let after = cut.elapsed();
+        assert!(
+            after < Duration::from_millis(2250),
+            "stopped leading {after:?} after the cut"
+        );
+        let _ = stop.send(true);
+        election.abort();
+    }
+}

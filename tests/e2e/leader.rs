@@ -1,0 +1,174 @@
+//! Two replicas with leader election, from the binary as it runs: exactly one acts, and when the
+//! leader is killed mid-pause the other takes over within the Lease duration, keeps the pause's
+//! pass streak, and promotes exactly once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tollgate::api::{GatePhase, Phase};
+
+use crate::support::controller::{Tollgate, metric_sum};
+use crate::support::scenario::{MODELS, Scenario};
+use crate::support::traffic::Behaviour;
+use crate::support::{STEP_TIMEOUT, wait_for};
+
+const LEASE_DURATION: &str = "6s";
+
+async fn replica(namespace: &str, identity: &str) -> Tollgate {
+    let args = [
+        "--leader-elect",
+        "--lease-namespace",
+        "tollgate-system",
+        "--lease-name",
+        namespace,
+        "--lease-duration",
+        LEASE_DURATION,
+        "--instance",
+        identity,
+    ];
+    Tollgate::start_with(namespace, &args).await
+}
+
+async fn leading(t: &Tollgate) -> bool {
+    metric_sum(&t.metrics().await, "tollgate_leader{") == 1.0
+}
+
+#[tokio::test]
+async fn the_leader_killed_mid_pause_is_replaced_and_the_pause_promoted_once() {
+    let mut s = Scenario::new("leader").await;
+    if let Some(t) = s.tollgate.take() {
+        t.stop().await;
+    }
+    let ns = s.ns.name.clone();
+    let mut replicas = vec![replica(&ns, "a").await, replica(&ns, "b").await];
+    wait_for("exactly one leader", STEP_TIMEOUT, || async {
+        let a = leading(&replicas[0]).await;
+        let b = leading(&replicas[1]).await;
+        if a != b {
+            Ok(())
+        } else {
+            Err(format!("a leads: {a}, b leads: {b}"))
+        }
+    })
+    .await;
+    let name = "litellm";
+    let gate = s.gate(
+        name,
+        json!([s.error_rate_check(0.05, 5.0)]),
+        json!({"requiredPasses": 5}),
+    );
+    s.canary_with_gate(name, Behaviour::healthy(MODELS), gate)
+        .await;
+    s.ns.bump_revision(name, "v2").await;
+    let before = s
+        .wait_entry("litellm-gate", name, "a pass at step 1", |e| {
+            e.step == Some(1) && e.pass_streak >= 1
+        })
+        .await;
+    let leader = if leading(&replicas[0]).await { 0 } else { 1 };
+    let idle = &replicas[1 - leader].metrics().await;
+    for work in [
+        "tollgate_evaluations_total",
+        "tollgate_source_request_duration_seconds_count",
+    ] {
+        assert_eq!(
+            metric_sum(idle, work),
+            0.0,
+            "a standby does nothing: {work}"
+        );
+    }
+    let killed = Instant::now();
+    replicas.remove(leader).stop().await;
+    let standby = &replicas[0];
+    wait_for("the standby to lead", STEP_TIMEOUT, || async {
+        if leading(standby).await {
+            Ok(())
+        } else {
+            Err("still standing by".into())
+        }
+    })
+    .await;
+    let took_over = killed.elapsed();
+    let after = s
+        .wait_entry(
+            "litellm-gate",
+            name,
+            "an evaluation by the new leader",
+            |e| e.step != Some(1) || e.evaluations > before.evaluations,
+        )
+        .await;
+    if after.step == Some(1) && after.phase == GatePhase::Evaluating {
+        assert!(
+            after.pass_streak > before.pass_streak,
+            "the streak goes on: {before:?} -> {after:?}"
+        );
+    }
+    let first_action = killed.elapsed();
+    s.ns.wait_phase(name, "Healthy", |p| *p == Phase::Healthy)
+        .await;
+    let promoted = s.wait_notes(name, "Promoted", 2).await;
+    assert_eq!(
+        promoted.len(),
+        2,
+        "exactly one promotion per pause: {promoted:?}"
+    );
+    assert!(
+        promoted[0].contains("step 1") && promoted[1].contains("step 3"),
+        "{promoted:?}"
+    );
+    assert!(
+        took_over <= Duration::from_secs(6) + Duration::from_secs(6),
+        "took over {took_over:?} after the kill; the Lease lasts {LEASE_DURATION}"
+    );
+    println!(
+        "failover: leader killed -> standby leading in {:.1} s, first evaluation in {:.1} s (Lease {LEASE_DURATION})",
+        took_over.as_secs_f64(),
+        first_action.as_secs_f64()
+    );
+    s.tollgate = replicas.pop();
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_leader_shut_down_hands_the_lease_over_at_once() {
+    let mut s = Scenario::new("handover").await;
+    if let Some(t) = s.tollgate.take() {
+        t.stop().await;
+    }
+    let ns = s.ns.name.clone();
+    let mut replicas = vec![replica(&ns, "a").await, replica(&ns, "b").await];
+    wait_for("exactly one leader", STEP_TIMEOUT, || async {
+        let a = leading(&replicas[0]).await;
+        let b = leading(&replicas[1]).await;
+        if a != b {
+            Ok(())
+        } else {
+            Err(format!("a leads: {a}, b leads: {b}"))
+        }
+    })
+    .await;
+    let leader = if leading(&replicas[0]).await { 0 } else { 1 };
+    let stopped = Instant::now();
+    replicas.remove(leader).terminate().await;
+    let standby = &replicas[0];
+    wait_for("the standby to lead", STEP_TIMEOUT, || async {
+        if leading(standby).await {
+            Ok(())
+        } else {
+            Err("still standing by".into())
+        }
+    })
+    .await;
+    let took_over = stopped.elapsed();
+    // The Lease was handed back: no waiting out its 6 s (the standby looks every 1.5 s).
+    assert!(
+        took_over < Duration::from_secs(5),
+        "took over after {took_over:?}"
+    );
+    println!(
+        "handover: leader shut down -> standby leading in {:.1} s",
+        took_over.as_secs_f64()
+    );
+    s.tollgate = replicas.pop();
+    s.finish().await;
+}

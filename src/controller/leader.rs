@@ -164,10 +164,7 @@ async fn attempt(
     };
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.clone().unwrap_or_default();
-    let record = (
-        spec.holder_identity.clone(),
-        spec.renew_time.as_ref().map(|t| t.0.to_string()),
-    );
+    let record = record_of(&spec);
     if observed.as_ref().is_none_or(|o| o.record != record) {
         *observed = Some(Observed {
             record,
@@ -193,6 +190,12 @@ async fn attempt(
         api.replace(&params.name, &PostParams::default(), &lease)
             .await,
     )
+}
+
+/// What tells one version of a Lease record from another: its holder and last renewal.
+fn record_of(spec: &LeaseSpec) -> (Option<String>, Option<String>) {
+    let renewed = spec.renew_time.as_ref().map(|t| t.0.to_string());
+    (spec.holder_identity.clone(), renewed)
 }
 
 /// The Lease held by this process from `now`, after `before`.
@@ -303,13 +306,8 @@ mod tests {
             .await
             .expect("answered");
         // b first saw this very record a full duration ago, and it has not changed since.
-        let record = server.get(LEASE).map(|l| {
-            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
-            (
-                text(&l["spec"]["holderIdentity"]),
-                text(&l["spec"]["renewTime"]),
-            )
-        });
+        let lease = api.get("tollgate").await.expect("read");
+        let record = lease.spec.as_ref().map(record_of);
         let Some(at) = Instant::now().checked_sub(Duration::from_secs(16)) else {
             return; // a monotonic clock younger than the duration cannot say "a while ago"
         };

@@ -75,20 +75,7 @@ pub async fn run(config: Config) -> Result<()> {
         context.leadership = Leadership::elected();
     }
     let ctx = Arc::new(context);
-    let (stop_election, stopped) = tokio::sync::watch::channel(false);
-    let election = match config.leader {
-        Some(params) => Some(tokio::spawn(leader::run(
-            client.clone(),
-            params,
-            ctx.leadership.clone(),
-            ctx.metrics.clone(),
-            stopped,
-        ))),
-        None => {
-            ctx.metrics.leader(&config.instance, true);
-            None
-        }
-    };
+    let (stop_election, election) = start_election(config.leader, &config.instance, &client, &ctx);
     let health = Health {
         metrics: ctx.metrics.clone(),
         ready: Arc::new(Default::default()),
@@ -134,6 +121,33 @@ pub async fn run(config: Config) -> Result<()> {
     }
     server.abort();
     Ok(())
+}
+
+/// Runs for leadership when asked to (see [`leader`]); the sender stops the election, which
+/// hands the Lease back.
+fn start_election(
+    params: Option<leader::Params>,
+    instance: &str,
+    client: &Client,
+    ctx: &Arc<Context>,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let Some(params) = params else {
+        ctx.metrics.leader(instance, true);
+        return (stop, None);
+    };
+    let leadership = ctx.leadership.clone();
+    let election = leader::run(
+        client.clone(),
+        params,
+        leadership,
+        ctx.metrics.clone(),
+        stopped,
+    );
+    (stop, Some(tokio::spawn(election)))
 }
 
 /// Becoming leader, every Rollout is looked at (a standby has looked at none); ceasing to lead,

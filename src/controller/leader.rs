@@ -101,6 +101,7 @@ pub async fn run(
     let mut observed: Option<Observed> = None;
     let mut renewed: Option<Instant> = None;
     // No step, not even one the API server does not answer, may carry a holder past its deadline.
+    // While leading, no step (an unanswered request included) runs past the deadline.
     let until_deadline = |renewed: Option<Instant>| {
         renewed.map_or(retry, |t| {
             (t + renew_deadline)
@@ -108,8 +109,19 @@ pub async fn run(
                 .min(retry)
         })
     };
+    let publish = |leading: bool| {
+        if leadership.set(leading) {
+            tracing::info!(identity = %params.identity, leading, "leadership changed");
+        }
+        metrics.leader(&params.identity, leading);
+    };
     loop {
-        let budget = until_deadline(renewed).max(Duration::from_millis(100));
+        // Past its deadline, a holder stops leading before it asks again.
+        if renewed.is_some_and(|t| t.elapsed() >= renew_deadline) {
+            renewed = None;
+            publish(false);
+        }
+        let budget = until_deadline(renewed);
         match tokio::time::timeout(budget, attempt(&api, &params, &mut observed)).await {
             Ok(Ok(Held::ByUs)) => renewed = Some(Instant::now()),
             Ok(Ok(Held::ByOther)) => renewed = None,
@@ -120,18 +132,9 @@ pub async fn run(
                 tracing::warn!(lease = %params.name, "leader election: the API server did not answer in time")
             }
         }
-        let leading = renewed.is_some_and(|t| t.elapsed() < renew_deadline);
-        if leadership.set(leading) {
-            tracing::info!(identity = %params.identity, leading, "leadership changed");
-        }
-        metrics.leader(&params.identity, leading);
-        let pause = if leading {
-            until_deadline(renewed)
-        } else {
-            retry
-        };
+        publish(renewed.is_some_and(|t| t.elapsed() < renew_deadline));
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(until_deadline(renewed)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
     }
@@ -351,7 +354,7 @@ mod tests {
         let leadership = Leadership::elected();
         let (stop, stopped) = watch::channel(false);
         let p = Params {
-            duration: Duration::from_secs(3),
+            duration: Duration::from_secs(6),
             ..params("a")
         };
         let metrics = Arc::new(Metrics::default());
@@ -369,15 +372,16 @@ mod tests {
         assert!(led, "leads a free Lease");
         let cut = Instant::now();
         server.silence(true);
-        let lost = tokio::time::timeout(Duration::from_secs(5), changes.wait_for(|l| !*l))
+        let lost = tokio::time::timeout(Duration::from_secs(8), changes.wait_for(|l| !*l))
             .await
             .is_ok_and(|r| r.is_ok());
         assert!(lost, "stops leading");
-        // Renewed at most a quarter duration (0.75 s) before the cut, the Lease can be taken
-        // no sooner than 3 s after that renewal, 2.25 s after the cut: it stopped before.
+        // Renewed at most a quarter duration (1.5 s) before the cut, the Lease can be taken no
+        // sooner than 6 s after that renewal, 4.5 s after the cut; it stops 4 s (2/3) after the
+        // renewal, so by 4 s after the cut.
         let after = cut.elapsed();
         assert!(
-            after < Duration::from_millis(2250),
+            after < Duration::from_millis(4500),
             "stopped leading {after:?} after the cut"
         );
         let _ = stop.send(true);

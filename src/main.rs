@@ -59,6 +59,15 @@ enum Command {
     Logmetrics(Box<tollgate_logmetrics::LogmetricsArgs>),
 }
 
+/// `instance`, made unique to this process: two replicas given the same name (or none) must
+/// never both take themselves for the Lease's holder.
+fn unique(instance: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{instance}-{:x}{:08x}", std::process::id(), nanos)
+}
+
 /// A Lease duration: a duration such as `15s`, of at least 3 s (renewed every quarter of it).
 fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
     let d = tollgate::api::Duration::parse(text)
@@ -106,7 +115,7 @@ fn main() -> ExitCode {
                 leader: leader_elect.then(|| tollgate::controller::leader::Params {
                     namespace: lease_namespace,
                     name: lease_name,
-                    identity: instance.clone(),
+                    identity: unique(&instance),
                     duration: lease_duration,
                 }),
                 listen,
@@ -147,6 +156,14 @@ fn run(format: LogFormat, config: tollgate::controller::Config) -> tollgate::Res
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    #[test]
+    fn two_processes_of_one_name_hold_the_lease_as_two() {
+        let a = super::unique("tollgate");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let b = super::unique("tollgate");
+        assert!(a.starts_with("tollgate-") && a != b, "{a} {b}");
+    }
 
     /// Every subcommand's flags are consistent (clap checks names, defaults and env fallbacks).
     #[test]

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub probe_requests: Family<ProbeLabels, Counter>,
     /// 1 while this instance leads (always, without leader election).
     pub leading: Family<InstanceLabels, Gauge>,
+    pub leader_election_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -74,6 +75,7 @@ impl Default for Metrics {
             malformed_rollouts: Counter::default(),
             probe_requests: Family::default(),
             leading: Family::default(),
+            leader_election_errors: Counter::default(),
         };
         m.register();
         m
@@ -137,6 +139,11 @@ impl Metrics {
             "leader",
             "1 while this instance leads (acts); 0 while it stands by",
             m.leading.clone(),
+        );
+        m.registry.register(
+            "leader_election_errors",
+            "Lease reads and writes that failed (RBAC, namespace, API server); no leader follows",
+            m.leader_election_errors.clone(),
         );
     }
 

@@ -20,6 +20,9 @@ use crate::compile::Pauses;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
+/// Why a patch was not sent: another instance may lead by now.
+const NOT_LEADING: &str = "this instance no longer leads";
+
 /// The field manager tollgate's writes are recorded under.
 pub const FIELD_MANAGER: &str = "tollgate";
 
@@ -122,8 +125,12 @@ pub async fn at_pause(
     target: Target<'_>,
     action: Actuation,
     metrics: &Metrics,
+    leading: &(dyn Fn() -> bool + Sync),
 ) -> Result<Outcome> {
     let api: Api<Rollout> = Api::namespaced(client.clone(), &seen.namespace().unwrap_or_default());
+    if !leading() {
+        return Ok(Outcome::Refused(NOT_LEADING.into()));
+    }
     let outcome = once(&api, seen, action).await?;
     if outcome != Outcome::Conflict {
         return Ok(outcome);
@@ -139,6 +146,9 @@ pub async fn at_pause(
     .is_some_and(|now| now == *target.pause);
     if !same {
         return Ok(Outcome::Conflict);
+    }
+    if !leading() {
+        return Ok(Outcome::Refused(NOT_LEADING.into()));
     }
     let outcome = once(&api, &fresh, action).await?;
     if outcome == Outcome::Conflict {
@@ -265,9 +275,16 @@ mod tests {
                 gate: &gate,
             };
             let metrics = Arc::new(Metrics::default());
-            let outcome = at_pause(&server.client(), seen, target, Actuation::Promote, &metrics)
-                .await
-                .expect("the server answers");
+            let outcome = at_pause(
+                &server.client(),
+                seen,
+                target,
+                Actuation::Promote,
+                &metrics,
+                &|| true,
+            )
+            .await
+            .expect("the server answers");
             (server, outcome, metrics)
         }
 

@@ -82,6 +82,11 @@ impl Context {
         writers.entry(uid).or_default().clone()
     }
 
+    /// The term this process leads in, if it leads.
+    pub fn leading(&self) -> Option<u64> {
+        self.leadership.is_leading().then(|| self.leadership.term())
+    }
+
     /// Asks the controller to reconcile `rollout` now.
     pub fn wake(&self, rollout: &Rollout) {
         let target =

@@ -33,42 +33,99 @@ pub struct Params {
     pub duration: Duration,
 }
 
-/// Whether this process leads. Without an election it always does.
+/// Whether this process leads, and in which term. Without an election it always does, in
+/// term 0. A term begins each time leadership is won: what was started in an earlier term (a
+/// tracker, a reconcile still running) is not carried into a later one.
 #[derive(Clone)]
 pub struct Leadership {
-    leading: Arc<watch::Sender<bool>>,
+    state: Arc<watch::Sender<State>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct State {
+    /// `None`: not leading. Otherwise the moment leading ends unless renewed, by this process's
+    /// monotonic clock (`None` inside: for as long as the process runs).
+    until: Option<Option<Instant>>,
+    term: u64,
 }
 
 impl Leadership {
     /// No election: this process is the only one and always leads.
     pub fn sole() -> Leadership {
+        let state = State {
+            until: Some(None),
+            term: 0,
+        };
         Leadership {
-            leading: Arc::new(watch::channel(true).0),
+            state: Arc::new(watch::channel(state).0),
         }
     }
 
     /// Leads only once an election says so.
     pub fn elected() -> Leadership {
+        let state = State {
+            until: None,
+            term: 0,
+        };
         Leadership {
-            leading: Arc::new(watch::channel(false).0),
+            state: Arc::new(watch::channel(state).0),
         }
     }
 
+    /// Leading now: told so, and not past the moment it ends unless renewed (so a step that
+    /// asks just before it writes never writes after the deadline, whatever the election task
+    /// is doing).
     pub fn is_leading(&self) -> bool {
-        *self.leading.borrow()
+        match self.state.borrow().until {
+            Some(Some(until)) => Instant::now() < until,
+            Some(None) => true,
+            None => false,
+        }
     }
 
-    /// Every change, from now on.
+    /// The current term (see [`Leadership`]).
+    pub fn term(&self) -> u64 {
+        self.state.borrow().term
+    }
+
+    /// Every change of leadership, from now on.
     pub fn changes(&self) -> watch::Receiver<bool> {
-        self.leading.subscribe()
+        let (tx, rx) = watch::channel(self.is_leading());
+        let mut states = self.state.subscribe();
+        tokio::spawn(async move {
+            while states.changed().await.is_ok() {
+                let leading = states.borrow_and_update().until.is_some();
+                // Each won term is news, even if the last loss was missed in between.
+                tx.send_replace(leading);
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        rx
     }
 
-    fn set(&self, leading: bool) -> bool {
-        self.leading.send_if_modified(|now| {
-            let changed = *now != leading;
-            *now = leading;
-            changed
+    /// Leading until `until` (`None`: not leading). Whether that begins or ends leadership.
+    fn set(&self, until: Option<Instant>) -> bool {
+        self.state.send_if_modified(|now| {
+            let was = now.until.is_some();
+            if !was && until.is_some() {
+                now.term += 1;
+            }
+            now.until = until.map(Some);
+            // A renewal moves `until` without news: only a change of leadership is sent.
+            was != until.is_some()
         })
+    }
+}
+
+/// Takes leadership away when dropped: an election task that ends, even by a panic, never
+/// leaves its process leading.
+struct Resign(Leadership);
+
+impl Drop for Resign {
+    fn drop(&mut self) {
+        self.0.set(None);
     }
 }
 
@@ -109,8 +166,11 @@ pub async fn run(
                 .min(retry)
         })
     };
-    let publish = |leading: bool| {
-        if leadership.set(leading) {
+    let _resign = Resign(leadership.clone());
+    let publish = |renewed: Option<Instant>| {
+        let until = renewed.map(|t| t + renew_deadline);
+        let leading = until.is_some();
+        if leadership.set(until) {
             tracing::info!(identity = %params.identity, leading, "leadership changed");
         }
         metrics.leader(&params.identity, leading);
@@ -119,26 +179,30 @@ pub async fn run(
         // Past its deadline, a holder stops leading before it asks again.
         if renewed.is_some_and(|t| t.elapsed() >= renew_deadline) {
             renewed = None;
-            publish(false);
+            publish(None);
         }
         let budget = until_deadline(renewed);
+        // The Lease a renewal writes counts from before the request: its reply may be late.
+        let asked = Instant::now();
         match tokio::time::timeout(budget, attempt(&api, &params, &mut observed)).await {
-            Ok(Ok(Held::ByUs)) => renewed = Some(Instant::now()),
+            Ok(Ok(Held::ByUs)) => renewed = Some(asked),
             Ok(Ok(Held::ByOther)) => renewed = None,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, lease = %params.name, "leader election: the Lease could not be read or written")
+                metrics.leader_election_errors.inc();
+                tracing::error!(error = %e, lease = %params.name, namespace = %params.namespace,
+                    "leader election: the Lease could not be read or written (RBAC? namespace?); this instance does not lead")
             }
             Err(_) => {
                 tracing::warn!(lease = %params.name, "leader election: the API server did not answer in time")
             }
         }
-        publish(renewed.is_some_and(|t| t.elapsed() < renew_deadline));
+        publish(renewed.filter(|t| t.elapsed() < renew_deadline));
         tokio::select! {
             _ = tokio::time::sleep(until_deadline(renewed)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    leadership.set(false);
+    leadership.set(None);
     metrics.leader(&params.identity, false);
     if renewed.is_some()
         && let Err(e) = release(&api, &params).await
@@ -182,6 +246,8 @@ async fn attempt(
     if holder == params.identity {
         let mut renewed = spec;
         renewed.renew_time = Some(now);
+        // Candidates time the Lease by what it says: it says what this holder times itself by.
+        renewed.lease_duration_seconds = seconds(params.duration);
         lease.spec = Some(renewed);
     } else if holder.is_empty() || expired {
         lease.spec = Some(held_by(params, Some(&spec), now));
@@ -206,12 +272,17 @@ fn held_by(params: &Params, before: Option<&LeaseSpec>, now: MicroTime) -> Lease
     let transitions = before.and_then(|s| s.lease_transitions).unwrap_or(0);
     LeaseSpec {
         holder_identity: Some(params.identity.clone()),
-        lease_duration_seconds: i32::try_from(params.duration.as_secs()).ok(),
+        lease_duration_seconds: seconds(params.duration),
         acquire_time: Some(now.clone()),
         renew_time: Some(now),
         lease_transitions: Some(transitions.saturating_add(i32::from(before.is_some()))),
         ..LeaseSpec::default()
     }
+}
+
+/// A duration in whole seconds, rounded up (a Lease never says less than is meant).
+fn seconds(d: Duration) -> Option<i32> {
+    i32::try_from(d.as_millis().div_ceil(1000)).ok()
 }
 
 /// A write lost to another writer (409, or 409-like on create) is someone else's hold.
@@ -386,5 +457,50 @@ mod tests {
         );
         let _ = stop.send(true);
         election.abort();
+    }
+
+    #[tokio::test]
+    async fn leading_ends_by_itself_at_its_deadline_and_each_win_is_a_new_term() {
+        let l = Leadership::elected();
+        assert!(!l.is_leading());
+        l.set(Some(Instant::now() + Duration::from_millis(50)));
+        assert!(l.is_leading());
+        assert_eq!(l.term(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            !l.is_leading(),
+            "past its deadline, whatever the election task does"
+        );
+        l.set(Some(Instant::now() + Duration::from_secs(5)));
+        assert_eq!(l.term(), 1, "a renewal is the same term");
+        l.set(None);
+        l.set(Some(Instant::now() + Duration::from_secs(5)));
+        assert_eq!(l.term(), 2, "won again: a new term");
+        let sole = Leadership::sole();
+        assert!(sole.is_leading() && sole.term() == 0);
+    }
+
+    #[tokio::test]
+    async fn a_renewal_says_the_duration_its_holder_times_itself_by() {
+        let server = ApiServer::default();
+        let api: Api<Lease> = Api::namespaced(server.client(), "ns");
+        attempt(&api, &params("a"), &mut None)
+            .await
+            .expect("answered");
+        let mut lease = api.get("tollgate").await.expect("read");
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.lease_duration_seconds = Some(1);
+        }
+        api.replace("tollgate", &PostParams::default(), &lease)
+            .await
+            .expect("edited");
+        attempt(&api, &params("a"), &mut None)
+            .await
+            .expect("answered");
+        let said = server
+            .get(LEASE)
+            .map(|l| l["spec"]["leaseDurationSeconds"].clone());
+        assert_eq!(said, Some(serde_json::json!(15)));
+        assert_eq!(seconds(Duration::from_millis(1500)), Some(2), "rounded up");
     }
 }

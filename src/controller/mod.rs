@@ -75,6 +75,8 @@ pub async fn run(config: Config) -> Result<()> {
         context.leadership = Leadership::elected();
     }
     let ctx = Arc::new(context);
+    // Subscribed before the election starts, so no change is missed.
+    let leadership = ctx.leadership.changes();
     let (stop_election, election) = start_election(config.leader, &config.instance, &client, &ctx);
     let health = Health {
         metrics: ctx.metrics.clone(),
@@ -98,7 +100,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let rollouts = controller.store();
     tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
-    tokio::spawn(follow_leadership(ctx.clone(), rollouts.clone()));
+    tokio::spawn(follow_leadership(ctx.clone(), rollouts.clone(), leadership));
     tokio::spawn(ready_once_synced(
         gates,
         rollouts.clone(),
@@ -152,16 +154,19 @@ fn start_election(
 
 /// Becoming leader, every Rollout is looked at (a standby has looked at none); ceasing to lead,
 /// every pause's tracker goes at once, and with it every probe and gathering.
-async fn follow_leadership(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) {
-    let mut changes = ctx.leadership.changes();
+async fn follow_leadership(
+    ctx: Arc<Context>,
+    rollouts: Store<DeserializeGuard<Rollout>>,
+    mut changes: tokio::sync::watch::Receiver<bool>,
+) {
     while changes.changed().await.is_ok() {
         let leading = *changes.borrow_and_update();
+        // Whatever the change, nothing of an earlier term is kept.
+        ctx.trackers.retain(|_| false);
         if leading {
             for r in rollouts.state().iter().filter_map(|r| r.0.as_ref().ok()) {
                 ctx.wake(r);
             }
-        } else {
-            ctx.trackers.retain(|_| false);
         }
     }
 }

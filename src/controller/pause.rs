@@ -24,6 +24,7 @@ use crate::decision::{self, AtPause, CheckResult, Decision, History, Verdict};
 use crate::evidence::probe::{self, ProbeRun};
 
 const CONFLICT: &str = "the Rollout changed after the evidence was read (409 Conflict)";
+const NOT_LEADING: &str = "this instance no longer leads";
 /// How old a pause must be before its first evaluation (see `gather`'s evaluation instant, a
 /// second back, with room for clocks a little apart).
 const FIRST_LOOK: Duration = Duration::from_secs(2);
@@ -54,7 +55,7 @@ pub async fn at_pause(
     let mut tracker = tracker_for(rollout, gate, compiled, pause, entry.as_ref(), ctx).await;
     if tracker.finished.is_some() {
         tracker.probe = None;
-        ctx.trackers.put(k, tracker);
+        ctx.trackers.keep(k, tracker, ctx.leading());
         return Ok(Action::await_change());
     }
     let own = match tracker.pause.step {
@@ -64,18 +65,18 @@ pub async fn at_pause(
     let others = rollout.other_pauses(own);
     if !others.is_empty() {
         let outcome = held_by_others(rollout, gate, &mut tracker, entry, &others, ctx).await;
-        ctx.trackers.put(k, tracker);
+        ctx.trackers.keep(k, tracker, ctx.leading());
         return outcome.map(|_| Action::requeue(compiled.cadence.interval));
     }
     if tracker.probe.is_none() {
         start_probe(rollout, compiled, &mut tracker, ctx);
     }
     if let Some(wait) = not_yet(&mut tracker) {
-        ctx.trackers.put(k, tracker);
+        ctx.trackers.keep(k, tracker, ctx.leading());
         return Ok(Action::requeue(wait));
     }
     let Some((seen, results)) = gathered(rollout, gate, built, compiled, &mut tracker, ctx) else {
-        ctx.trackers.put(k, tracker);
+        ctx.trackers.keep(k, tracker, ctx.leading());
         // The gathering wakes the Rollout when it is done; this is only a backstop.
         return Ok(Action::requeue(GATHERING_BACKSTOP));
     };
@@ -86,7 +87,7 @@ pub async fn at_pause(
         entry: entry.as_ref(),
     };
     let outcome = evaluate(&at, &mut tracker, results, ctx).await;
-    ctx.trackers.put(k, tracker);
+    ctx.trackers.keep(k, tracker, ctx.leading());
     outcome
 }
 
@@ -102,7 +103,8 @@ async fn tracker_for(
 ) -> Tracker {
     let place = pause_name(&rollout.name_any(), pause.step, &pause.revision);
     let changed = effect::gate_changed(&place, pause.gate_generation);
-    let (tracker, note) = match ctx.trackers.get(&key(rollout)) {
+    let term = ctx.leadership.term();
+    let (mut tracker, note) = match ctx.trackers.get(&key(rollout)).filter(|t| t.term == term) {
         Some(t) if t.pause == pause => (t, None),
         Some(t) if t.pause.same_pause(&pause) => (Tracker::fresh(pause), Some(changed)),
         _ => match Tracker::resume(pause, entry, compiled.cadence.interval, ago) {
@@ -119,6 +121,7 @@ async fn tracker_for(
     if let Some(note) = note {
         record::note(ctx, rollout, gate, note).await;
     }
+    tracker.term = term;
     tracker
 }
 
@@ -274,6 +277,9 @@ async fn act(
     decided: Instant,
     ctx: &Context,
 ) -> Result<Outcome> {
+    if ctx.leading() != Some(tracker.term) {
+        return Ok(Outcome::Refused(NOT_LEADING.into()));
+    }
     let record = GatedRollout {
         phase: at.entry.map_or(GatePhase::Evaluating, |e| e.phase),
         since: at.entry.and_then(|e| e.since.clone()),
@@ -288,8 +294,17 @@ async fn act(
         pauses: &at.compiled.pauses,
         gate: at.gate,
     };
-    let outcome =
-        actuate::at_pause(&ctx.client, at.rollout, target, actuation, &ctx.metrics).await?;
+    let term = tracker.term;
+    let still = || ctx.leading() == Some(term);
+    let outcome = actuate::at_pause(
+        &ctx.client,
+        at.rollout,
+        target,
+        actuation,
+        &ctx.metrics,
+        &still,
+    )
+    .await?;
     if let Outcome::Applied(sent) = outcome {
         tracker.stale_streak = 0;
         if ctx.crash_after_acting {

@@ -172,7 +172,7 @@ async fn away_from_pause(
             actuate::nudge(&ctx.client, rollout).await?;
             t.nudged = true;
         }
-        ctx.trackers.put(k, t);
+        ctx.trackers.keep(k, t, ctx.leading());
         return Ok(Action::requeue(UNPAUSING_RECHECK));
     }
     let was_at_pause = previous.as_ref().is_some_and(GatedRollout::in_pause);

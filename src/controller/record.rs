@@ -166,6 +166,9 @@ pub fn invalid(gate: &RolloutGate, message: &str) -> Condition {
 /// and a Warning Event. Written through the untyped API, since the typed one cannot read the
 /// reply.
 pub async fn unreadable(ctx: &Context, gate: &RolloutGate, why: &str) -> Result<()> {
+    if !ctx.leadership.is_leading() {
+        return Ok(());
+    }
     let message = format!(
         "tollgate cannot read this RolloutGate, so it acts on no Rollout it may select until it is \
          fixed (a timed pause still ends by itself): {}",
@@ -260,6 +263,11 @@ async fn locked(ctx: &Context, gate: &RolloutGate, body: Value) -> Result<()> {
 }
 
 async fn send(ctx: &Context, gate: &RolloutGate, body: &Value) -> Result<()> {
+    // Another instance may lead by now: its record is not overwritten.
+    if !ctx.leadership.is_leading() {
+        tracing::debug!(gate = %gate.name_any(), "not leading; status write dropped");
+        return Ok(());
+    }
     let api: Api<RolloutGate> =
         Api::namespaced(ctx.client.clone(), &gate.namespace().unwrap_or_default());
     api.patch_status(
@@ -281,6 +289,9 @@ fn to_object(fields: &Fields) -> serde_json::Map<String, Value> {
 /// Publishes an Event on the Rollout and on the gate. Failures are logged, never fatal: Events
 /// are best-effort in Kubernetes.
 pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: Note) {
+    if !ctx.leadership.is_leading() {
+        return;
+    }
     publish(ctx, note, &[rollout.object_ref(&()), gate.object_ref(&())]).await;
 }
 

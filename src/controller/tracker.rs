@@ -61,6 +61,9 @@ pub struct Tracker {
     pub gathering: Option<Arc<Gathering>>,
     /// Decisions refused in a row because the Rollout changed under them.
     pub stale_streak: u32,
+    /// The leadership term it belongs to (see [`super::leader::Leadership`]): a tracker of
+    /// another term is never used, nor kept.
+    pub term: u64,
 }
 
 /// How long a controller may be away (a rolling restart, a leader failover) before the passes it
@@ -94,6 +97,7 @@ impl Tracker {
             probe: None,
             gathering: None,
             stale_streak: 0,
+            term: 0,
         }
     }
 
@@ -180,6 +184,16 @@ impl Trackers {
 
     pub fn put(&self, key: RolloutKey, tracker: Tracker) {
         self.map().insert(key, tracker);
+    }
+
+    /// Keeps the tracker if it belongs to the term `leading` names (`None`: not leading, so
+    /// nothing is kept). A reconcile that outlived its term leaves nothing behind.
+    pub fn keep(&self, key: RolloutKey, tracker: Tracker, leading: Option<u64>) {
+        if leading == Some(tracker.term) {
+            self.put(key, tracker);
+        } else {
+            self.forget(&key);
+        }
     }
 
     /// Drops the Rollout's tracker (stopping its probe); whether there was one.
@@ -370,5 +384,25 @@ mod tests {
         };
         assert_eq!(t.history, History::default());
         assert_eq!(t.finished, None);
+    }
+
+    #[test]
+    fn a_tracker_of_another_term_is_never_kept() {
+        let trackers = Trackers::default();
+        let k = ("ns".to_string(), "app".to_string());
+        let mut t = Tracker::fresh(key());
+        t.term = 3;
+        trackers.keep(k.clone(), t.clone(), Some(3));
+        assert!(trackers.get(&k).is_some());
+        trackers.keep(k.clone(), t.clone(), Some(4));
+        assert!(
+            trackers.get(&k).is_none(),
+            "a reconcile that outlived its term leaves nothing"
+        );
+        trackers.keep(k.clone(), t, None);
+        assert!(
+            trackers.get(&k).is_none(),
+            "nor does one that ends on a standby"
+        );
     }
 }

@@ -116,8 +116,9 @@ async fn the_leader_killed_mid_pause_is_replaced_and_the_pause_promoted_once() {
         promoted[0].contains("step 1") && promoted[1].contains("step 3"),
         "{promoted:?}"
     );
+    // Renewed at most 1.5 s before the kill, the Lease is free no sooner than 6 s after that.
     assert!(
-        took_over <= Duration::from_secs(6) + Duration::from_secs(6),
+        took_over >= Duration::from_millis(4500) && took_over <= Duration::from_secs(12),
         "took over {took_over:?} after the kill; the Lease lasts {LEASE_DURATION}"
     );
     println!(

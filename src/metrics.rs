@@ -115,6 +115,11 @@ impl Metrics {
             "Reconcile errors, by kind",
             m.reconcile_errors.clone(),
         );
+        m.register_actuation();
+    }
+
+    fn register_actuation(&mut self) {
+        let m = self;
         m.registry.register(
             "stale_decisions",
             "Promotes and aborts refused because the Rollout changed after the evidence was read",

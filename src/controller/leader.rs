@@ -157,7 +157,6 @@ pub async fn run(
     let renew_deadline = params.duration * 2 / 3;
     let mut observed: Option<Observed> = None;
     let mut renewed: Option<Instant> = None;
-    // No step, not even one the API server does not answer, may carry a holder past its deadline.
     // While leading, no step (an unanswered request included) runs past the deadline.
     let until_deadline = |renewed: Option<Instant>| {
         renewed.map_or(retry, |t| {
@@ -181,21 +180,14 @@ pub async fn run(
             renewed = None;
             publish(None);
         }
-        let budget = until_deadline(renewed);
-        // The Lease a renewal writes counts from before the request: its reply may be late.
-        let asked = Instant::now();
-        match tokio::time::timeout(budget, attempt(&api, &params, &mut observed)).await {
-            Ok(Ok(Held::ByUs)) => renewed = Some(asked),
-            Ok(Ok(Held::ByOther)) => renewed = None,
-            Ok(Err(e)) => {
-                metrics.leader_election_errors.inc();
-                tracing::error!(error = %e, lease = %params.name, namespace = %params.namespace,
-                    "leader election: the Lease could not be read or written (RBAC? namespace?); this instance does not lead")
-            }
-            Err(_) => {
-                tracing::warn!(lease = %params.name, "leader election: the API server did not answer in time")
-            }
-        }
+        let look = look(
+            &api,
+            &params,
+            &mut observed,
+            until_deadline(renewed),
+            &metrics,
+        );
+        renewed = look.await.unwrap_or(renewed);
         publish(renewed.filter(|t| t.elapsed() < renew_deadline));
         tokio::select! {
             _ = tokio::time::sleep(until_deadline(renewed)) => {}
@@ -208,6 +200,33 @@ pub async fn run(
         && let Err(e) = release(&api, &params).await
     {
         tracing::warn!(error = %e, "leader election: could not hand the Lease back; the next leader waits for it to expire");
+    }
+}
+
+/// One look at the Lease within `budget`: `Some(Some(asked))` when this process holds it (from
+/// the moment it asked: the reply may be late), `Some(None)` when another does, `None` when the
+/// look failed (and said why).
+async fn look(
+    api: &Api<Lease>,
+    params: &Params,
+    observed: &mut Option<Observed>,
+    budget: Duration,
+    metrics: &Metrics,
+) -> Option<Option<Instant>> {
+    let asked = Instant::now();
+    match tokio::time::timeout(budget, attempt(api, params, observed)).await {
+        Ok(Ok(Held::ByUs)) => Some(Some(asked)),
+        Ok(Ok(Held::ByOther)) => Some(None),
+        Ok(Err(e)) => {
+            metrics.leader_election_errors.inc();
+            tracing::error!(error = %e, lease = %params.name, namespace = %params.namespace,
+                "leader election: the Lease could not be read or written (RBAC? namespace?); this instance does not lead");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(lease = %params.name, "leader election: the API server did not answer in time");
+            None
+        }
     }
 }
 

@@ -223,18 +223,7 @@ async fn a_restart_mid_pause_resumes_and_never_double_promotes() {
             "resumed, not restarted: {before:?} -> {after:?}"
         );
     }
-    s.ns.wait_phase(name, "Healthy", |p| *p == Phase::Healthy)
-        .await;
-    let promoted = s.wait_notes(name, "Promoted", 2).await;
-    assert_eq!(
-        promoted.len(),
-        2,
-        "exactly one promotion per pause: {promoted:?}"
-    );
-    assert!(
-        promoted[0].contains("step 1") && promoted[1].contains("step 3"),
-        "{promoted:?}"
-    );
+    s.promoted_once_at_each_pause(name).await;
     s.finish().await;
 }
 

@@ -240,6 +240,24 @@ impl Scenario {
         }
     }
 
+    /// Waits for the canary of two pauses to finish, and checks it was promoted exactly once at
+    /// each: never twice, never a step skipped.
+    pub async fn promoted_once_at_each_pause(&self, name: &str) {
+        self.ns
+            .wait_phase(name, "Healthy", |p| *p == Phase::Healthy)
+            .await;
+        let promoted = self.wait_notes(name, "Promoted", 2).await;
+        assert_eq!(
+            promoted.len(),
+            2,
+            "exactly one promotion per pause: {promoted:?}"
+        );
+        assert!(
+            promoted[0].contains("step 1") && promoted[1].contains("step 3"),
+            "{promoted:?}"
+        );
+    }
+
     pub async fn finish(mut self) {
         if let Some(t) = self.traffic.take() {
             t.stop();

@@ -315,10 +315,7 @@ async fn a_gate_edited_while_the_controller_is_down_starts_over() {
 /// someone else's, and gates the next pause afresh.
 #[tokio::test]
 async fn a_crash_right_after_promoting_is_recorded_as_a_promote() {
-    let mut s = Scenario::new("fault-crash").await;
-    if let Some(t) = s.tollgate.take() {
-        t.stop().await;
-    }
+    let mut s = Scenario::without_tollgate("fault-crash").await;
     let mut crashing = Tollgate::start_with(&s.ns.name, &["--crash-after-acting"]).await;
     let gate = s.gate(NAME, json!([s.error_rate_check(0.05, 5.0)]), json!({}));
     s.canary_with_gate(NAME, healthy(), gate).await;
@@ -356,10 +353,7 @@ async fn a_crash_right_after_promoting_is_recorded_as_a_promote() {
 /// one every 2 s; that third keeps its cadence.
 #[tokio::test]
 async fn a_slow_source_does_not_delay_other_gates() {
-    let mut s = Scenario::new("fault-starve").await;
-    if let Some(t) = s.tollgate.take() {
-        t.stop().await;
-    }
+    let mut s = Scenario::without_tollgate("fault-starve").await;
     s.tollgate =
         Some(Tollgate::start_with(&s.ns.name, &["--max-concurrent-reconciles", "1"]).await);
     let proxy = FaultProxy::start().await;

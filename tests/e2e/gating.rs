@@ -59,6 +59,25 @@ async fn healthy_canary_is_promoted_through_both_pauses() {
     s.finish().await;
 }
 
+/// The canary was aborted at its first pause, once, naming the error-rate rule it broke, and Argo
+/// rolled it back.
+pub async fn assert_aborted_at_the_first_pause(
+    s: &Scenario,
+    name: &str,
+    stable: &str,
+    entry: &GatedRollout,
+) {
+    assert_eq!(entry.step, Some(1));
+    assert_rolled_back(s, name, stable).await;
+    let aborted = s.wait_notes(name, "Aborted", 1).await;
+    assert_eq!(aborted.len(), 1, "{aborted:?}");
+    assert!(
+        aborted[0].starts_with("aborted step 1 of litellm"),
+        "{aborted:?}"
+    );
+    assert!(aborted[0].contains("is not <= 0.05"), "{aborted:?}");
+}
+
 /// Argo finished processing an abort: Degraded, canary scaled away, stable at full size.
 pub async fn assert_rolled_back(s: &Scenario, name: &str, stable: &str) {
     wait_for("Argo to process the abort", STEP_TIMEOUT, || async {
@@ -90,15 +109,7 @@ async fn canary_answering_4xx_is_aborted_at_the_first_pause() {
         .await;
     s.ns.bump_revision(name, "v2").await;
     let entry = s.recorded(name, GatePhase::Aborted).await;
-    assert_eq!(entry.step, Some(1));
-    assert_rolled_back(&s, name, &stable).await;
-    let aborted = s.wait_notes(name, "Aborted", 1).await;
-    assert_eq!(aborted.len(), 1, "{aborted:?}");
-    assert!(
-        aborted[0].starts_with("aborted step 1 of litellm"),
-        "{aborted:?}"
-    );
-    assert!(aborted[0].contains("is not <= 0.05"), "{aborted:?}");
+    assert_aborted_at_the_first_pause(&s, name, &stable, &entry).await;
     s.finish().await;
 }
 

@@ -35,10 +35,7 @@ async fn leading(t: &Tollgate) -> bool {
 
 /// Two replicas for the scenario's namespace in place of its one, once exactly one leads; and
 /// which one that is.
-async fn two_replicas(s: &mut Scenario) -> (Vec<Tollgate>, usize) {
-    if let Some(t) = s.tollgate.take() {
-        t.stop().await;
-    }
+async fn two_replicas(s: &Scenario) -> (Vec<Tollgate>, usize) {
     let ns = s.ns.name.clone();
     let replicas = vec![replica(&ns, "a").await, replica(&ns, "b").await];
     wait_for("exactly one leader", STEP_TIMEOUT, || async {
@@ -68,8 +65,8 @@ async fn wait_leading(standby: &Tollgate) {
 
 #[tokio::test]
 async fn the_leader_killed_mid_pause_is_replaced_and_the_pause_promoted_once() {
-    let mut s = Scenario::new("leader").await;
-    let (mut replicas, leader) = two_replicas(&mut s).await;
+    let mut s = Scenario::without_tollgate("leader").await;
+    let (mut replicas, leader) = two_replicas(&s).await;
     let name = "litellm";
     let checks = json!([s.error_rate_check(0.05, 5.0)]);
     let gate = s.gate(name, checks, json!({"requiredPasses": 5}));
@@ -129,8 +126,8 @@ async fn the_leader_killed_mid_pause_is_replaced_and_the_pause_promoted_once() {
 
 #[tokio::test]
 async fn a_leader_shut_down_hands_the_lease_over_at_once() {
-    let mut s = Scenario::new("handover").await;
-    let (mut replicas, leader) = two_replicas(&mut s).await;
+    let mut s = Scenario::without_tollgate("handover").await;
+    let (mut replicas, leader) = two_replicas(&s).await;
     let stopped = Instant::now();
     replicas.remove(leader).terminate().await;
     wait_leading(&replicas[0]).await;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tollgate::api::{GatePhase, Phase, RecordedVerdict};
 
-use crate::gating::{assert_broken_model_named, assert_rolled_back};
+use crate::gating::{
+    assert_aborted_at_the_first_pause, assert_broken_model_named, assert_rolled_back,
+};
 use crate::support::prom;
 use crate::support::scenario::{MODELS, Scenario};
 use crate::support::traffic::Behaviour;
@@ -98,15 +100,7 @@ async fn victoria_canary_answering_4xx_is_aborted_at_the_first_pause() {
     s.ns.bump_revision(name, "v2").await;
     let entry = s.recorded(name, GatePhase::Aborted).await;
     assert_not_before_the_offset("the abort", bumped.elapsed());
-    assert_eq!(entry.step, Some(1));
-    assert_rolled_back(&s, name, &stable).await;
-    let aborted = s.wait_notes(name, "Aborted", 1).await;
-    assert_eq!(aborted.len(), 1, "{aborted:?}");
-    assert!(
-        aborted[0].starts_with("aborted step 1 of litellm"),
-        "{aborted:?}"
-    );
-    assert!(aborted[0].contains("is not <= 0.05"), "{aborted:?}");
+    assert_aborted_at_the_first_pause(&s, name, &stable, &entry).await;
     s.finish().await;
 }
 

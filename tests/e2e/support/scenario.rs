@@ -240,6 +240,15 @@ impl Scenario {
         }
     }
 
+    /// A scenario whose test starts tollgate itself (with flags of its own, or several).
+    pub async fn without_tollgate(prefix: &str) -> Scenario {
+        let mut s = Scenario::new(prefix).await;
+        if let Some(t) = s.tollgate.take() {
+            t.stop().await;
+        }
+        s
+    }
+
     /// Waits for the canary of two pauses to finish, and checks it was promoted exactly once at
     /// each: never twice, never a step skipped.
     pub async fn promoted_once_at_each_pause(&self, name: &str) {

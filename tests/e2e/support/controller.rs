@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::sync::OnceCell;
 
-use super::{STEP_TIMEOUT, client, wait_for};
+use super::{STEP_TIMEOUT, client};
 
 /// A kubeconfig that authenticates as the `tollgate` ServiceAccount of `deploy/rbac.yaml`, so
 /// every scenario runs the controller with exactly the permissions a real install grants.
@@ -61,6 +61,18 @@ impl Tollgate {
 
     /// Started with extra flags (e.g. a fault-injection hook).
     pub async fn start_with(namespace: &str, extra: &[&str]) -> Tollgate {
+        // The port is free when chosen but may be taken before tollgate binds it (another test
+        // picked it too): tollgate then exits at once, and a fresh port is tried.
+        for _ in 0..3 {
+            if let Some(started) = Self::try_start(namespace, extra).await {
+                return started;
+            }
+        }
+        panic!("tollgate could not bind a listen port in three tries");
+    }
+
+    /// `None` when the process exited because its port was taken; panics on any other failure.
+    async fn try_start(namespace: &str, extra: &[&str]) -> Option<Tollgate> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -73,7 +85,8 @@ impl Tollgate {
             .append(true)
             .open(&log_path)
             .expect("controller log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        let logged_before = log.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args([
                 "run",
                 "--listen",
@@ -90,21 +103,32 @@ impl Tollgate {
             .kill_on_drop(true)
             .spawn()
             .expect("start tollgate");
-        let metrics_url = format!("http://127.0.0.1:{port}/metrics");
         let ready = format!("http://127.0.0.1:{port}/readyz");
-        wait_for("tollgate /readyz", STEP_TIMEOUT, || async {
-            match reqwest::get(&ready).await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("HTTP {}", r.status())),
-                Err(e) => Err(e.to_string()),
+        let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let own = log.get(logged_before..).unwrap_or_default();
+                if own.contains("in use") {
+                    return None;
+                }
+                panic!("tollgate exited before it was ready ({status}):\n{own}");
             }
-        })
-        .await;
-        Tollgate {
-            child,
-            metrics_url,
-            log_path,
+            let seen = match reqwest::get(&ready).await {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => format!("HTTP {}", r.status()),
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() >= deadline {
+                panic!("timed out after {STEP_TIMEOUT:?} waiting for tollgate /readyz: {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        Some(Tollgate {
+            child,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            log_path,
+        })
     }
 
     /// The process id, for resource measurements (benches/scale.rs).

@@ -25,17 +25,23 @@ pub struct Scenario {
 
 impl Scenario {
     pub async fn new(prefix: &str) -> Scenario {
+        let mut s = Scenario::without_tollgate(prefix).await;
+        s.tollgate = Some(Tollgate::start(&s.ns.name).await);
+        s
+    }
+
+    /// A scenario whose test starts tollgate itself (with flags of its own, or several).
+    pub async fn without_tollgate(prefix: &str) -> Scenario {
         let ns = TestNamespace::new(prefix).await;
         let exporter = Exporter::start().await;
         let id = ns.name.clone();
         let target = Some(Target::register(&id, exporter.address()));
-        let tollgate = Some(Tollgate::start(&ns.name).await);
         Scenario {
             ns,
             exporter,
             id,
             target,
-            tollgate,
+            tollgate: None,
             traffic: None,
         }
     }
@@ -238,15 +244,6 @@ impl Scenario {
         if let Some(t) = self.target.take() {
             t.remove();
         }
-    }
-
-    /// A scenario whose test starts tollgate itself (with flags of its own, or several).
-    pub async fn without_tollgate(prefix: &str) -> Scenario {
-        let mut s = Scenario::new(prefix).await;
-        if let Some(t) = s.tollgate.take() {
-            t.stop().await;
-        }
-        s
     }
 
     /// Waits for the canary of two pauses to finish, and checks it was promoted exactly once at

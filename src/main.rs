@@ -26,9 +26,10 @@ enum Command {
         /// Instance name reported on Events (the pod name in a cluster).
         #[arg(long, env = "POD_NAME", default_value = "tollgate")]
         instance: String,
-        /// Watch only this namespace (a namespaced install); every namespace by default.
-        #[arg(long, env = "TOLLGATE_NAMESPACE")]
-        namespace: Option<String>,
+        /// Watch only these namespaces (a namespaced install): repeat the flag or separate
+        /// names with commas. Every namespace when not given.
+        #[arg(long = "namespace", env = "TOLLGATE_NAMESPACE", value_delimiter = ',')]
+        namespaces: Vec<String>,
         /// Rollouts reconciled at once. Evidence is gathered outside these slots, so a slow
         /// source never holds one.
         #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_RECONCILES", default_value_t = 16,
@@ -102,7 +103,7 @@ fn main() -> ExitCode {
             listen,
             log_format,
             instance,
-            namespace,
+            namespaces,
             max_concurrent_reconciles,
             crash_after_acting,
             leader_elect,
@@ -120,7 +121,7 @@ fn main() -> ExitCode {
                 }),
                 listen,
                 instance,
-                namespace,
+                scope: tollgate::controller::Scope::of(&namespaces),
                 max_concurrent_reconciles,
                 crash_after_acting,
             },

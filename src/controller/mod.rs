@@ -23,10 +23,12 @@ mod pause;
 mod reconcile;
 pub mod record;
 mod report;
+mod scope;
 mod tracker;
 mod watch;
 
 pub use context::Context;
+pub use scope::Scope;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,11 +39,10 @@ use futures::StreamExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use leader::Leadership;
-use watch::{affected, gates_untyped, readable, scoped, spec_changes, synced};
+use watch::{affected, synced};
 
 use crate::api::{Rollout, RolloutGate};
 use crate::server::{self, Health};
@@ -52,8 +53,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Name and instance reported on Events.
     pub instance: String,
-    /// Watch only this namespace (a namespaced install); all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// The namespaces watched: every one, or a list (a namespaced install).
+    pub scope: Scope,
     /// Rollouts reconciled at once; a thousand pauses starting together queue instead of
     /// multiplying buffers and connections.
     pub max_concurrent_reconciles: u16,
@@ -84,21 +85,13 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let server = tokio::spawn(server::serve(listener, health.clone()));
 
-    // The gate cache every reconcile reads from. The same watch triggers reconciles, after the
-    // cache has taken each change in, so a reconcile never reads an older gate than the one
-    // that woke it. Read untyped: a gate that does not parse is held and reported (see
-    // `watch::readable`) instead of failing the watch of every gate.
-    let gate_api = gates_untyped(&client, config.namespace.as_deref());
-    let gate_events = watcher(gate_api, watcher::Config::default()).default_backoff();
-    let gate_changes = spec_changes(readable(gate_events).reflect(gate_writer));
-
-    // DeserializeGuard: a Rollout that does not parse is reported and skipped instead of
-    // failing the whole watch.
-    let rollout_api: Api<DeserializeGuard<Rollout>> = scoped(&client, config.namespace.as_deref());
-    let controller = Controller::new(rollout_api, watcher::Config::default()).with_config(
+    tracing::info!(scope = %config.scope, "watching");
+    let gate_changes = watch::gates(&client, &config.scope, gates.clone(), gate_writer);
+    let (rollouts, rollout_writer) = reflector::store();
+    let rollout_changes = watch::rollouts(&client, &config.scope, rollouts.clone(), rollout_writer);
+    let controller = Controller::for_stream(rollout_changes, rollouts.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles),
     );
-    let rollouts = controller.store();
     tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
     tokio::spawn(follow_leadership(ctx.clone(), rollouts.clone(), leadership));
     tokio::spawn(ready_once_synced(

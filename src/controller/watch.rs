@@ -11,12 +11,14 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::{DeserializeGuard, Selector};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
 use super::observe;
+use super::scope::{Scope, one_watch};
 use crate::api::{Rollout, RolloutGate, RolloutGateSpec, RolloutSelector};
 
 type Watched<K> = Result<Event<K>, watcher::Error>;
@@ -32,6 +34,43 @@ pub fn unreadable(gate: &RolloutGate) -> Option<&str> {
         .as_ref()
         .and_then(|a| a.get(UNREADABLE))
         .map(String::as_str)
+}
+
+/// Changes to the gates in `scope`, after `cache` (the reader of `writer`) has taken each in:
+/// a reconcile never reads an older gate than the one that woke it. Read untyped: a gate that
+/// does not parse is held and reported (see [`readable`]) instead of failing the watch of every
+/// gate.
+pub fn gates(
+    client: &Client,
+    scope: &Scope,
+    cache: Store<RolloutGate>,
+    writer: Writer<RolloutGate>,
+) -> impl Stream<Item = Result<RolloutGate, watcher::Error>> + Send + 'static {
+    let parts = scope.parts().into_iter().map(|namespace| {
+        let events = watcher(gates_untyped(client, namespace), watcher::Config::default());
+        readable(events.default_backoff()).boxed()
+    });
+    spec_changes(one_watch(scope, parts.collect(), cache).reflect(writer))
+}
+
+/// The Rollouts in `scope`, as they change, after `cache` (the reader of `writer`) has taken
+/// each in. `DeserializeGuard`: a Rollout that does not parse is reported and skipped instead
+/// of failing the whole watch.
+pub fn rollouts(
+    client: &Client,
+    scope: &Scope,
+    cache: Store<DeserializeGuard<Rollout>>,
+    writer: Writer<DeserializeGuard<Rollout>>,
+) -> impl Stream<Item = Result<DeserializeGuard<Rollout>, watcher::Error>> + Send + 'static {
+    let parts = scope.parts().into_iter().map(|namespace| {
+        let api = scoped::<DeserializeGuard<Rollout>>(client, namespace);
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed()
+    });
+    one_watch(scope, parts.collect(), cache)
+        .reflect(writer)
+        .applied_objects()
 }
 
 /// The API scoped to one namespace, or every one.

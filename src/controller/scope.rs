@@ -1,0 +1,517 @@
+//! Where tollgate looks: every namespace, or a list of them. A namespaced install is granted
+//! nothing cluster-wide, so each listed namespace is watched on its own; the watches are then
+//! presented as one list-watch, so one cache serves them all.
+//!
+//! Merging needs care because a watch re-lists now and then (after an expired resourceVersion, a
+//! restart of the API server), and kube's cache replaces its whole content at the end of every
+//! list. Handing it one namespace's list would empty it of the others (the bug kube-state-metrics
+//! had, kubernetes/kube-state-metrics#942). So the cache is sent one list, once: every
+//! namespace's first list together. After that, a namespace's re-list reaches the cache as
+//! changes: each object listed is applied, and each object the cache holds in that namespace
+//! but the list no longer has is deleted.
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{Stream, StreamExt};
+use kube::Resource;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher::{self, Event};
+
+type Watched<K> = Result<Event<K>, watcher::Error>;
+type Key = (Option<String>, Option<String>);
+
+fn key<K: Resource>(object: &K) -> Key {
+    let meta = object.meta();
+    (meta.namespace.clone(), meta.name.clone())
+}
+
+/// The namespaces tollgate watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace (a cluster-wide install).
+    Cluster,
+    /// Only these, each once, in the order given.
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// From `--namespace` (repeated, or comma-separated): none means every namespace.
+    pub fn of(namespaces: &[String]) -> Scope {
+        let mut listed: Vec<String> = Vec::new();
+        let names = namespaces.iter().flat_map(|n| n.split(','));
+        for name in names.map(str::trim).filter(|n| !n.is_empty()) {
+            if !listed.iter().any(|l| l == name) {
+                listed.push(name.to_string());
+            }
+        }
+        if listed.is_empty() {
+            Scope::Cluster
+        } else {
+            Scope::Namespaces(listed)
+        }
+    }
+
+    /// One watch per namespace watched, `None` standing for all of them.
+    pub fn parts(&self) -> Vec<Option<&str>> {
+        match self {
+            Scope::Cluster => vec![None],
+            Scope::Namespaces(names) => names.iter().map(|n| Some(n.as_str())).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Cluster => f.write_str("every namespace"),
+            Scope::Namespaces(names) => write!(f, "namespaces {}", names.join(", ")),
+        }
+    }
+}
+
+/// The watches of `scope`'s parts (`parts[i]` watching `scope.parts()[i]`), as one list-watch
+/// for the cache `cache` reads (the reader of the writer this stream is reflected into).
+pub fn one_watch<K>(
+    scope: &Scope,
+    parts: Vec<BoxStream<'static, Watched<K>>>,
+    cache: Store<K>,
+) -> impl Stream<Item = Watched<K>> + Send + 'static
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let namespaces = scope.parts().into_iter().map(|n| n.map(String::from));
+    let merger = Merger::new(namespaces.collect(), cache);
+    let tagged = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| part.map(move |event| (i, event)).boxed());
+    OneWatch {
+        parts: futures::stream::select_all(tagged),
+        merger,
+    }
+}
+
+struct OneWatch<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash,
+{
+    parts: SelectAll<BoxStream<'static, (usize, Watched<K>)>>,
+    merger: Merger<K>,
+}
+
+// Nothing in it is pinned in place: it is polled through `&mut` alone.
+impl<K> Unpin for OneWatch<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash,
+{
+}
+
+impl<K> Stream for OneWatch<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    type Item = Watched<K>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Watched<K>>> {
+        loop {
+            // One event out per poll: the cache takes each in before the next is worked out,
+            // which is what a re-list's deletions are read against.
+            if let Some(ready) = self.merger.next_out() {
+                return Poll::Ready(Some(ready));
+            }
+            match self.parts.poll_next_unpin(cx) {
+                Poll::Ready(Some((part, watched))) => self.merger.take(part, watched),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A part's first list, collected until every part has one.
+struct FirstList<K> {
+    objects: Vec<K>,
+    done: bool,
+}
+
+struct Merger<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash,
+{
+    namespaces: Vec<Option<String>>,
+    cache: Store<K>,
+    /// `Some` until the cache has been sent every part's first list.
+    first: Option<Vec<FirstList<K>>>,
+    /// Events of parts already listed, waiting for the first list to be sent.
+    held: VecDeque<(usize, Event<K>)>,
+    /// Per part: the objects (namespace, name) a re-list in progress has listed so far.
+    relisting: Vec<Option<HashSet<Key>>>,
+    out: VecDeque<Watched<K>>,
+}
+
+impl<K> Merger<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn new(namespaces: Vec<Option<String>>, cache: Store<K>) -> Self {
+        let parts = namespaces.len();
+        let first = (0..parts).map(|_| FirstList {
+            objects: Vec::new(),
+            done: false,
+        });
+        Merger {
+            namespaces,
+            cache,
+            first: Some(first.collect()),
+            held: VecDeque::new(),
+            relisting: vec![None; parts],
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next event for the cache, working out one held event at a time.
+    fn next_out(&mut self) -> Option<Watched<K>> {
+        loop {
+            if let Some(ready) = self.out.pop_front() {
+                return Some(ready);
+            }
+            if self.first.is_some() {
+                return None;
+            }
+            let (part, event) = self.held.pop_front()?;
+            self.changes(part, event);
+        }
+    }
+
+    fn take(&mut self, part: usize, watched: Watched<K>) {
+        match watched {
+            // Errors pass on: the controller logs them and backs off.
+            Err(error) => self.out.push_back(Err(error)),
+            Ok(event) => match &mut self.first {
+                Some(first) if !first[part].done => {
+                    Self::collect(&mut first[part], event);
+                    if first.iter().all(|f| f.done) {
+                        self.send_first_list();
+                    }
+                }
+                Some(_) => self.held.push_back((part, event)),
+                None => self.changes(part, event),
+            },
+        }
+    }
+
+    /// A part's first list, kept aside: a list that restarts begins again from nothing.
+    fn collect(first: &mut FirstList<K>, event: Event<K>) {
+        match event {
+            Event::Init => first.objects.clear(),
+            Event::InitApply(object) | Event::Apply(object) => first.objects.push(object),
+            Event::Delete(object) => first.objects.retain(|o| key(o) != key(&object)),
+            Event::InitDone => first.done = true,
+        }
+    }
+
+    fn send_first_list(&mut self) {
+        let first = self.first.take().unwrap_or_default();
+        self.out.push_back(Ok(Event::Init));
+        let objects = first.into_iter().flat_map(|f| f.objects);
+        self.out.extend(objects.map(|o| Ok(Event::InitApply(o))));
+        self.out.push_back(Ok(Event::InitDone));
+    }
+
+    /// After the first list, a part's events as changes to the one cache.
+    fn changes(&mut self, part: usize, event: Event<K>) {
+        match event {
+            Event::Init => self.relisting[part] = Some(HashSet::new()),
+            Event::InitApply(object) => {
+                if let Some(listed) = &mut self.relisting[part] {
+                    listed.insert(key(&object));
+                }
+                self.out.push_back(Ok(Event::Apply(object)));
+            }
+            Event::InitDone => {
+                let listed = self.relisting[part].take().unwrap_or_default();
+                let namespace = self.namespaces[part].as_deref();
+                let gone = self.cache.state().into_iter().filter(|o| {
+                    (namespace.is_none() || o.meta().namespace.as_deref() == namespace)
+                        && !listed.contains(&key(o.as_ref()))
+                });
+                let gone: Vec<K> = gone.map(|o| o.as_ref().clone()).collect();
+                self.out
+                    .extend(gone.into_iter().map(|o| Ok(Event::Delete(o))));
+            }
+            Event::Apply(object) => self.out.push_back(Ok(Event::Apply(object))),
+            Event::Delete(object) => self.out.push_back(Ok(Event::Delete(object))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::reflector;
+
+    fn cm(namespace: &str, name: &str, value: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": namespace, "name": name},
+            "data": {"v": value},
+        }))
+        .expect("a ConfigMap")
+    }
+
+    /// Two namespaces' watches fed by hand, merged and reflected into one cache, as the
+    /// controller does.
+    struct Harness {
+        senders: Vec<futures::channel::mpsc::UnboundedSender<Watched<ConfigMap>>>,
+        merged: BoxStream<'static, Watched<ConfigMap>>,
+        cache: Store<ConfigMap>,
+    }
+
+    impl Harness {
+        fn new(scope: Scope) -> Self {
+            let (cache, writer) = reflector::store::<ConfigMap>();
+            let mut senders = Vec::new();
+            let mut parts = Vec::new();
+            for _ in scope.parts() {
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                senders.push(tx);
+                parts.push(rx.boxed());
+            }
+            let merged = one_watch(&scope, parts, cache.clone())
+                .reflect(writer)
+                .boxed();
+            Harness {
+                senders,
+                merged,
+                cache,
+            }
+        }
+
+        fn send(&self, part: usize, events: Vec<Event<ConfigMap>>) {
+            for e in events {
+                self.senders[part].unbounded_send(Ok(e)).expect("open");
+            }
+        }
+
+        /// Everything the merged stream has ready, applied to the cache.
+        fn drain(&mut self) -> Vec<String> {
+            let mut seen = Vec::new();
+            while let Some(Some(event)) = self.merged.next().now_or_never() {
+                seen.push(match event {
+                    Ok(Event::Init) => "init".to_string(),
+                    Ok(Event::InitApply(o)) => format!("initapply {}", o.name_any()),
+                    Ok(Event::InitDone) => "initdone".to_string(),
+                    Ok(Event::Apply(o)) => format!("apply {}", o.name_any()),
+                    Ok(Event::Delete(o)) => format!("delete {}", o.name_any()),
+                    Err(e) => format!("error {e}"),
+                });
+            }
+            seen
+        }
+
+        fn cached(&self) -> Vec<String> {
+            let mut names: Vec<String> = self
+                .cache
+                .state()
+                .iter()
+                .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    use futures::FutureExt;
+    use kube::ResourceExt;
+
+    fn two() -> Harness {
+        Harness::new(Scope::of(&["a,b".to_string()]))
+    }
+
+    #[test]
+    fn the_flag_takes_a_list_repeated_or_comma_separated_and_none_means_every_namespace() {
+        assert_eq!(Scope::of(&[]), Scope::Cluster);
+        assert_eq!(Scope::of(&[" , ".to_string()]), Scope::Cluster);
+        let listed = Scope::of(&["a,b".to_string(), "b".to_string(), " c ".to_string()]);
+        assert_eq!(
+            listed,
+            Scope::Namespaces(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(listed.to_string(), "namespaces a, b, c");
+    }
+
+    #[test]
+    fn the_cache_is_ready_only_once_every_namespace_is_listed() {
+        let mut h = two();
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "1")),
+                Event::InitDone,
+            ],
+        );
+        assert!(h.drain().is_empty(), "a alone is not everything");
+        assert!(h.cache.state().is_empty());
+        // A change in a, while b still lists: held, never lost.
+        h.send(0, vec![Event::Apply(cm("a", "y", "1"))]);
+        h.send(
+            1,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("b", "z", "1")),
+                Event::InitDone,
+            ],
+        );
+        assert_eq!(
+            h.drain(),
+            ["init", "initapply x", "initapply z", "initdone", "apply y"]
+        );
+        assert_eq!(h.cached(), ["a/x", "a/y", "b/z"]);
+    }
+
+    #[test]
+    fn a_first_list_that_restarts_keeps_nothing_of_the_attempt_before() {
+        let mut h = two();
+        h.send(0, vec![Event::Init, Event::InitApply(cm("a", "gone", "1"))]);
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "1")),
+                Event::InitDone,
+            ],
+        );
+        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.drain();
+        assert_eq!(h.cached(), ["a/x"]);
+    }
+
+    #[test]
+    fn a_relist_of_one_namespace_deletes_what_it_lost_and_leaves_the_others_alone() {
+        let mut h = two();
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "1")),
+                Event::InitApply(cm("a", "y", "1")),
+                Event::InitDone,
+            ],
+        );
+        h.send(
+            1,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("b", "x", "1")),
+                Event::InitDone,
+            ],
+        );
+        h.drain();
+        // a's watch broke; while it was down, a/y was deleted and a/x changed.
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "2")),
+                Event::InitDone,
+            ],
+        );
+        assert_eq!(h.drain(), ["apply x", "delete y"]);
+        assert_eq!(h.cached(), ["a/x", "b/x"], "b's x is not a's");
+        let x = h
+            .cache
+            .state()
+            .into_iter()
+            .find(|o| o.namespace().as_deref() == Some("a"));
+        assert_eq!(
+            x.and_then(|o| o.data.clone())
+                .and_then(|d| d.get("v").cloned())
+                .as_deref(),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn a_relist_held_behind_the_first_list_is_judged_against_the_cache_it_reaches() {
+        let mut h = two();
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "1")),
+                Event::InitApply(cm("a", "y", "1")),
+                Event::InitDone,
+            ],
+        );
+        // a re-lists (y gone) before b has finished its first list.
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "1")),
+                Event::InitDone,
+            ],
+        );
+        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.drain();
+        assert_eq!(h.cached(), ["a/x"]);
+    }
+
+    #[test]
+    fn changes_and_errors_pass_through_once_listed() {
+        let mut h = two();
+        h.send(0, vec![Event::Init, Event::InitDone]);
+        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.drain();
+        h.send(1, vec![Event::Apply(cm("b", "x", "1"))]);
+        h.senders[0]
+            .unbounded_send(Err(watcher::Error::NoResourceVersion))
+            .expect("open");
+        h.send(1, vec![Event::Delete(cm("b", "x", "1"))]);
+        let seen = h.drain();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen.iter().any(|s| s.starts_with("error")), "{seen:?}");
+        assert!(h.cached().is_empty());
+    }
+
+    #[test]
+    fn every_namespace_is_one_part_whose_relist_may_delete_anywhere() {
+        let mut h = Harness::new(Scope::Cluster);
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "1")),
+                Event::InitApply(cm("b", "x", "1")),
+                Event::InitDone,
+            ],
+        );
+        h.drain();
+        h.send(
+            0,
+            vec![
+                Event::Init,
+                Event::InitApply(cm("b", "x", "1")),
+                Event::InitDone,
+            ],
+        );
+        assert_eq!(h.drain(), ["apply x", "delete x"]);
+        assert_eq!(
+            h.cached(),
+            ["b/x"],
+            "a's x is gone, b's of the same name is not"
+        );
+    }
+}

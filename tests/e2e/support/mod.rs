@@ -4,6 +4,8 @@
 pub mod controller;
 pub mod exporter;
 pub mod faultproxy;
+pub mod install;
+pub mod podrunner;
 pub mod podserver;
 pub mod prom;
 pub mod scenario;

@@ -44,13 +44,37 @@ async fn reporters(s: &Scenario) -> Vec<String> {
         .collect()
 }
 
+/// Both pods ready (a standby is healthy), and never more than one leading at a look.
+async fn ready_and_one_leader(install: &Installed) {
+    let pods = install.pods_running();
+    let mut leading = 0;
+    for pod in &pods {
+        let ready = pod.metrics_url.replace("/metrics", "/readyz");
+        let status = reqwest::get(&ready).await.map(|r| r.status().as_u16());
+        assert_eq!(status.ok(), Some(200), "{} is ready", pod.name);
+        leading += usize::from(leads(pod).await);
+    }
+    assert!(leading <= 1, "{leading} of {pods:?} lead at once");
+}
+
 #[tokio::test]
 async fn installed_with_helm_defaults_two_pods_one_leader_gate_a_canary() {
     let install = Installed::helm("tg-helm", &[]).await;
     install.pods(2).await;
     let leader = install.leader().await;
     let s = gated_canary("helm-gated", 2).await;
-    s.promoted_once_at_each_pause(NAME).await;
+    {
+        let promoted = s.promoted_once_at_each_pause(NAME);
+        tokio::pin!(promoted);
+        loop {
+            tokio::select! {
+                () = &mut promoted => break,
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                    ready_and_one_leader(&install).await;
+                }
+            }
+        }
+    }
     let by = reporters(&s).await;
     assert!(
         !by.is_empty() && by.iter().all(|i| *i == leader.name),

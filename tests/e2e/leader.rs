@@ -145,3 +145,39 @@ async fn a_leader_shut_down_hands_the_lease_over_at_once() {
     s.tollgate = replicas.pop();
     s.finish().await;
 }
+
+/// Two instances that both believe they lead (no election: each always acts), as when a Lease
+/// is forced or a clock lies. Every promote carries the resourceVersion it was decided on, so
+/// the second patch of a pause is refused: each pause is promoted once, and no step is skipped.
+#[tokio::test]
+async fn two_leaders_at_once_never_promote_a_pause_twice() {
+    let mut s = Scenario::without_tollgate("two-leaders").await;
+    let ns = s.ns.name.clone();
+    let first = Tollgate::start_with(&ns, &["--instance", "first"]).await;
+    let second = Tollgate::start_with(&ns, &["--instance", "second"]).await;
+    for t in [&first, &second] {
+        assert!(leading(t).await, "without election every instance acts");
+    }
+    let name = "litellm";
+    let checks = json!([s.error_rate_check(0.05, 5.0)]);
+    // One pass suffices, so both decide to promote on the same evidence, at about one time.
+    let gate = s.gate(name, checks, json!({"requiredPasses": 1}));
+    s.canary_with_gate(name, Behaviour::healthy(MODELS), gate)
+        .await;
+    s.ns.bump_revision(name, "v2").await;
+    s.promoted_once_at_each_pause(name).await;
+    let mut refused = 0.0;
+    for t in [&first, &second] {
+        refused += metric_sum(&t.metrics().await, "tollgate_actuation_conflicts_total");
+        refused += metric_sum(&t.metrics().await, "tollgate_stale_decisions_total");
+    }
+    // Both did try: the guard, not luck, kept it to one promote a pause.
+    assert!(
+        refused > 0.0,
+        "no promote was ever refused: the two never raced"
+    );
+    println!("two leaders: {refused} promote(s) refused (409 from the API server, or stale)");
+    second.stop().await;
+    s.tollgate = Some(first);
+    s.finish().await;
+}

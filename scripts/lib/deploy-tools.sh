@@ -11,6 +11,7 @@ deploy_tools() {
     env=$("$ROOT/scripts/cluster" tools-env) || die "helm or kubectl missing after scripts/cluster build"
   fi
   eval "$env"
+  # shellcheck disable=SC2034 # for the script that sources this
   PY=python3
   if ! python3 -c 'import yaml' 2>/dev/null; then
     local venv="$ROOT/target/deploy-venv"
@@ -19,6 +20,7 @@ deploy_tools() {
       { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check 'PyYAML>=6,<7'; } >&2 ||
         die "python3 has no PyYAML and installing it into $venv failed (python3-venv missing?)"
     fi
+    # shellcheck disable=SC2034 # for the script that sources this
     PY="$venv/bin/python"
   fi
 }

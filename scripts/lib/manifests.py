@@ -350,7 +350,8 @@ def check_replicas(r, values):
     election = (values.get("leaderElection") or {}).get("enabled", True)
     pdb = (values.get("podDisruptionBudget") or {}).get("enabled", True)
     r.expect(r.deployment()["spec"]["replicas"] == replicas, f"replicas is not {replicas}")
-    r.expect(("--leader-elect" in r.args()) == election, f"--leader-elect present is not {election}")
+    r.expect(("--leader-elect" in r.args()) == election,
+             f"leaderElection.enabled is {election}, but --leader-elect is {'absent' if election else 'there'}")
     leases = [x for x in r.of("Role") if any("leases" in rule.get("resources", []) for rule in x["rules"])]
     if election:
         r.expect([x["metadata"]["namespace"] for x in leases] == [NAMESPACE],

@@ -4,6 +4,7 @@ scripts/check-deploy makes on the chart's renders.
   python3 scripts/lib/manifests.py render OUT_DIR   (scripts/render-manifests)
   python3 scripts/lib/manifests.py check            (scripts/check-deploy)
   python3 scripts/lib/manifests.py same BUILT KUSTOMIZATION   (scripts/check-deploy)
+  python3 scripts/lib/manifests.py values-doc DOC              (scripts/check-deploy)
 
 Needs helm on PATH and PyYAML.
 """
@@ -425,9 +426,38 @@ def same(built_file, kustomization):
              + "\n  ".join(differ))
 
 
+# Values whose content is a Kubernetes object or a free map: one row each in the docs.
+WHOLE_VALUES = {"podAnnotations", "podLabels", "podSecurityContext", "securityContext", "resources",
+                "nodeSelector", "affinity", "annotations", "labels"}
+
+
+def value_paths(values, prefix=""):
+    for key, value in values.items():
+        path = prefix + key
+        if isinstance(value, dict) and value and key not in WHOLE_VALUES:
+            yield from value_paths(value, path + ".")
+        else:
+            yield path
+
+
+def values_doc(doc):
+    """Whether every value of values.yaml has a row in the values table of `doc`."""
+    with open(os.path.join(CHART, "values.yaml")) as f:
+        values = yaml.safe_load(f)
+    with open(doc) as f:
+        rows = {m.group(1) for m in re.finditer(r"^\| `([^`]+)` \|", f.read(), flags=re.M)}
+    missing = [p for p in value_paths(values) if p not in rows]
+    if missing:
+        fail(f"{os.path.relpath(doc, ROOT)} has no row for: {', '.join(missing)}")
+    print(f"  {os.path.relpath(doc, ROOT)}: a row for each of {len(list(value_paths(values)))} values",
+          file=sys.stderr)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "render":
         render(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "values-doc":
+        values_doc(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "same":
         same(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 2 and sys.argv[1] == "check":

@@ -10,7 +10,6 @@ Needs helm on PATH and PyYAML.
 """
 
 import copy
-import json
 import os
 import re
 import subprocess

@@ -1,10 +1,20 @@
 # shellcheck shell=bash
-# Builds the stack's binaries from Go modules into a cache keyed by the pins and the Go version.
+# Builds the stack's binaries from Go modules into a cache keyed by the pins and the Go version,
+# and the tools that are not stack servers (helm) into a cache of their own.
 # Sourced by scripts/cluster; expects ROOT, PINS and log helpers from there.
 
+# The pins of the tools: left out of the stack's key, and the whole of the tools' key.
+TOOL_PINS='^(HELM_VERSION|TOOLS_RECIPE)='
+
 cache_key() {
-  { grep -v '^#' "$PINS"; go env GOVERSION; } | sha256sum | cut -c1-16
+  { grep -v '^#' "$PINS" | grep -Ev "$TOOL_PINS"; go env GOVERSION; } | sha256sum | cut -c1-16
 }
+
+tools_key() {
+  { grep -E "$TOOL_PINS" "$PINS"; go env GOVERSION; } | sha256sum | cut -c1-16
+}
+
+tools_dir() { printf '%s/tools-%s' "$CACHE_ROOT" "$(tools_key)"; }
 
 # Inside a component's build: say what failed and let `timed` report it.
 fail() { log "error: $*"; return 1; }
@@ -133,8 +143,28 @@ ensure_debian_packages() {
 }
 
 COMPONENTS=(etcd kwok argo-rollouts kubernetes kubectl)
+TOOLS=(helm)
+
+# helm, for the chart under deploy/helm/ (scripts/check-deploy, scripts/render-manifests). The
+# version is stamped in as upstream's Makefile does, so `helm version` and the chart's
+# .Capabilities.HelmVersion say which helm it is.
+build_helm() {
+  local dir="$WORK_DIR/helm" v=$HELM_VERSION
+  new_wrapper "$dir" || return 1
+  go_download "helm.sh/helm/v4@$v" >/dev/null || return 1
+  (cd "$dir" && go get -tool "helm.sh/helm/v4/cmd/helm@$v" && go mod tidy) ||
+    fail "resolving helm $v failed" || return 1
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -o "$BUILD_DIR/bin/" \
+    -ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$v -X helm.sh/helm/v4/internal/version.metadata=" \
+    helm.sh/helm/v4/cmd/helm)
+}
 
 build_all() {
+  build_stack
+  build_tools
+}
+
+build_stack() {
   ensure_debian_packages
   command -v go >/dev/null || die "go is not on PATH"
   BUILD_DIR="$CACHE_ROOT/$(cache_key)"
@@ -158,4 +188,39 @@ build_all() {
 all_built() {
   local c
   for c in "${COMPONENTS[@]}"; do [ -f "$BUILD_DIR/.done-$c" ] || return 1; done
+}
+
+# The tools, each marked done on its own as the stack's components are, under the same lock.
+build_tools() {
+  command -v go >/dev/null || die "go is not on PATH"
+  BUILD_DIR=$(tools_dir)
+  tools_built && return 0
+  local t
+  mkdir -p "$CACHE_ROOT"
+  exec 9>"$CACHE_ROOT/build.lock"
+  log "waiting for the build lock ..." && flock 9
+  mkdir -p "$BUILD_DIR/bin"
+  WORK_DIR="$CACHE_ROOT/work" && mkdir -p "$WORK_DIR"
+  for t in "${TOOLS[@]}"; do
+    [ -f "$BUILD_DIR/.done-$t" ] && continue
+    timed "$t" "build_${t//-/_}" && touch "$BUILD_DIR/.done-$t"
+  done
+  log "tools built into $BUILD_DIR"
+  exec 9>&-
+}
+
+tools_built() {
+  local t
+  for t in "${TOOLS[@]}"; do [ -f "$BUILD_DIR/.done-$t" ] || return 1; done
+}
+
+# The PATH for the stack's kubectl and the tools, whether or not the stack is up.
+tools_env() {
+  local bin tbin
+  bin="$CACHE_ROOT/$(cache_key)/bin" tbin="$(tools_dir)/bin"
+  if [ ! -x "$bin/kubectl" ] || [ ! -x "$tbin/helm" ]; then
+    die "kubectl or helm is not built (run scripts/cluster build)"
+  fi
+  # shellcheck disable=SC2016 # $PATH is for the shell that evaluates this line
+  printf 'export PATH=%s:%s:$PATH\n' "$bin" "$tbin"
 }

@@ -279,6 +279,10 @@ component_start() {
 cluster_env() {
   [ -f "$STATE/env" ] || die "the stack is not up (run scripts/cluster up)"
   cat "$STATE/env"
+  # The tools (helm) have a cache of their own; added here, so a stack started before they were
+  # built gets them too.
+  # shellcheck disable=SC2016 # $PATH is for the shell that evaluates this line
+  printf 'export PATH=%s/bin:$PATH\n' "$(tools_dir)"
 }
 
 cluster_status() {

@@ -1,4 +1,7 @@
-//! tollgate's own metrics, served on `/metrics` in the OpenMetrics text format.
+//! tollgate's own metrics, served on `/metrics` in the OpenMetrics text format: counters and
+//! histograms of what it did, and the conventional process metrics ([`process`]).
+
+mod process;
 
 use std::time::Duration;
 
@@ -42,6 +45,8 @@ pub struct ProbeLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// Unprefixed: the process metrics under their conventional names.
+    process: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
     pub evaluations: Family<VerdictLabels, Counter>,
     pub source_latency: Histogram,
@@ -62,6 +67,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("tollgate"),
+            process: Registry::default(),
             decisions: Family::default(),
             evaluations: Family::default(),
             source_latency: Histogram::new([
@@ -116,6 +122,8 @@ impl Metrics {
             m.reconcile_errors.clone(),
         );
         m.register_actuation();
+        m.process
+            .register_collector(Box::new(process::ProcessCollector));
     }
 
     fn register_actuation(&mut self) {
@@ -199,9 +207,33 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_keep_their_conventional_names() {
+        let text = Metrics::default().render();
+        for line in [
+            "# TYPE process_cpu_seconds counter\n",
+            "\nprocess_cpu_seconds_total ",
+            "\nprocess_resident_memory_bytes ",
+            "\nprocess_start_time_seconds ",
+            "\nprocess_open_fds ",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        assert!(!text.contains("tollgate_process"));
     }
 }

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::compile::Mode;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// promote, abort, hold, wait
@@ -84,6 +86,7 @@ impl Default for Metrics {
             leader_election_errors: Counter::default(),
         };
         m.register();
+        m.zeroes();
         m
     }
 }
@@ -160,6 +163,41 @@ impl Metrics {
         );
     }
 
+    /// Every labelled counter at 0 for each label value it can take, so a series exists from
+    /// the start: `rate()` and `increase()` see its first increment, and a dashboard or alert
+    /// reading it has a series to read.
+    fn zeroes(&self) {
+        for action in ["promote", "abort", "hold", "wait"] {
+            for mode in [Mode::Enforce, Mode::DryRun] {
+                let labels = DecisionLabels {
+                    action: action.into(),
+                    mode: mode.name().into(),
+                };
+                let _ = self.decisions.get_or_create(&labels);
+            }
+        }
+        for verdict in ["Pass", "Fail", "NoData", "Error"] {
+            let labels = VerdictLabels {
+                verdict: verdict.into(),
+            };
+            let _ = self.evaluations.get_or_create(&labels);
+        }
+        for kind in crate::Error::KINDS {
+            let _ = self
+                .reconcile_errors
+                .get_or_create(&KindLabels { kind: kind.into() });
+        }
+        for revision in ["canary", "stable"] {
+            for outcome in ["success", "error"] {
+                let labels = ProbeLabels {
+                    revision: revision.into(),
+                    outcome: outcome.into(),
+                };
+                let _ = self.probe_requests.get_or_create(&labels);
+            }
+        }
+    }
+
     pub fn decision(&self, action: &str, mode: &str) {
         let labels = DecisionLabels {
             action: action.into(),
@@ -220,6 +258,19 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_counters_start_at_zero_for_every_label_value() {
+        let text = Metrics::default().render();
+        for series in [
+            r#"tollgate_decisions_total{action="promote",mode="DryRun"} 0"#,
+            r#"tollgate_evaluations_total{verdict="NoData"} 0"#,
+            r#"tollgate_reconcile_errors_total{kind="kube"} 0"#,
+            r#"tollgate_probe_requests_total{revision="stable",outcome="error"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

@@ -1,8 +1,12 @@
 //! tollgate's own metrics, served on `/metrics` in the OpenMetrics text format: counters and
-//! histograms of what it did, and the conventional process metrics ([`process`]).
+//! histograms of what it did, gauges of what it gates now ([`gating`]), and the conventional
+//! process metrics ([`process`]). Every metric, with its labels, is listed in
+//! docs/observability.md.
 
+mod gating;
 mod process;
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +17,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::compile::Mode;
+
+pub use gating::{GateLabels, Gating, GatingSource, PauseLabels, PhaseLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -49,6 +55,7 @@ pub struct Metrics {
     registry: Registry,
     /// Unprefixed: the process metrics under their conventional names.
     process: Registry,
+    gating: Arc<gating::Live>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub evaluations: Family<VerdictLabels, Counter>,
     pub source_latency: Histogram,
@@ -70,6 +77,7 @@ impl Default for Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("tollgate"),
             process: Registry::default(),
+            gating: Arc::default(),
             decisions: Family::default(),
             evaluations: Family::default(),
             source_latency: Histogram::new([
@@ -125,6 +133,8 @@ impl Metrics {
             m.reconcile_errors.clone(),
         );
         m.register_actuation();
+        m.registry
+            .register_collector(Box::new(gating::GatingCollector(m.gating.clone())));
         m.process
             .register_collector(Box::new(process::ProcessCollector));
     }
@@ -244,6 +254,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Reads what is gated from `source` at each scrape from now on (see [`gating`]).
+    pub fn export_gating(&self, source: Weak<dyn GatingSource>) {
+        self.gating.set(source);
+    }
+
     pub fn render(&self) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
@@ -258,6 +273,45 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Fixed(Gating);
+
+    impl GatingSource for Fixed {
+        fn gating(&self) -> Gating {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn what_is_gated_is_read_at_each_scrape_and_goes_with_its_source() {
+        let metrics = Metrics::default();
+        assert!(!metrics.render().contains("tollgate_pause_seconds"));
+        let pause = PauseLabels {
+            namespace: "ns".into(),
+            rollout: "app".into(),
+            gate: "g".into(),
+        };
+        let source: Arc<dyn GatingSource> = Arc::new(Fixed(Gating {
+            pauses: vec![(pause, 42.5)],
+            ..Gating::default()
+        }));
+        metrics.export_gating(Arc::downgrade(&source));
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE tollgate_pause_seconds gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tollgate_pause_seconds{namespace="ns",rollout="app",gate="g"} 42.5"#)
+        );
+        assert!(
+            text.ends_with("# EOF\n"),
+            "one exposition, ended once: {text}"
+        );
+        assert_eq!(text.matches("# EOF").count(), 1);
+        drop(source);
+        assert!(!metrics.render().contains("tollgate_pause_seconds"));
+    }
 
     #[test]
     fn labelled_counters_start_at_zero_for_every_label_value() {

@@ -11,6 +11,7 @@ mod demo;
 mod faults;
 mod gating;
 mod leader;
+mod observability;
 mod podhealth;
 mod probes;
 mod races;

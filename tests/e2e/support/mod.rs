@@ -6,6 +6,7 @@ pub mod exporter;
 pub mod faultproxy;
 pub mod podserver;
 pub mod prom;
+pub mod promql;
 pub mod scenario;
 pub mod traffic;
 

@@ -34,6 +34,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A short, stable label for metrics and Events.
+    /// Every [`Error::kind`], so `/metrics` can show each at 0 before its first error.
+    pub const KINDS: [&'static str; 7] = [
+        "kube", "refused", "unnamed", "client", "io", "yaml", "startup",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",

@@ -1,5 +1,12 @@
-//! tollgate's own metrics, served on `/metrics` in the OpenMetrics text format.
+//! tollgate's own metrics, served on `/metrics` in the OpenMetrics text format: counters and
+//! histograms of what it did, gauges of what it gates now ([`gating`]), and the conventional
+//! process metrics ([`process`]). Every metric, with its labels, is listed in
+//! docs/observability.md.
 
+mod gating;
+mod process;
+
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -8,6 +15,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::compile::Mode;
+
+pub use gating::{GateLabels, Gating, GatingSource, PauseLabels, PhaseLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -42,6 +53,9 @@ pub struct ProbeLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// Unprefixed: the process metrics under their conventional names.
+    process: Registry,
+    gating: Arc<gating::Live>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub evaluations: Family<VerdictLabels, Counter>,
     pub source_latency: Histogram,
@@ -62,6 +76,8 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("tollgate"),
+            process: Registry::default(),
+            gating: Arc::default(),
             decisions: Family::default(),
             evaluations: Family::default(),
             source_latency: Histogram::new([
@@ -78,6 +94,7 @@ impl Default for Metrics {
             leader_election_errors: Counter::default(),
         };
         m.register();
+        m.zeroes();
         m
     }
 }
@@ -116,6 +133,10 @@ impl Metrics {
             m.reconcile_errors.clone(),
         );
         m.register_actuation();
+        m.registry
+            .register_collector(Box::new(gating::GatingCollector(m.gating.clone())));
+        m.process
+            .register_collector(Box::new(process::ProcessCollector));
     }
 
     fn register_actuation(&mut self) {
@@ -150,6 +171,41 @@ impl Metrics {
             "Lease reads and writes that failed (RBAC, namespace, API server); no leader follows",
             m.leader_election_errors.clone(),
         );
+    }
+
+    /// Every labelled counter at 0 for each label value it can take, so a series exists from
+    /// the start: `rate()` and `increase()` see its first increment, and a dashboard or alert
+    /// reading it has a series to read.
+    fn zeroes(&self) {
+        for action in ["promote", "abort", "hold", "wait"] {
+            for mode in [Mode::Enforce, Mode::DryRun] {
+                let labels = DecisionLabels {
+                    action: action.into(),
+                    mode: mode.name().into(),
+                };
+                let _ = self.decisions.get_or_create(&labels);
+            }
+        }
+        for verdict in ["Pass", "Fail", "NoData", "Error"] {
+            let labels = VerdictLabels {
+                verdict: verdict.into(),
+            };
+            let _ = self.evaluations.get_or_create(&labels);
+        }
+        for kind in crate::Error::KINDS {
+            let _ = self
+                .reconcile_errors
+                .get_or_create(&KindLabels { kind: kind.into() });
+        }
+        for revision in ["canary", "stable"] {
+            for outcome in ["success", "error"] {
+                let labels = ProbeLabels {
+                    revision: revision.into(),
+                    outcome: outcome.into(),
+                };
+                let _ = self.probe_requests.get_or_create(&labels);
+            }
+        }
     }
 
     pub fn decision(&self, action: &str, mode: &str) {
@@ -198,10 +254,91 @@ impl Metrics {
             .inc();
     }
 
+    /// Reads what is gated from `source` at each scrape from now on (see [`gating`]).
+    pub fn export_gating(&self, source: Weak<dyn GatingSource>) {
+        self.gating.set(source);
+    }
+
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Gating);
+
+    impl GatingSource for Fixed {
+        fn gating(&self) -> Gating {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn what_is_gated_is_read_at_each_scrape_and_goes_with_its_source() {
+        let metrics = Metrics::default();
+        assert!(!metrics.render().contains("tollgate_pause_seconds"));
+        let pause = PauseLabels {
+            namespace: "ns".into(),
+            rollout: "app".into(),
+            gate: "g".into(),
+        };
+        let source: Arc<dyn GatingSource> = Arc::new(Fixed(Gating {
+            pauses: vec![(pause, 42.5)],
+            ..Gating::default()
+        }));
+        metrics.export_gating(Arc::downgrade(&source));
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE tollgate_pause_seconds gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tollgate_pause_seconds{namespace="ns",rollout="app",gate="g"} 42.5"#)
+        );
+        assert!(
+            text.ends_with("# EOF\n"),
+            "one exposition, ended once: {text}"
+        );
+        assert_eq!(text.matches("# EOF").count(), 1);
+        drop(source);
+        assert!(!metrics.render().contains("tollgate_pause_seconds"));
+    }
+
+    #[test]
+    fn labelled_counters_start_at_zero_for_every_label_value() {
+        let text = Metrics::default().render();
+        for series in [
+            r#"tollgate_decisions_total{action="promote",mode="DryRun"} 0"#,
+            r#"tollgate_evaluations_total{verdict="NoData"} 0"#,
+            r#"tollgate_reconcile_errors_total{kind="kube"} 0"#,
+            r#"tollgate_probe_requests_total{revision="stable",outcome="error"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_keep_their_conventional_names() {
+        let text = Metrics::default().render();
+        for line in [
+            "# TYPE process_cpu_seconds counter\n",
+            "\nprocess_cpu_seconds_total ",
+            "\nprocess_resident_memory_bytes ",
+            "\nprocess_start_time_seconds ",
+            "\nprocess_open_fds ",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        assert!(!text.contains("tollgate_process"));
     }
 }

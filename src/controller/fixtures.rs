@@ -249,7 +249,9 @@ pub fn context(server: &ApiServer, gates: &[RolloutGate]) -> Arc<Context> {
     }
     let ctx =
         Context::new(server.client(), store, "test").unwrap_or_else(|e| panic!("context: {e}"));
-    Arc::new(ctx)
+    let ctx = Arc::new(ctx);
+    super::gauges::export(&ctx);
+    ctx
 }
 
 /// A gate over the Rollout `app` in `ns`, from `spec` (pod health when `null`).

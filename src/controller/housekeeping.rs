@@ -240,6 +240,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deleted_rollouts_pause_leaves_the_metrics() {
+        use crate::controller::fixtures::{self, ApiServer};
+        use crate::controller::tracker::Tracker;
+        use kube::runtime::{reflector, watcher};
+        let server = ApiServer::default();
+        let ctx = fixtures::context(&server, &[fixtures::gate("g", Value::Null)]);
+        let rollout = fixtures::rollout(Value::Null);
+        let pause = Tracker::fresh(fixtures::pause_key(1, ""));
+        ctx.trackers
+            .put(super::super::observe::key(&rollout), pause);
+        let series = r#"tollgate_pause_seconds{namespace="ns",rollout="app",gate="g"}"#;
+        let (rollouts, mut writer) = reflector::store::<DeserializeGuard<Rollout>>();
+        let cached = DeserializeGuard(Ok(rollout.clone()));
+        writer.apply_watcher_event(&watcher::Event::Apply(cached.clone()));
+        forget_deleted(&ctx, &rollouts);
+        assert!(ctx.metrics.render().contains(series), "still there");
+        writer.apply_watcher_event(&watcher::Event::Delete(cached));
+        forget_deleted(&ctx, &rollouts);
+        assert!(!ctx.metrics.render().contains(series), "deleted");
+    }
+
+    #[tokio::test]
     async fn an_unreadable_gate_is_told_once_and_told_again_when_it_reads() {
         use crate::controller::fixtures::{self, ApiServer};
         let server = ApiServer::default();

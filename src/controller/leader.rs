@@ -105,6 +105,12 @@ impl Leadership {
         rx
     }
 
+    /// Leads (for an hour, a new term) or stops leading, as an election would: for tests.
+    #[cfg(test)]
+    pub fn set_for_test(&self, leading: bool) {
+        self.set(leading.then(|| Instant::now() + Duration::from_secs(3600)));
+    }
+
     /// Leading until `until` (`None`: not leading). Whether that begins or ends leadership.
     fn set(&self, until: Option<Instant>) -> bool {
         self.state.send_if_modified(|now| {

@@ -16,6 +16,7 @@ pub mod effect;
 #[cfg(test)]
 mod fixtures;
 mod gather;
+mod gauges;
 mod housekeeping;
 pub mod leader;
 mod observe;
@@ -76,6 +77,7 @@ pub async fn run(config: Config) -> Result<()> {
         context.leadership = Leadership::elected();
     }
     let ctx = Arc::new(context);
+    gauges::export(&ctx);
     // Subscribed before the election starts, so no change is missed.
     let leadership = ctx.leadership.changes();
     let (stop_election, election) = start_election(config.leader, &config.instance, &client, &ctx);

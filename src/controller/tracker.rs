@@ -212,6 +212,13 @@ impl Trackers {
     pub fn retain(&self, alive: impl Fn(&RolloutKey) -> bool) {
         self.map().retain(|key, _| alive(key));
     }
+
+    /// Calls `f` with each tracker (the map locked meanwhile: `f` must not use the trackers).
+    pub fn each(&self, mut f: impl FnMut(&RolloutKey, &Tracker)) {
+        for (key, tracker) in self.map().iter() {
+            f(key, tracker);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod faults;
 mod gating;
 mod installed;
 mod leader;
+mod observability;
 mod podhealth;
 mod probes;
 mod races;

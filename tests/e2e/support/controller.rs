@@ -171,6 +171,12 @@ impl Tollgate {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 
+    /// Where it serves `/metrics`.
+    #[allow(dead_code)]
+    pub fn metrics_url(&self) -> &str {
+        &self.metrics_url
+    }
+
     pub async fn metrics(&self) -> String {
         match reqwest::get(&self.metrics_url).await {
             Ok(r) => r.text().await.unwrap_or_default(),

@@ -8,6 +8,7 @@ pub mod install;
 pub mod podrunner;
 pub mod podserver;
 pub mod prom;
+pub mod promql;
 pub mod scenario;
 pub mod traffic;
 

@@ -19,10 +19,16 @@ impl Target {
     /// The same, in a target file of its own called `name`: one test can register many targets
     /// that share its `test_id` (one exporter per pod).
     pub fn register_named(name: &str, test_id: &str, addr: SocketAddr) -> Self {
+        Self::register_labelled(name, &addr.to_string(), json!({"test_id": test_id}))
+    }
+
+    /// Asks Prometheus to scrape `host:port` with target `labels` of the test's own, in a target
+    /// file called `name`. A `job` label among them replaces the stack's job name (`tests`).
+    pub fn register_labelled(name: &str, address: &str, labels: Value) -> Self {
         let dir = std::env::var("TOLLGATE_PROM_TARGETS_DIR")
             .expect("TOLLGATE_PROM_TARGETS_DIR is set by scripts/cluster env");
         let path = PathBuf::from(dir).join(format!("{name}.json"));
-        let body = json!([{"targets": [addr.to_string()], "labels": {"test_id": test_id}}]);
+        let body = json!([{"targets": [address], "labels": labels}]);
         // Written whole and renamed, so Prometheus never reads half a file.
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, body.to_string()).expect("write scrape target");

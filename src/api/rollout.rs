@@ -129,6 +129,11 @@ impl Rollout {
         self.status.clone().unwrap_or_default()
     }
 
+    /// The stable revision's pod-template-hash, once Argo has named one.
+    pub fn stable_hash(&self) -> Option<String> {
+        self.status.as_ref()?.stable_rs.clone()
+    }
+
     /// True once Argo has reconciled the current spec generation.
     pub fn generation_observed(&self) -> bool {
         let observed = self

@@ -162,7 +162,7 @@ fn vars(rollout: &Rollout, pause: &PauseKey) -> Vars {
         rollout: rollout.name_any(),
         hash: pause.revision.clone(),
         canary_hash: pause.revision.clone(),
-        stable_hash: rollout.status_or_default().stable_rs.unwrap_or_default(),
+        stable_hash: rollout.stable_hash().unwrap_or_default(),
         step: pause.step,
     }
 }

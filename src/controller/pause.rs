@@ -285,7 +285,7 @@ async fn act(
         since: at.entry.and_then(|e| e.since.clone()),
         message: format!("about to act: {}", effect.message),
         intent: effect::intent(effect, &now()),
-        ..effect::pause_record(stable(at.rollout), tracker, at.entry.cloned())
+        ..effect::pause_record(at.rollout.stable_hash(), tracker, at.entry.cloned())
     };
     let name = at.rollout.name_any();
     record::entry(ctx, at.gate, &name, &record, Fields::default()).await?;
@@ -340,7 +340,7 @@ async fn record_evaluation(
         message: effect.message.clone(),
         concluded: effect.phase == GatePhase::Holding && effect.after.is_none(),
         last_evaluation: Some(report::evaluation_record(now, verdict, &checks)),
-        ..effect::pause_record(stable(at.rollout), tracker, None)
+        ..effect::pause_record(at.rollout.stable_hash(), tracker, None)
     };
     let name = at.rollout.name_any();
     let decided = effect.note.is_some() && effect.phase != GatePhase::Holding;
@@ -409,7 +409,7 @@ async fn held_by_others(
         phase: GatePhase::Holding,
         since: Some(now()),
         message: message.clone(),
-        ..effect::pause_record(stable(rollout), tracker, entry)
+        ..effect::pause_record(rollout.stable_hash(), tracker, entry)
     };
     record::entry(
         ctx,
@@ -431,7 +431,7 @@ fn start_probe(rollout: &Rollout, compiled: &CompiledGate, tracker: &mut Tracker
         client: ctx.client.clone(),
         namespace: rollout.namespace().unwrap_or_default(),
         canary_hash: tracker.pause.revision.clone(),
-        stable_hash: stable(rollout).unwrap_or_default(),
+        stable_hash: rollout.stable_hash().unwrap_or_default(),
     };
     tracing::info!(rollout = %rollout.name_any(), revision = %target.canary_hash, stable = %target.stable_hash,
         rate = plan.rate, "probing canary and stable pods for this pause");
@@ -442,10 +442,6 @@ fn start_probe(rollout: &Rollout, compiled: &CompiledGate, tracker: &mut Tracker
     )));
     let first = Instant::now() + compiled.cadence.interval;
     tracker.next_due = tracker.next_due.max(first);
-}
-
-fn stable(rollout: &Rollout) -> Option<String> {
-    rollout.status_or_default().stable_rs
 }
 
 /// How long ago an RFC 3339 time was; `None` when it cannot be read.

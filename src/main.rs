@@ -121,7 +121,13 @@ fn main() -> ExitCode {
                 }),
                 listen,
                 instance,
-                scope: tollgate::controller::Scope::of(&namespaces),
+                scope: match tollgate::controller::Scope::of(&namespaces) {
+                    Ok(scope) => scope,
+                    Err(e) => {
+                        eprintln!("tollgate: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
                 max_concurrent_reconciles,
                 crash_after_acting,
             },

@@ -80,7 +80,21 @@ pub async fn run(config: Config) -> Result<()> {
     gauges::export(&ctx);
     // Subscribed before the election starts, so no change is missed.
     let leadership = ctx.leadership.changes();
-    let (stop_election, election) = start_election(config.leader, &config.instance, &client, &ctx);
+    let (rollouts, rollout_writer) = reflector::store();
+    // Only a replica whose caches have synced runs for the Lease: one stuck listing must not
+    // hold it while a healthy standby sits idle.
+    let (g, r) = (gates.clone(), rollouts.clone());
+    let caches_synced = async move {
+        synced(&g).await;
+        synced(&r).await;
+    };
+    let (stop_election, election) = start_election(
+        config.leader,
+        caches_synced,
+        &config.instance,
+        &client,
+        &ctx,
+    );
     let health = Health {
         metrics: ctx.metrics.clone(),
         ready: Arc::new(Default::default()),
@@ -89,7 +103,6 @@ pub async fn run(config: Config) -> Result<()> {
 
     tracing::info!(scope = %config.scope, "watching");
     let gate_changes = watch::gates(&client, &config.scope, gates.clone(), gate_writer);
-    let (rollouts, rollout_writer) = reflector::store();
     let rollout_changes = watch::rollouts(&client, &config.scope, rollouts.clone(), rollout_writer);
     let controller = Controller::for_stream(rollout_changes, rollouts.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles),
@@ -120,10 +133,11 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Runs for leadership when asked to (see [`leader`]); the sender stops the election, which
-/// hands the Lease back.
+/// Runs for leadership when asked to (see [`leader`]), once `caches_synced`; the sender stops
+/// the election, which hands the Lease back.
 fn start_election(
     params: Option<leader::Params>,
+    caches_synced: impl std::future::Future<Output = ()> + Send + 'static,
     instance: &str,
     client: &Client,
     ctx: &Arc<Context>,
@@ -137,6 +151,7 @@ fn start_election(
         return (stop, None);
     };
     let leadership = ctx.leadership.clone();
+    let mut stopping = stopped.clone();
     let election = leader::run(
         client.clone(),
         params,
@@ -144,7 +159,13 @@ fn start_election(
         ctx.metrics.clone(),
         stopped,
     );
-    (stop, Some(tokio::spawn(election)))
+    let after_sync = async move {
+        tokio::select! {
+            () = caches_synced => election.await,
+            _ = stopping.changed() => {}
+        }
+    };
+    (stop, Some(tokio::spawn(after_sync)))
 }
 
 /// Becoming leader, every Rollout is looked at (a standby has looked at none); ceasing to lead,

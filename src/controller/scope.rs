@@ -13,13 +13,16 @@
 use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
 use kube::Resource;
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::{Backoff, StreamBackoff};
+use kube::runtime::watcher::{self, DefaultBackoff, Event};
 
 type Watched<K> = Result<Event<K>, watcher::Error>;
 type Key = (Option<String>, Option<String>);
@@ -28,6 +31,13 @@ fn key<K: Resource>(object: &K) -> Key {
     let meta = object.meta();
     (meta.namespace.clone(), meta.name.clone())
 }
+
+/// `--namespace` given, naming no namespace.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--namespace (TOLLGATE_NAMESPACE) names no namespace: name at least one, or leave it out to watch every namespace"
+)]
+pub struct EmptyScope;
 
 /// The namespaces tollgate watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,8 +49,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// From `--namespace` (repeated, or comma-separated): none means every namespace.
-    pub fn of(namespaces: &[String]) -> Scope {
+    /// From `--namespace` (repeated, or comma-separated): not given means every namespace. Given
+    /// but naming none (`--namespace=`, a template that rendered empty) is refused: widening a
+    /// namespaced install to the whole cluster must never happen by accident.
+    pub fn of(namespaces: &[String]) -> Result<Scope, EmptyScope> {
+        if namespaces.is_empty() {
+            return Ok(Scope::Cluster);
+        }
         let mut listed: Vec<String> = Vec::new();
         let names = namespaces.iter().flat_map(|n| n.split(','));
         for name in names.map(str::trim).filter(|n| !n.is_empty()) {
@@ -49,9 +64,9 @@ impl Scope {
             }
         }
         if listed.is_empty() {
-            Scope::Cluster
+            Err(EmptyScope)
         } else {
-            Scope::Namespaces(listed)
+            Ok(Scope::Namespaces(listed))
         }
     }
 
@@ -82,7 +97,7 @@ pub fn one_watch<K>(
 ) -> impl Stream<Item = Watched<K>> + Send + 'static
 where
     K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
 {
     let namespaces = scope.parts().into_iter().map(|n| n.map(String::from));
     let merger = Merger::new(namespaces.collect(), cache);
@@ -93,6 +108,51 @@ where
     OneWatch {
         parts: futures::stream::select_all(tagged),
         merger,
+    }
+}
+
+/// One part's watch, backing off after each error, and starting afresh only once it makes
+/// progress (a list completed, a change seen). kube's own backoff starts afresh on any event,
+/// and a watch that is refused yields `Init` before every attempt: a namespace refused for good
+/// would be listed again every second.
+pub fn patient<K>(
+    events: impl Stream<Item = Watched<K>> + Send + 'static,
+) -> BoxStream<'static, Watched<K>>
+where
+    K: Send + 'static,
+{
+    let progressed = Arc::new(AtomicBool::new(false));
+    let seen = progressed.clone();
+    let events = events.inspect(move |e| {
+        if matches!(e, Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) {
+            seen.store(true, Ordering::Relaxed);
+        }
+    });
+    let backoff = OnProgress {
+        inner: DefaultBackoff::default(),
+        progressed,
+    };
+    StreamBackoff::new(events, backoff).boxed()
+}
+
+struct OnProgress {
+    inner: DefaultBackoff,
+    progressed: Arc<AtomicBool>,
+}
+
+impl Iterator for OnProgress {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        self.inner.next()
+    }
+}
+
+impl Backoff for OnProgress {
+    fn reset(&mut self) {
+        if self.progressed.swap(false, Ordering::Relaxed) {
+            self.inner.reset();
+        }
     }
 }
 
@@ -116,7 +176,7 @@ where
 impl<K> Stream for OneWatch<K>
 where
     K: Resource + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
+    K::DynamicType: Eq + Hash + Clone + Default,
 {
     type Item = Watched<K>;
 
@@ -161,7 +221,7 @@ where
 impl<K> Merger<K>
 where
     K: Resource + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
+    K::DynamicType: Eq + Hash + Clone + Default,
 {
     fn new(namespaces: Vec<Option<String>>, cache: Store<K>) -> Self {
         let parts = namespaces.len();
@@ -195,8 +255,14 @@ where
 
     fn take(&mut self, part: usize, watched: Watched<K>) {
         match watched {
-            // Errors pass on: the controller logs them and backs off.
-            Err(error) => self.out.push_back(Err(error)),
+            // Kept here: passed on, the controller's own backoff would stall every namespace's
+            // changes for one namespace's trouble. The part's watch backs off by itself.
+            Err(error) => {
+                let namespace = self.namespaces[part]
+                    .as_deref()
+                    .unwrap_or("every namespace");
+                tracing::warn!(%namespace, %error, "watch failed; retrying with backoff");
+            }
             Ok(event) => match &mut self.first {
                 Some(first) if !first[part].done => {
                     Self::collect(&mut first[part], event);
@@ -228,6 +294,18 @@ where
         self.out.push_back(Ok(Event::InitDone));
     }
 
+    /// An object deleted and created again under its name while the watch was down comes back
+    /// in a re-list as the new one alone: the old one is reported gone first, as a watch would
+    /// have, so whatever it concerned is looked at again.
+    fn replaced(&mut self, object: &K) {
+        let cached = self
+            .cache
+            .get(&ObjectRef::from_obj_with(object, Default::default()));
+        if let Some(old) = cached.filter(|o| o.meta().uid != object.meta().uid) {
+            self.out.push_back(Ok(Event::Delete(old.as_ref().clone())));
+        }
+    }
+
     /// After the first list, a part's events as changes to the one cache.
     fn changes(&mut self, part: usize, event: Event<K>) {
         match event {
@@ -236,6 +314,7 @@ where
                 if let Some(listed) = &mut self.relisting[part] {
                     listed.insert(key(&object));
                 }
+                self.replaced(&object);
                 self.out.push_back(Ok(Event::Apply(object)));
             }
             Event::InitDone => {
@@ -336,14 +415,19 @@ mod tests {
     use kube::ResourceExt;
 
     fn two() -> Harness {
-        Harness::new(Scope::of(&["a,b".to_string()]))
+        Harness::new(Scope::of(&["a,b".to_string()]).expect("two namespaces"))
     }
 
     #[test]
     fn the_flag_takes_a_list_repeated_or_comma_separated_and_none_means_every_namespace() {
-        assert_eq!(Scope::of(&[]), Scope::Cluster);
-        assert_eq!(Scope::of(&[" , ".to_string()]), Scope::Cluster);
-        let listed = Scope::of(&["a,b".to_string(), "b".to_string(), " c ".to_string()]);
+        assert_eq!(Scope::of(&[]).ok(), Some(Scope::Cluster));
+        assert!(
+            Scope::of(&[" , ".to_string()]).is_err(),
+            "given, naming none"
+        );
+        assert!(Scope::of(&[String::new()]).is_err());
+        let listed = Scope::of(&["a,b".to_string(), "b".to_string(), " c ".to_string()])
+            .expect("three namespaces");
         assert_eq!(
             listed,
             Scope::Namespaces(vec!["a".into(), "b".into(), "c".into()])
@@ -470,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn changes_and_errors_pass_through_once_listed() {
+    fn changes_pass_through_once_listed_and_errors_stay_with_their_namespace() {
         let mut h = two();
         h.send(0, vec![Event::Init, Event::InitDone]);
         h.send(1, vec![Event::Init, Event::InitDone]);
@@ -480,10 +564,56 @@ mod tests {
             .unbounded_send(Err(watcher::Error::NoResourceVersion))
             .expect("open");
         h.send(1, vec![Event::Delete(cm("b", "x", "1"))]);
-        let seen = h.drain();
-        assert_eq!(seen.len(), 3, "{seen:?}");
-        assert!(seen.iter().any(|s| s.starts_with("error")), "{seen:?}");
+        assert_eq!(h.drain(), ["apply x", "delete x"]);
         assert!(h.cached().is_empty());
+    }
+
+    #[test]
+    fn an_object_recreated_while_the_watch_was_down_replaces_the_old_one_by_a_delete() {
+        let mut h = two();
+        let mut old = cm("a", "x", "1");
+        old.metadata.uid = Some("old".into());
+        h.send(0, vec![Event::Init, Event::InitApply(old), Event::InitDone]);
+        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.drain();
+        let mut new = cm("a", "x", "2");
+        new.metadata.uid = Some("new".into());
+        h.send(
+            0,
+            vec![Event::Init, Event::InitApply(new.clone()), Event::InitDone],
+        );
+        assert_eq!(h.drain(), ["delete x", "apply x"]);
+        // The same object listed again is a change, not a replacement.
+        h.send(0, vec![Event::Init, Event::InitApply(new), Event::InitDone]);
+        assert_eq!(h.drain(), ["apply x"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_watch_backs_off_further_until_it_makes_progress() {
+        let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = attempts.clone();
+        // A watch refused for good: `Init` before each attempt, then the error.
+        let refused = futures::stream::iter(0..)
+            .inspect(move |_| {
+                counted.fetch_add(1, Ordering::Relaxed);
+            })
+            .flat_map(|_| {
+                futures::stream::iter([
+                    Ok(Event::<ConfigMap>::Init),
+                    Err(watcher::Error::NoResourceVersion),
+                ])
+            });
+        let mut watch = patient(refused);
+        let started = tokio::time::Instant::now();
+        while attempts.load(Ordering::Relaxed) < 6 {
+            watch.next().await;
+        }
+        // 0.8 s doubling (with jitter): five waits take far more than five seconds.
+        assert!(
+            started.elapsed() > std::time::Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

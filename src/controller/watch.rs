@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
 use super::observe;
-use super::scope::{Scope, one_watch};
+use super::scope::{Scope, one_watch, patient};
 use crate::api::{Rollout, RolloutGate, RolloutGateSpec, RolloutSelector};
 
 type Watched<K> = Result<Event<K>, watcher::Error>;
@@ -48,7 +48,7 @@ pub fn gates(
 ) -> impl Stream<Item = Result<RolloutGate, watcher::Error>> + Send + 'static {
     let parts = scope.parts().into_iter().map(|namespace| {
         let events = watcher(gates_untyped(client, namespace), watcher::Config::default());
-        readable(events.default_backoff()).boxed()
+        readable(patient(events)).boxed()
     });
     spec_changes(one_watch(scope, parts.collect(), cache).reflect(writer))
 }
@@ -64,9 +64,7 @@ pub fn rollouts(
 ) -> impl Stream<Item = Result<DeserializeGuard<Rollout>, watcher::Error>> + Send + 'static {
     let parts = scope.parts().into_iter().map(|namespace| {
         let api = scoped::<DeserializeGuard<Rollout>>(client, namespace);
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed()
+        patient(watcher(api, watcher::Config::default()))
     });
     one_watch(scope, parts.collect(), cache)
         .reflect(writer)

@@ -47,6 +47,7 @@ async fn reporters(s: &Scenario) -> Vec<String> {
 /// Both pods ready (a standby is healthy), and never more than one leading at a look.
 async fn ready_and_one_leader(install: &Installed) {
     let pods = install.pods_running();
+    assert_eq!(pods.len(), 2, "both pods run: {pods:?}");
     let mut leading = 0;
     for pod in &pods {
         let ready = pod.metrics_url.replace("/metrics", "/readyz");

@@ -79,6 +79,10 @@ impl PodRunner {
 
     /// The pods whose process is running now.
     pub fn running(&self) -> Vec<RunningPod> {
+        assert!(
+            !self.task.is_finished(),
+            "the pod runner stopped (its panic is printed above)"
+        );
         let mut shared = self.shared.lock().expect("runner state");
         shared
             .running
@@ -148,10 +152,7 @@ async fn sync(pods: &[Pod], state: &Arc<Mutex<Shared>>) {
         tokio::spawn(terminate(running, grace));
     }
     for (uid, pod) in live {
-        let known = {
-            let shared = state.lock().expect("runner state");
-            shared.running.contains_key(&uid) || shared.stopped.contains(&uid)
-        };
+        let known = !needs_start(&mut state.lock().expect("runner state"), &uid);
         let status = pod.status.as_ref();
         let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
         let ip = status.and_then(|s| s.pod_ip.clone());
@@ -162,6 +163,29 @@ async fn sync(pods: &[Pod], state: &Arc<Mutex<Shared>>) {
                 .expect("runner state")
                 .running
                 .insert(uid, started);
+        }
+    }
+}
+
+/// Whether the pod `uid` needs a process: it has none, or its process exited (restarted as
+/// `restartPolicy: Always` would: a new pod may get a deleted pod's IP while the old process
+/// still holds it, so a first start can fail to bind).
+fn needs_start(shared: &mut Shared, uid: &str) -> bool {
+    if shared.stopped.iter().any(|s| s == uid) {
+        return false;
+    }
+    let Some(running) = shared.running.get_mut(uid) else {
+        return true;
+    };
+    match running.child.try_wait() {
+        Ok(None) => false,
+        exited => {
+            eprintln!(
+                "pod runner: {} exited ({exited:?}); starting it again",
+                running.pod
+            );
+            shared.running.remove(uid);
+            true
         }
     }
 }
@@ -210,7 +234,10 @@ async fn start(pod: &Pod, ip: &str) -> Running {
         .append(true)
         .open(&log_path)
         .expect("pod log file");
-    let child = Command::new("unshare")
+    // Killed with the test that started it, even when that is killed itself: a leftover would
+    // be a second controller acting on the next run.
+    let child = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--", "unshare"])
         .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
         .arg(r#"mount --bind "$0" "$1" && shift && exec "$@""#)
         .arg(&dir)

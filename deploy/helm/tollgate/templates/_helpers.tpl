@@ -107,3 +107,11 @@ rbac.secrets).
 {{- fail "watchNamespaces lists a namespace twice" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The leader-election Lease: `tollgate` unless set, whatever the release is called, so two releases
+in one namespace (or one renamed across an upgrade) share one Lease and never both act.
+*/}}
+{{- define "tollgate.leaseName" -}}
+{{- default "tollgate" .Values.leaderElection.leaseName }}
+{{- end }}

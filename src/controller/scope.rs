@@ -377,6 +377,13 @@ mod tests {
             }
         }
 
+        /// A whole list of `part`: `Init`, each object, `InitDone`.
+        fn list(&self, part: usize, objects: Vec<ConfigMap>) {
+            let applied = objects.into_iter().map(Event::InitApply);
+            let events = std::iter::once(Event::Init).chain(applied);
+            self.send(part, events.chain([Event::InitDone]).collect());
+        }
+
         fn send(&self, part: usize, events: Vec<Event<ConfigMap>>) {
             for e in events {
                 self.senders[part].unbounded_send(Ok(e)).expect("open");
@@ -438,26 +445,12 @@ mod tests {
     #[test]
     fn the_cache_is_ready_only_once_every_namespace_is_listed() {
         let mut h = two();
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("a", "x", "1")),
-                Event::InitDone,
-            ],
-        );
+        h.list(0, vec![cm("a", "x", "1")]);
         assert!(h.drain().is_empty(), "a alone is not everything");
         assert!(h.cache.state().is_empty());
         // A change in a, while b still lists: held, never lost.
         h.send(0, vec![Event::Apply(cm("a", "y", "1"))]);
-        h.send(
-            1,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("b", "z", "1")),
-                Event::InitDone,
-            ],
-        );
+        h.list(1, vec![cm("b", "z", "1")]);
         assert_eq!(
             h.drain(),
             ["init", "initapply x", "initapply z", "initdone", "apply y"]
@@ -469,15 +462,8 @@ mod tests {
     fn a_first_list_that_restarts_keeps_nothing_of_the_attempt_before() {
         let mut h = two();
         h.send(0, vec![Event::Init, Event::InitApply(cm("a", "gone", "1"))]);
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("a", "x", "1")),
-                Event::InitDone,
-            ],
-        );
-        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.list(0, vec![cm("a", "x", "1")]);
+        h.list(1, vec![]);
         h.drain();
         assert_eq!(h.cached(), ["a/x"]);
     }
@@ -485,33 +471,11 @@ mod tests {
     #[test]
     fn a_relist_of_one_namespace_deletes_what_it_lost_and_leaves_the_others_alone() {
         let mut h = two();
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("a", "x", "1")),
-                Event::InitApply(cm("a", "y", "1")),
-                Event::InitDone,
-            ],
-        );
-        h.send(
-            1,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("b", "x", "1")),
-                Event::InitDone,
-            ],
-        );
+        h.list(0, vec![cm("a", "x", "1"), cm("a", "y", "1")]);
+        h.list(1, vec![cm("b", "x", "1")]);
         h.drain();
         // a's watch broke; while it was down, a/y was deleted and a/x changed.
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("a", "x", "2")),
-                Event::InitDone,
-            ],
-        );
+        h.list(0, vec![cm("a", "x", "2")]);
         assert_eq!(h.drain(), ["apply x", "delete y"]);
         assert_eq!(h.cached(), ["a/x", "b/x"], "b's x is not a's");
         let x = h
@@ -530,25 +494,10 @@ mod tests {
     #[test]
     fn a_relist_held_behind_the_first_list_is_judged_against_the_cache_it_reaches() {
         let mut h = two();
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("a", "x", "1")),
-                Event::InitApply(cm("a", "y", "1")),
-                Event::InitDone,
-            ],
-        );
+        h.list(0, vec![cm("a", "x", "1"), cm("a", "y", "1")]);
         // a re-lists (y gone) before b has finished its first list.
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("a", "x", "1")),
-                Event::InitDone,
-            ],
-        );
-        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.list(0, vec![cm("a", "x", "1")]);
+        h.list(1, vec![]);
         h.drain();
         assert_eq!(h.cached(), ["a/x"]);
     }
@@ -556,8 +505,8 @@ mod tests {
     #[test]
     fn changes_pass_through_once_listed_and_errors_stay_with_their_namespace() {
         let mut h = two();
-        h.send(0, vec![Event::Init, Event::InitDone]);
-        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.list(0, vec![]);
+        h.list(1, vec![]);
         h.drain();
         h.send(1, vec![Event::Apply(cm("b", "x", "1"))]);
         h.senders[0]
@@ -573,18 +522,15 @@ mod tests {
         let mut h = two();
         let mut old = cm("a", "x", "1");
         old.metadata.uid = Some("old".into());
-        h.send(0, vec![Event::Init, Event::InitApply(old), Event::InitDone]);
-        h.send(1, vec![Event::Init, Event::InitDone]);
+        h.list(0, vec![old]);
+        h.list(1, vec![]);
         h.drain();
         let mut new = cm("a", "x", "2");
         new.metadata.uid = Some("new".into());
-        h.send(
-            0,
-            vec![Event::Init, Event::InitApply(new.clone()), Event::InitDone],
-        );
+        h.list(0, vec![new.clone()]);
         assert_eq!(h.drain(), ["delete x", "apply x"]);
         // The same object listed again is a change, not a replacement.
-        h.send(0, vec![Event::Init, Event::InitApply(new), Event::InitDone]);
+        h.list(0, vec![new]);
         assert_eq!(h.drain(), ["apply x"]);
     }
 
@@ -619,24 +565,9 @@ mod tests {
     #[test]
     fn every_namespace_is_one_part_whose_relist_may_delete_anywhere() {
         let mut h = Harness::new(Scope::Cluster);
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("a", "x", "1")),
-                Event::InitApply(cm("b", "x", "1")),
-                Event::InitDone,
-            ],
-        );
+        h.list(0, vec![cm("a", "x", "1"), cm("b", "x", "1")]);
         h.drain();
-        h.send(
-            0,
-            vec![
-                Event::Init,
-                Event::InitApply(cm("b", "x", "1")),
-                Event::InitDone,
-            ],
-        );
+        h.list(0, vec![cm("b", "x", "1")]);
         assert_eq!(h.drain(), ["apply x", "delete x"]);
         assert_eq!(
             h.cached(),

@@ -246,6 +246,23 @@ impl Scenario {
         }
     }
 
+    /// After a change of leader: waits for the first evaluation since `before` and checks the
+    /// pause's pass streak went on from where it was, never from zero.
+    pub async fn streak_kept(&self, rollout: &str, before: &GatedRollout) {
+        let gate = format!("{rollout}-gate");
+        let after = self
+            .wait_entry(&gate, rollout, "an evaluation by the new leader", |e| {
+                e.step != before.step || e.evaluations > before.evaluations
+            })
+            .await;
+        if after.step == before.step && after.phase == GatePhase::Evaluating {
+            assert!(
+                after.pass_streak > before.pass_streak,
+                "the streak goes on: {before:?} -> {after:?}"
+            );
+        }
+    }
+
     /// Waits for the canary of two pauses to finish, and checks it was promoted exactly once at
     /// each: never twice, never a step skipped.
     pub async fn promoted_once_at_each_pause(&self, name: &str) {

@@ -33,7 +33,7 @@ pub use scope::Scope;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -71,30 +71,16 @@ pub async fn run(config: Config) -> Result<()> {
     let client = Client::try_default().await?;
     let listener = server::bind(config.listen).await?;
     let (gates, gate_writer) = reflector::store::<RolloutGate>();
-    let mut context = Context::new(client.clone(), gates.clone(), &config.instance)?;
-    context.crash_after_acting = config.crash_after_acting;
-    if config.leader.is_some() {
-        context.leadership = Leadership::elected();
-    }
-    let ctx = Arc::new(context);
+    let ctx = Arc::new(context(&client, &gates, &config)?);
     gauges::export(&ctx);
     // Subscribed before the election starts, so no change is missed.
     let leadership = ctx.leadership.changes();
     let (rollouts, rollout_writer) = reflector::store();
     // Only a replica whose caches have synced runs for the Lease: one stuck listing must not
     // hold it while a healthy standby sits idle.
-    let (g, r) = (gates.clone(), rollouts.clone());
-    let caches_synced = async move {
-        synced(&g).await;
-        synced(&r).await;
-    };
-    let (stop_election, election) = start_election(
-        config.leader,
-        caches_synced,
-        &config.instance,
-        &client,
-        &ctx,
-    );
+    let synced = caches_synced(gates.clone(), rollouts.clone());
+    let (stop_election, election) =
+        start_election(config.leader, synced, &config.instance, &client, &ctx);
     let health = Health {
         metrics: ctx.metrics.clone(),
         ready: Arc::new(Default::default()),
@@ -109,11 +95,13 @@ pub async fn run(config: Config) -> Result<()> {
     );
     tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
     tokio::spawn(follow_leadership(ctx.clone(), rollouts.clone(), leadership));
-    tokio::spawn(ready_once_synced(
-        gates,
-        rollouts.clone(),
-        health.ready.clone(),
-    ));
+    let ready = health.ready.clone();
+    let synced = caches_synced(gates, rollouts.clone());
+    tokio::spawn(async move {
+        synced.await;
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
+    });
     let wakeups = ctx.wakeups().ok_or(Error::Startup(
         "the controller was started twice on one context",
     ))?;
@@ -187,16 +175,19 @@ async fn follow_leadership(
     }
 }
 
-/// `/readyz` turns ready once both caches have synced.
-async fn ready_once_synced(
-    gates: Store<RolloutGate>,
-    rollouts: Store<DeserializeGuard<Rollout>>,
-    ready: Arc<AtomicBool>,
-) {
+/// Both caches synced: what `/readyz` and running for the Lease wait for.
+async fn caches_synced(gates: Store<RolloutGate>, rollouts: Store<DeserializeGuard<Rollout>>) {
     synced(&gates).await;
     synced(&rollouts).await;
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!("caches synced; ready");
+}
+
+fn context(client: &Client, gates: &Store<RolloutGate>, config: &Config) -> Result<Context> {
+    let mut context = Context::new(client.clone(), gates.clone(), &config.instance)?;
+    context.crash_after_acting = config.crash_after_acting;
+    if config.leader.is_some() {
+        context.leadership = Leadership::elected();
+    }
+    Ok(context)
 }
 
 async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -> Result<Action> {

@@ -36,7 +36,11 @@ pub const NO_BOUND: &str =
     shortname = "gate",
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Rollouts","type":"integer","jsonPath":".status.gatedRollouts"}"#,
+    printcolumn = r#"{"name":"Evaluating","type":"integer","jsonPath":".status.evaluating"}"#,
+    printcolumn = r#"{"name":"Holding","type":"integer","jsonPath":".status.holding"}"#,
+    printcolumn = r#"{"name":"Erroring","type":"integer","jsonPath":".status.erroring"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Sources","type":"string","jsonPath":".status.conditions[?(@.type==\"SourceReachable\")].status"}"#,
     printcolumn = r#"{"name":"Last decision","type":"string","jsonPath":".status.lastDecision"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

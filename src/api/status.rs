@@ -22,6 +22,18 @@ pub struct RolloutGateStatus {
     /// One line on the newest decision, for `kubectl get gate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
+    /// Of the entries below: Rollouts at a gated pause being evaluated, held (waiting on
+    /// evidence, another pause condition, a contested or unreadable gate), and whose last
+    /// evaluation could not ask a source. Counted every 15 s, for `kubectl get gate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluating: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erroring: Option<i64>,
+    /// The newest decisions, newest first, at most five: for `kubectl describe gate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_decisions: Vec<DecisionRecord>,
     /// Per gated Rollout, by name. At most 100 entries keep their last evaluation; beyond
     /// that, a Rollout at a pause keeps a compact entry (the pause, its counters and any
     /// pending action) and a Rollout not at a pause gets none: see `omittedRollouts`.
@@ -31,6 +43,17 @@ pub struct RolloutGateStatus {
     /// drops those not at a pause first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub omitted_rollouts: Option<i64>,
+}
+
+/// One decision the gate made: promote, abort, or what DryRun would have done.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord {
+    pub time: String,
+    pub rollout: String,
+    pub phase: GatePhase,
+    /// The decision's one line, as in its Event.
+    pub message: String,
 }
 
 /// Entries a gate's status keeps in full (see [`RolloutGateStatus::rollouts`]): the status of

@@ -18,7 +18,10 @@ use super::effect;
 use super::observe::selected;
 use super::record;
 use super::watch::unreadable;
-use crate::api::{GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate};
+use crate::api::{
+    GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, RecordedVerdict, Rollout, RolloutGate,
+    RolloutGateStatus,
+};
 
 const EVERY: Duration = Duration::from_secs(15);
 
@@ -147,16 +150,56 @@ fn tidied(gate: &RolloutGate, current: &BTreeMap<String, String>) -> Option<Valu
     let kept = status.rollouts.len() - gone.len();
     let count = i64::try_from(current.len()).unwrap_or(i64::MAX);
     let omitted = i64::try_from(current.len().saturating_sub(kept)).unwrap_or(i64::MAX);
+    let phases = Phases::of(
+        (status.rollouts.iter())
+            .filter(|(n, _)| !gone.contains(n))
+            .map(|(_, e)| e),
+    );
     if gone.is_empty()
         && status.gated_rollouts == Some(count)
         && status.omitted_rollouts.unwrap_or(0) == omitted
+        && Phases::recorded(&status) == phases
     {
         return None;
     }
     let removals: Map<String, Value> = gone.iter().map(|n| ((*n).clone(), Value::Null)).collect();
-    Some(
-        json!({"status": {"gatedRollouts": count, "omittedRollouts": omitted, "rollouts": removals}}),
-    )
+    Some(json!({"status": {
+        "gatedRollouts": count, "omittedRollouts": omitted, "rollouts": removals,
+        "evaluating": phases.evaluating, "holding": phases.holding, "erroring": phases.erroring,
+    }}))
+}
+
+/// How many entries are at a gated pause being evaluated, held, and erring: the gate's
+/// columns in `kubectl get`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Phases {
+    evaluating: i64,
+    holding: i64,
+    erroring: i64,
+}
+
+impl Phases {
+    fn of<'a>(entries: impl Iterator<Item = &'a GatedRollout>) -> Phases {
+        let mut phases = Phases::default();
+        for entry in entries {
+            match entry.phase {
+                GatePhase::Evaluating => phases.evaluating += 1,
+                GatePhase::Holding => phases.holding += 1,
+                _ => continue,
+            }
+            let last = entry.last_evaluation.as_ref().map(|e| e.verdict);
+            phases.erroring += i64::from(last == Some(RecordedVerdict::Error));
+        }
+        phases
+    }
+
+    fn recorded(status: &RolloutGateStatus) -> Phases {
+        Phases {
+            evaluating: status.evaluating.unwrap_or(0),
+            holding: status.holding.unwrap_or(0),
+            erroring: status.erroring.unwrap_or(0),
+        }
+    }
 }
 
 /// Entries past [`MAX_DETAILED_ENTRIES`] that can go: of selected Rollouts not at a pause,
@@ -195,7 +238,6 @@ fn forget_deleted(ctx: &Context, rollouts: &Store<DeserializeGuard<Rollout>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::GatePhase;
 
     fn entry(phase: GatePhase, since: &str) -> GatedRollout {
         GatedRollout {
@@ -237,6 +279,41 @@ mod tests {
         // Under the bound nothing goes.
         entries.retain(|n, _| n.as_str() < "r050");
         assert!(beyond_the_bound(&entries, &selected).is_empty());
+    }
+
+    #[test]
+    fn the_gate_counts_its_rollouts_evaluating_holding_and_erring_and_rewrites_only_on_change() {
+        let mut erring = entry(GatePhase::Holding, "2026-12-01T00:00:00Z");
+        erring.last_evaluation = Some(crate::api::EvaluationRecord {
+            verdict: RecordedVerdict::Error,
+            ..Default::default()
+        });
+        let mut gate = RolloutGate::new(
+            "g",
+            serde_json::from_value(json!({"rollouts": {"name": "a"}})).expect("spec"),
+        );
+        let status = gate.status.get_or_insert_with(Default::default);
+        status.rollouts.insert(
+            "a".into(),
+            entry(GatePhase::Evaluating, "2026-12-01T00:00:00Z"),
+        );
+        status.rollouts.insert("b".into(), erring);
+        status.rollouts.insert(
+            "c".into(),
+            entry(GatePhase::Promoted, "2026-12-01T00:00:00Z"),
+        );
+        let current: BTreeMap<String, String> = ["a", "b", "c"]
+            .iter()
+            .map(|n| (n.to_string(), String::new()))
+            .collect();
+        let patch = tidied(&gate, &current).expect("counts to write");
+        assert_eq!(patch["status"]["evaluating"], 1);
+        assert_eq!(patch["status"]["holding"], 1);
+        assert_eq!(patch["status"]["erroring"], 1, "{patch}");
+        let status = gate.status.get_or_insert_with(Default::default);
+        status.gated_rollouts = Some(3);
+        (status.evaluating, status.holding, status.erroring) = (Some(1), Some(1), Some(1));
+        assert_eq!(tidied(&gate, &current), None, "nothing changed: no write");
     }
 
     #[tokio::test]

@@ -344,14 +344,8 @@ async fn record_evaluation(
     };
     let name = at.rollout.name_any();
     let decided = effect.note.is_some() && effect.phase != GatePhase::Holding;
-    let fields = Fields {
-        conditions: Some(vec![
-            record::ready(at.gate),
-            record::reachable(at.gate, results),
-        ]),
-        last_decision: decided.then(|| report::clip(&format!("{name}: {}", effect.message), 200)),
-        ..Fields::observed(at.gate)
-    };
+    let decision = decided.then_some((effect.phase, &effect.message));
+    let fields = record::evaluated(at.gate, results, &name, decision);
     record::entry(ctx, at.gate, &name, &entry, fields).await?;
     if let Some(note) = effect.note.clone() {
         record::note(ctx, at.rollout, at.gate, note).await;

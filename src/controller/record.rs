@@ -20,9 +20,10 @@ use super::effect::{Note, Reason};
 use super::report::{self, MAX_MESSAGE};
 use crate::Result;
 use crate::api::{
-    GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate, RolloutGateStatus,
+    DecisionRecord, GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate,
+    RolloutGateStatus,
 };
-use crate::decision::{CheckResult, Verdict};
+use crate::decision::{CheckResult, Verdict, clip};
 
 /// Now, as the status writes times (RFC 3339).
 pub fn now() -> String {
@@ -39,9 +40,57 @@ pub struct Fields {
     pub conditions: Option<Vec<Condition>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_decisions: Option<Vec<DecisionRecord>>,
 }
 
+/// What an evaluation sets beside its entry: the gate's conditions, and the decision if one
+/// was made.
+pub fn evaluated(
+    gate: &RolloutGate,
+    results: &[CheckResult],
+    rollout: &str,
+    decision: Option<(GatePhase, &String)>,
+) -> Fields {
+    let conditions = vec![ready(gate), reachable(gate, results)];
+    Fields {
+        conditions: Some(conditions),
+        ..Fields::observed(gate)
+    }
+    .decided(gate, rollout, decision)
+}
+
+/// How many decisions `recentDecisions` keeps.
+const RECENT_DECISIONS: usize = 5;
+
 impl Fields {
+    /// A decision recorded: `lastDecision`, one line for `kubectl get`, and the newest of
+    /// `recentDecisions` for `kubectl describe` (the gate as cached: writes to one gate are
+    /// sent one at a time, and the Events keep every decision).
+    pub fn decided(
+        self,
+        gate: &RolloutGate,
+        rollout: &str,
+        decision: Option<(GatePhase, &String)>,
+    ) -> Fields {
+        let Some((phase, message)) = decision else {
+            return self;
+        };
+        let newest = DecisionRecord {
+            time: now(),
+            rollout: rollout.to_string(),
+            phase,
+            message: clip(message, 300),
+        };
+        let earlier = gate.status.iter().flat_map(|s| s.recent_decisions.iter());
+        let recent = std::iter::once(newest).chain(earlier.cloned());
+        Fields {
+            last_decision: Some(clip(&format!("{rollout}: {message}"), 200)),
+            recent_decisions: Some(recent.take(RECENT_DECISIONS).collect()),
+            ..self
+        }
+    }
+
     /// The generation of the gate being acted on: its status speaks of that spec.
     pub fn observed(gate: &RolloutGate) -> Fields {
         Fields {
@@ -394,12 +443,8 @@ fn changes(gate: &RolloutGate, fields: &serde_json::Map<String, Value>) -> bool 
         .status
         .as_ref()
         .map(|s| RolloutGateStatus {
-            observed_generation: s.observed_generation,
-            conditions: s.conditions.clone(),
-            gated_rollouts: s.gated_rollouts,
-            last_decision: s.last_decision.clone(),
             rollouts: BTreeMap::new(),
-            omitted_rollouts: s.omitted_rollouts,
+            ..s.clone()
         })
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or_default();
@@ -409,6 +454,41 @@ fn changes(gate: &RolloutGate, fields: &serde_json::Map<String, Value>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decision_leads_the_recent_ones_and_the_oldest_beyond_five_goes() {
+        let mut gate = RolloutGate::new(
+            "g",
+            serde_json::from_value(json!({"rollouts": {"name": "a"}})).expect("spec"),
+        );
+        for i in 0..7 {
+            let message = format!("promoted step {i}");
+            let fields =
+                Fields::default().decided(&gate, "a", Some((GatePhase::Promoted, &message)));
+            let status = gate.status.get_or_insert_with(Default::default);
+            status.recent_decisions = fields.recent_decisions.expect("decisions");
+            status.last_decision = fields.last_decision;
+        }
+        let status = gate.status.clone().expect("status");
+        let kept: Vec<&str> = status
+            .recent_decisions
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "promoted step 6",
+                "promoted step 5",
+                "promoted step 4",
+                "promoted step 3",
+                "promoted step 2"
+            ]
+        );
+        assert_eq!(status.last_decision.as_deref(), Some("a: promoted step 6"));
+        let none = Fields::default().decided(&gate, "a", None);
+        assert!(none.recent_decisions.is_none() && none.last_decision.is_none());
+    }
     use crate::api::EvaluationRecord;
 
     fn object(v: Value) -> serde_json::Map<String, Value> {

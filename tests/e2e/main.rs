@@ -19,5 +19,6 @@ mod races;
 mod sources;
 mod stack;
 mod stackfaults;
+mod story;
 mod victoria;
 mod webhook;

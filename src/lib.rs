@@ -7,6 +7,7 @@ pub mod controller;
 pub mod decision;
 pub mod error;
 pub mod evidence;
+pub mod explain;
 pub mod metrics;
 pub mod server;
 

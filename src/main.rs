@@ -58,6 +58,8 @@ enum Command {
     /// (`<prefix>_requests_total{code,model,…}`, `<prefix>_request_duration_seconds`), labelled
     /// with `pod` and `rollouts_pod_template_hash` from POD_NAME / POD_TEMPLATE_HASH.
     Logmetrics(Box<tollgate_logmetrics::LogmetricsArgs>),
+    #[command(flatten)]
+    Inspect(tollgate::explain::Inspect),
 }
 
 /// `instance`, made unique to this process: two replicas given the same name (or none) must
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::Inspect(command) => return inspect(command),
         Command::Logmetrics(args) => {
             return match tollgate_logmetrics::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -135,6 +138,30 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `explain` and `list`: what tollgate recorded, printed.
+fn inspect(command: tollgate::explain::Inspect) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(r) => r.block_on(tollgate::explain::run(command)),
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("tollgate: {e}");
             ExitCode::FAILURE

@@ -120,3 +120,97 @@ async fn kubectl_describe_lists_the_latest_decisions() {
     );
     s.finish().await;
 }
+
+/// `kubectl tollgate …` as a user runs it: kubectl finds the plugin on PATH.
+async fn kubectl_tollgate(args: &[&str]) -> String {
+    let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-tollgate"));
+    let dir = plugin.parent().expect("the plugin's directory");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tokio::process::Command::new("kubectl")
+        .arg("tollgate")
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .await
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl tollgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn kubectl_tollgate_explains_a_held_and_an_aborted_canary_and_lists_them() {
+    let mut s = Scenario::new("story-explain").await;
+    let ns = s.ns.name.clone();
+    // One model broken on the canary: held first (one failure tolerated), then aborted.
+    let checks = json!([s.error_rate_check(0.05, 5.0)]);
+    let gate = s.gate(
+        "litellm",
+        checks,
+        json!({"failureLimit": 1, "interval": "3s"}),
+    );
+    let broken = Behaviour::healthy(MODELS).with("llama", "500");
+    s.canary_with_gate("litellm", broken, gate).await;
+    s.ns.bump_revision("litellm", "v2").await;
+    let held = wait_for(
+        "an explanation with a failing series",
+        STEP_TIMEOUT,
+        || async {
+            let text = kubectl_tollgate(&["explain", "-n", &ns, "litellm"]).await;
+            if text.contains("Fail") && text.contains("llama") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        held.starts_with(&format!(
+            "Rollout {ns}/litellm, gated by litellm-gate (Enforce)"
+        )),
+        "{held}"
+    );
+    assert!(held.contains("step 1, revision"), "{held}");
+    let llama = held.find("llama").expect("the failing model");
+    let healthy = held.find("gpt-4o").expect("a passing model");
+    assert!(llama < healthy, "failing series first:\n{held}");
+
+    s.recorded("litellm", tollgate::api::GatePhase::Aborted)
+        .await;
+    let aborted = kubectl_tollgate(&["explain", "-n", &ns, "litellm"]).await;
+    assert!(aborted.contains("Phase:     Aborted"), "{aborted}");
+    assert!(
+        aborted.contains("Aborted ") && aborted.contains("llama"),
+        "the abort and why:\n{aborted}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(
+        &kubectl_tollgate(&["explain", "-n", &ns, "litellm", "-o", "json"]).await,
+    )
+    .expect("JSON");
+    assert_eq!(json[0]["entry"]["phase"], "Aborted", "{json}");
+    let list = kubectl_tollgate(&["list", "-n", &ns]).await;
+    println!(
+        "$ kubectl tollgate explain (held)\n{held}\n$ kubectl tollgate explain (aborted)\n{aborted}\n$ kubectl tollgate list\n{list}"
+    );
+    let row = list.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("litellm") && row.contains("Aborted"), "{list}");
+
+    // Not gated: says so and how to look, with a failing exit code.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["explain", "-n", &ns, "nothing-here"])
+        .output()
+        .await
+        .expect("tollgate explain");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has a record of nothing-here"));
+    s.finish().await;
+}

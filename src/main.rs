@@ -35,6 +35,10 @@ enum Command {
         #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_RECONCILES", default_value_t = 16,
             value_parser = clap::value_parser!(u16).range(1..))]
         max_concurrent_reconciles: u16,
+        /// How long a Rollout, gated or not, may stay paused before tollgate warns (a Warning
+        /// Event, once per pause). A Rollout's `tollgate.dev/stuck-after` annotation overrides it.
+        #[arg(long, env = "TOLLGATE_STUCK_AFTER", default_value = "1h", value_parser = stuck_after)]
+        stuck_after: std::time::Duration,
         /// Fault injection for tests: exit the moment a promote or abort is accepted, before it
         /// is recorded (the worst moment to crash).
         #[arg(long, hide = true)]
@@ -82,6 +86,13 @@ fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `--stuck-after`: a duration such as `1h`, `90m`.
+fn stuck_after(text: &str) -> Result<std::time::Duration, String> {
+    tollgate::api::Duration::parse(text)
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
             namespaces,
             max_concurrent_reconciles,
             crash_after_acting,
+            stuck_after,
             leader_elect,
             lease_name,
             lease_namespace,
@@ -133,6 +145,7 @@ fn main() -> ExitCode {
                 },
                 max_concurrent_reconciles,
                 crash_after_acting,
+                stuck_after,
             },
         ),
     };

@@ -33,6 +33,14 @@ pub struct VerdictLabels {
     pub verdict: String,
 }
 
+/// A paused Rollout: why (Argo's pause reasons, or `SpecPaused`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PausedLabels {
+    pub namespace: String,
+    pub rollout: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -70,6 +78,8 @@ pub struct Metrics {
     /// 1 while this instance leads (always, without leader election).
     pub leading: Family<InstanceLabels, Gauge>,
     pub leader_election_errors: Counter,
+    /// Every paused Rollout in scope, gated or not, by how long it has been paused.
+    rollout_paused: Family<PausedLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -92,6 +102,7 @@ impl Default for Metrics {
             probe_requests: Family::default(),
             leading: Family::default(),
             leader_election_errors: Counter::default(),
+            rollout_paused: Family::default(),
         };
         m.register();
         m.zeroes();
@@ -100,6 +111,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The paused Rollouts now, replacing the last look's: one that moved on leaves at once.
+    pub fn paused(&self, ages: Vec<(PausedLabels, f64)>) {
+        self.rollout_paused.clear();
+        for (labels, seconds) in ages {
+            self.rollout_paused.get_or_create(&labels).set(seconds);
+        }
+    }
+
     fn register(&mut self) {
         let m = self;
         m.registry.register(
@@ -165,6 +184,11 @@ impl Metrics {
             "leader",
             "1 while this instance leads (acts); 0 while it stands by",
             m.leading.clone(),
+        );
+        m.registry.register(
+            "rollout_paused_seconds",
+            "Every paused Rollout in scope, gated or not: seconds since its pause began (leader only)",
+            m.rollout_paused.clone(),
         );
         m.registry.register(
             "leader_election_errors",

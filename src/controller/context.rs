@@ -33,6 +33,8 @@ pub struct Context {
     pub leadership: Leadership,
     /// Fault injection for tests (see [`super::Config::crash_after_acting`]).
     pub crash_after_acting: bool,
+    /// How long a Rollout may stay paused before a Warning (see [`super::stuck`]).
+    pub stuck_after: std::time::Duration,
     /// Each gate compiled, by uid, with the generation it was compiled from.
     compiled: Mutex<HashMap<String, Built>>,
     /// Per gate uid, the lock that orders its status writes (see [`super::record`]).
@@ -68,6 +70,7 @@ impl Context {
             trackers: Trackers::default(),
             leadership: Leadership::sole(),
             crash_after_acting: false,
+            stuck_after: std::time::Duration::from_secs(3600),
             compiled: Mutex::default(),
             writers: Mutex::default(),
             wake,

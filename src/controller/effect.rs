@@ -25,6 +25,8 @@ pub enum Reason {
     ForeignPause,
     SelfEndingPause,
     GateChanged,
+    /// A Rollout paused longer than it may wait (see [`super::stuck`]).
+    Stuck,
 }
 
 impl Reason {
@@ -40,6 +42,7 @@ impl Reason {
             Reason::ForeignPause => "ForeignPause",
             Reason::SelfEndingPause => "SelfEndingPause",
             Reason::GateChanged => "GateChanged",
+            Reason::Stuck => "Stuck",
         }
     }
 
@@ -53,6 +56,7 @@ impl Reason {
                 | Reason::InvalidGate
                 | Reason::ForeignPause
                 | Reason::SelfEndingPause
+                | Reason::Stuck
         )
     }
 }

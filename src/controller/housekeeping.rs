@@ -2,7 +2,8 @@
 //! or relabelled) and, past the status bound, of Rollouts not at a pause; keep `gatedRollouts`
 //! and `omittedRollouts` current; say on each gate that cannot be read why it gates nothing; and
 //! forget the trackers (stopping their probes) of deleted Rollouts, which are never reconciled
-//! again. Decides from the caches, and reads a gate afresh only before writing to it.
+//! again; and look for Rollouts paused too long ([`stuck`]). Decides from the caches, and reads
+//! a gate afresh only before writing to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use super::context::Context;
 use super::effect;
 use super::observe::selected;
 use super::record;
+use super::stuck;
 use super::watch::unreadable;
 use crate::api::{
     GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, RecordedVerdict, Rollout, RolloutGate,
@@ -28,13 +30,18 @@ const EVERY: Duration = Duration::from_secs(15);
 pub async fn run(ctx: Arc<Context>, rollouts: Store<DeserializeGuard<Rollout>>) {
     super::synced(&rollouts).await;
     let mut reported = HashSet::new();
+    let mut stuck = stuck::Watch::default();
     loop {
         if !ctx.leadership.is_leading() {
-            // A standby writes nothing.
+            // A standby writes nothing, and exports no pause: the leader does.
+            ctx.metrics.paused(Vec::new());
             tokio::time::sleep(EVERY).await;
             continue;
         }
         forget_deleted(&ctx, &rollouts);
+        let state = rollouts.state();
+        let readable: Vec<&Rollout> = state.iter().filter_map(|r| r.0.as_ref().ok()).collect();
+        stuck.look(&ctx, &readable, ctx.stuck_after).await;
         report_unreadable(&ctx, &mut reported).await;
         for gate in ctx.gates.state().iter().filter(|g| unreadable(g).is_none()) {
             if let Err(e) = tidy(&ctx, gate, &rollouts).await {

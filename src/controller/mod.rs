@@ -25,6 +25,7 @@ mod reconcile;
 pub mod record;
 mod report;
 mod scope;
+mod stuck;
 mod tracker;
 mod watch;
 
@@ -62,6 +63,8 @@ pub struct Config {
     /// Fault injection for tests: exit right after a promote or abort is accepted, before it
     /// is recorded.
     pub crash_after_acting: bool,
+    /// How long a Rollout may stay paused before a Warning Event (see [`stuck`]).
+    pub stuck_after: Duration,
     /// Run for leadership on this Lease; `None`: the only instance, always leading.
     pub leader: Option<leader::Params>,
 }
@@ -184,6 +187,7 @@ async fn caches_synced(gates: Store<RolloutGate>, rollouts: Store<DeserializeGua
 fn context(client: &Client, gates: &Store<RolloutGate>, config: &Config) -> Result<Context> {
     let mut context = Context::new(client.clone(), gates.clone(), &config.instance)?;
     context.crash_after_acting = config.crash_after_acting;
+    context.stuck_after = config.stuck_after;
     if config.leader.is_some() {
         context.leadership = Leadership::elected();
     }

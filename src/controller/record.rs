@@ -344,6 +344,14 @@ pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: No
     publish(ctx, note, &[rollout.object_ref(&()), gate.object_ref(&())]).await;
 }
 
+/// An Event on a Rollout alone, whether or not a gate selects it (a pause left too long).
+pub async fn note_alone(ctx: &Context, rollout: &Rollout, note: Note) {
+    if !ctx.leadership.is_leading() {
+        return;
+    }
+    publish(ctx, note, &[rollout.object_ref(&())]).await;
+}
+
 async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) {
     let text = report::clip(&note.text, MAX_MESSAGE);
     let reason = note.reason.name();

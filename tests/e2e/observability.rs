@@ -55,7 +55,19 @@ async fn alert_rules_and_dashboard_read_only_what_tollgate_exports() {
         &address,
         json!({"job": JOB, "test_id": s.id}),
     );
-    let exported = exported_names(&tollgate.metrics().await);
+    // Every paused Rollout's age is exported by housekeeping, every 15 s.
+    let exported = wait_for(
+        "the paused Rollout's age on /metrics",
+        STEP_TIMEOUT,
+        || async {
+            let names = exported_names(&tollgate.metrics().await);
+            match names.contains("tollgate_rollout_paused_seconds") {
+                true => Ok(names),
+                false => Err(format!("{names:?}")),
+            }
+        },
+    )
+    .await;
     for expected in [
         "tollgate_pause_seconds",
         "tollgate_gate_interval_seconds",

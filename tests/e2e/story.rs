@@ -214,3 +214,47 @@ async fn kubectl_tollgate_explains_a_held_and_an_aborted_canary_and_lists_them()
     assert!(String::from_utf8_lossy(&out.stderr).contains("has a record of nothing-here"));
     s.finish().await;
 }
+
+/// A Rollout left paused, gated or not: a Warning Event once past `--stuck-after`, its age on
+/// `/metrics` meanwhile; one whose annotation allows longer is left alone.
+#[tokio::test]
+async fn a_rollout_paused_too_long_is_warned_about_once_gated_or_not() {
+    let mut s = Scenario::without_tollgate("story-stuck").await;
+    let ns = s.ns.name.clone();
+    s.tollgate =
+        Some(crate::support::controller::Tollgate::start_with(&ns, &["--stuck-after", "3s"]).await);
+    let mut patient = crate::support::canary_rollout("patient");
+    patient["metadata"]["annotations"] = json!({"tollgate.dev/stuck-after": "1h"});
+    s.ns.create_rollout(crate::support::canary_rollout("forgotten"))
+        .await;
+    s.ns.create_rollout(patient).await;
+    for name in ["forgotten", "patient"] {
+        s.ns.wait_phase(name, "v1 Healthy", |p| *p == tollgate::api::Phase::Healthy)
+            .await;
+        s.ns.bump_revision(name, "v2").await;
+    }
+    let warned = s.wait_notes("forgotten", "Stuck", 1).await;
+    assert!(
+        warned[0].starts_with("paused for ") && warned[0].contains("CanaryPauseStep since"),
+        "{warned:?}"
+    );
+    assert!(warned[0].contains("longer than 3s"), "{warned:?}");
+    let metrics = s.tollgate.as_ref().expect("tollgate").metrics().await;
+    let series = format!(
+        r#"tollgate_rollout_paused_seconds{{namespace="{ns}",rollout="forgotten",reason="CanaryPauseStep"}}"#
+    );
+    assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    assert!(
+        metrics.contains(r#"rollout="patient""#),
+        "the patient one is exported too"
+    );
+    // Another look (every 15 s) passes: still one Warning, and none for the patient one.
+    tokio::time::sleep(std::time::Duration::from_secs(17)).await;
+    assert_eq!(
+        s.notes("forgotten", "Stuck").await.len(),
+        1,
+        "once per pause"
+    );
+    assert!(s.notes("patient", "Stuck").await.is_empty());
+    s.finish().await;
+}

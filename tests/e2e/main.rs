@@ -10,6 +10,7 @@ mod admission;
 mod demo;
 mod faults;
 mod gating;
+mod hubble;
 mod installed;
 mod leader;
 mod observability;

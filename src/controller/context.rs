@@ -39,6 +39,8 @@ pub struct Context {
     compiled: Mutex<HashMap<String, Built>>,
     /// Per gate uid, the lock that orders its status writes (see [`super::record`]).
     writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per Rollout, what was last announced of it and at which pause (see [`Context::announce`]).
+    announced: Mutex<HashMap<(String, String), (String, String)>>,
     /// Rollouts to reconcile now (their evidence is in); the controller reads the other end.
     wake: mpsc::UnboundedSender<Wakeup>,
     wakeups: Mutex<Option<mpsc::UnboundedReceiver<Wakeup>>>,
@@ -73,6 +75,7 @@ impl Context {
             stuck_after: std::time::Duration::from_secs(3600),
             compiled: Mutex::default(),
             writers: Mutex::default(),
+            announced: Mutex::default(),
             wake,
             wakeups: Mutex::new(Some(wakeups)),
         })
@@ -83,6 +86,17 @@ impl Context {
         let uid = gate.uid().unwrap_or_default();
         let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
         writers.entry(uid).or_default().clone()
+    }
+
+    /// Whether `text` is news about `rollout` at `pause`: true the first time, false while it
+    /// stays the same (one entry per Rollout, so this never grows past the Rollouts seen).
+    pub fn announce(&self, pause: &str, rollout: &(String, String), text: &str) -> bool {
+        let mut announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = (pause.to_string(), text.to_string());
+        announced.insert(rollout.clone(), now.clone()).as_ref() != Some(&now)
     }
 
     /// The term this process leads in, if it leads.

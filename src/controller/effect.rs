@@ -27,6 +27,8 @@ pub enum Reason {
     GateChanged,
     /// A Rollout paused longer than it may wait (see [`super::stuck`]).
     Stuck,
+    /// An override annotation on the Rollout (see [`super::overrides`]).
+    Override,
 }
 
 impl Reason {
@@ -43,6 +45,7 @@ impl Reason {
             Reason::SelfEndingPause => "SelfEndingPause",
             Reason::GateChanged => "GateChanged",
             Reason::Stuck => "Stuck",
+            Reason::Override => "Override",
         }
     }
 
@@ -57,6 +60,7 @@ impl Reason {
                 | Reason::ForeignPause
                 | Reason::SelfEndingPause
                 | Reason::Stuck
+                | Reason::Override
         )
     }
 }

@@ -20,6 +20,7 @@ mod gauges;
 mod housekeeping;
 pub mod leader;
 mod observe;
+mod overrides;
 mod pause;
 mod reconcile;
 pub mod record;

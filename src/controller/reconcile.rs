@@ -11,13 +11,14 @@ use super::actuate;
 use super::context::Context;
 use super::effect::{self, Note, Reason};
 use super::observe::{self, Gated, Observed, entry_of, key};
+use super::overrides::Override;
 use super::pause;
 use super::record::{self, ConditionType, Fields, now};
 use super::tracker::PauseKey;
 use super::watch::unreadable;
 use crate::Result;
 use crate::api::{GatePhase, GatedRollout, Phase, Rollout, RolloutGate};
-use crate::compile::CompileError;
+use crate::compile::{CompileError, CompiledGate, Mode};
 
 /// How long Argo may take to observe a promote before tollgate nudges it (see
 /// docs/local-stack.md on Argo's informer write-back).
@@ -85,10 +86,68 @@ async fn one_gate(rollout: &Rollout, g: Gated, ctx: &Arc<Context>) -> Result<Act
     {
         entry = Some(settled);
     }
-    match g.pause {
-        Some(at) => pause::at_pause(rollout, &g.gate, &g.compiled, compiled, at, entry, ctx).await,
-        None => away_from_pause(rollout, &g.gate, entry, ctx).await,
+    let Some(at) = g.pause else {
+        return away_from_pause(rollout, &g.gate, entry, ctx).await;
+    };
+    match overridden(rollout, &g.gate, &at, entry.as_ref(), ctx).await? {
+        Some(Override::Skip { .. }) => Ok(Action::await_change()),
+        Some(Override::Hold { .. }) => {
+            let held = CompiledGate {
+                mode: Mode::DryRun,
+                ..compiled.clone()
+            };
+            // Judged as another policy: what a hold decided never stands once it is lifted,
+            // and putting one on or lifting it starts the pause's evaluation over.
+            let at = PauseKey {
+                policy_hash: format!("{}+hold", at.policy_hash),
+                ..at
+            };
+            pause::at_pause(rollout, &g.gate, &g.compiled, &held, at, entry, ctx).await
+        }
+        None => pause::at_pause(rollout, &g.gate, &g.compiled, compiled, at, entry, ctx).await,
     }
+}
+
+/// The override the Rollout carries at this pause, said once on the gate and in an Event; a
+/// skip stands down (see [`super::overrides`]). An annotation that is no override is named.
+async fn overridden(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    at: &PauseKey,
+    entry: Option<&GatedRollout>,
+    ctx: &Context,
+) -> Result<Option<Override>> {
+    let (wanted, unread) = Override::of(rollout);
+    let said = match (&wanted, unread) {
+        (Some(o), _) => o.says(),
+        (None, Some(problem)) => problem,
+        (None, None) => return Ok(None),
+    };
+    let fresh = ctx.announce(
+        &format!("{}/{}", at.revision, at.started),
+        &key(rollout),
+        &said,
+    );
+    if let Some(Override::Skip { .. }) = &wanted {
+        stand_aside(rollout, ctx);
+        let previous = entry.filter(|e| at.describes(e)).cloned();
+        if previous.as_ref().is_none_or(|e| e.message != said) {
+            let record = GatedRollout {
+                revision: at.revision.clone(),
+                step: at.step,
+                pause_started: Some(at.started.clone()),
+                phase: GatePhase::StoodDown,
+                since: Some(now()),
+                message: said.clone(),
+                ..previous.unwrap_or_default()
+            };
+            record::entry(ctx, gate, &rollout.name_any(), &record, Fields::default()).await?;
+        }
+    }
+    if fresh {
+        record::note(ctx, rollout, gate, Note::new(Reason::Override, said)).await;
+    }
+    Ok(wanted)
 }
 
 async fn invalid(

@@ -258,3 +258,84 @@ async fn a_rollout_paused_too_long_is_warned_about_once_gated_or_not() {
     assert!(s.notes("patient", "Stuck").await.is_empty());
     s.finish().await;
 }
+
+/// `kubectl annotate` on the Rollout, as a person does in an emergency.
+async fn annotate(s: &Scenario, rollout: &str, annotation: &str) {
+    tool(
+        "kubectl",
+        &[
+            "annotate",
+            "--overwrite",
+            "-n",
+            &s.ns.name,
+            "rollout",
+            rollout,
+            annotation,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_hold_override_evaluates_without_acting_and_lifting_it_promotes() {
+    let mut s = Scenario::new("story-hold").await;
+    let name = "litellm";
+    let checks = json!([s.error_rate_check(0.05, 5.0)]);
+    let gate = s.gate(name, checks, json!({}));
+    s.ns.create_rollout(crate::support::canary_rollout(name))
+        .await;
+    s.ns.wait_phase(name, "v1 Healthy", |p| *p == tollgate::api::Phase::Healthy)
+        .await;
+    annotate(&s, name, "tollgate.dev/hold=true").await;
+    s.start_traffic(name, Behaviour::healthy(MODELS), Behaviour::healthy(MODELS));
+    s.apply_gate(gate).await;
+    s.ns.bump_revision(name, "v2").await;
+    let said = s.wait_notes(name, "Override", 1).await;
+    assert!(
+        said[0].starts_with("tollgate.dev/hold set by kubectl-annotate"),
+        "{said:?}"
+    );
+    // It evaluates and decides, and acts on nothing.
+    s.recorded(name, tollgate::api::GatePhase::DryRun).await;
+    assert!(
+        s.notes(name, "Promoted").await.is_empty(),
+        "held: never acted"
+    );
+    // Lifted: the pause is judged afresh under the gate as written, and promoted.
+    annotate(&s, name, "tollgate.dev/hold-").await;
+    s.promoted_once_at_each_pause(name).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_skip_override_stands_down_at_the_pause_and_says_who() {
+    let mut s = Scenario::new("story-skip").await;
+    let name = "litellm";
+    let checks = json!([s.error_rate_check(0.05, 5.0)]);
+    let gate = s.gate(name, checks, json!({}));
+    s.canary_with_gate(name, Behaviour::healthy(MODELS), gate)
+        .await;
+    annotate(&s, name, "tollgate.dev/skip=true").await;
+    s.ns.bump_revision(name, "v2").await;
+    let entry = s.recorded(name, tollgate::api::GatePhase::StoodDown).await;
+    assert!(
+        entry
+            .message
+            .starts_with("tollgate.dev/skip set by kubectl-annotate"),
+        "{}",
+        entry.message
+    );
+    assert_eq!(entry.evaluations, 0, "nothing evaluated: {entry:?}");
+    let said = s.wait_notes(name, "Override", 1).await;
+    assert!(said[0].contains("stands down"), "{said:?}");
+    // Still waiting at its pause for a person: tollgate promoted nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(s.notes(name, "Promoted").await.is_empty());
+    let r: tollgate::api::Rollout = s.ns.rollouts().get(name).await.expect("the Rollout");
+    assert!(
+        matches!(r.phase(), tollgate::api::Phase::CanaryPause { step: 1 }),
+        "{:?}",
+        r.phase()
+    );
+    s.finish().await;
+}

@@ -1,0 +1,145 @@
+//! Emergency overrides, set on the Rollout rather than the gate: GitOps tools revert edits to
+//! specs they own, not annotations they do not. `tollgate.dev/skip: "true"` makes tollgate stand
+//! down at the pause (a person decides); `tollgate.dev/hold: "true"` keeps it evaluating and
+//! reporting but never acting, as `mode: DryRun` would for this Rollout alone. Who set one is
+//! read from the Rollout's `managedFields` and said in the status and the Event.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use kube::ResourceExt;
+
+use crate::api::Rollout;
+
+pub const SKIP: &str = "tollgate.dev/skip";
+pub const HOLD: &str = "tollgate.dev/hold";
+
+/// What the Rollout's annotations ask of tollgate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Override {
+    /// Stand down: no evaluation, no probe, no action at this pause.
+    Skip { by: String },
+    /// Evaluate and report, never act.
+    Hold { by: String },
+}
+
+impl Override {
+    /// The overrides `rollout` carries, skip first (it asks for less). A value other than
+    /// `"true"` is no override, and is named so nobody believes it holds.
+    pub fn of(rollout: &Rollout) -> (Option<Override>, Option<String>) {
+        let mut unread = None;
+        for key in [SKIP, HOLD] {
+            match rollout.annotations().get(key).map(|v| v.trim()) {
+                Some("true") => {
+                    let by = setter(rollout.managed_fields(), key);
+                    let found = if key == SKIP {
+                        Override::Skip { by }
+                    } else {
+                        Override::Hold { by }
+                    };
+                    return (Some(found), None);
+                }
+                Some(other) => {
+                    unread = Some(format!(
+                        "annotation {key}={other:?} is ignored: only \"true\" overrides the gate"
+                    ));
+                }
+                None => {}
+            }
+        }
+        (None, unread)
+    }
+
+    /// One line for the status and the Event.
+    pub fn says(&self) -> String {
+        match self {
+            Override::Skip { by } => format!(
+                "{SKIP} set by {by}: tollgate stands down at this pause; remove the annotation to gate again"
+            ),
+            Override::Hold { by } => format!(
+                "{HOLD} set by {by}: evaluating and reporting, never acting; remove the annotation to act again"
+            ),
+        }
+    }
+}
+
+/// Who last set `key` among the annotations: the manager whose managed fields hold it.
+fn setter(fields: &[ManagedFieldsEntry], key: &str) -> String {
+    let field = format!("f:{key}");
+    let owns = |e: &&ManagedFieldsEntry| {
+        e.fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:metadata")?.get("f:annotations")?.get(&field))
+            .is_some()
+    };
+    let newest = fields.iter().filter(owns).max_by(|a, b| {
+        a.time
+            .as_ref()
+            .map(|t| t.0)
+            .cmp(&b.time.as_ref().map(|t| t.0))
+    });
+    newest
+        .and_then(|e| e.manager.clone())
+        .unwrap_or_else(|| "an unknown manager".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rollout(annotations: serde_json::Value, managed: serde_json::Value) -> Rollout {
+        serde_json::from_value(
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "app", "namespace": "ns", "annotations": annotations,
+                "managedFields": managed},
+            "spec": {"strategy": {"canary": {"steps": [{"pause": {}}]}}}}),
+        )
+        .expect("a Rollout")
+    }
+
+    fn managed(manager: &str, key: &str, time: &str) -> serde_json::Value {
+        json!({"manager": manager, "operation": "Update", "time": time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:annotations": {format!("f:{key}"): {}}}}})
+    }
+
+    #[test]
+    fn an_override_names_who_set_it() {
+        let r = rollout(
+            json!({HOLD: "true"}),
+            json!([
+                managed("argocd-controller", "app", "2026-12-01T00:00:00Z"),
+                managed("kubectl-annotate", HOLD, "2026-12-02T04:00:00Z")
+            ]),
+        );
+        let (found, problem) = Override::of(&r);
+        assert_eq!(
+            found,
+            Some(Override::Hold {
+                by: "kubectl-annotate".into()
+            })
+        );
+        assert_eq!(problem, None);
+        assert!(
+            found
+                .expect("hold")
+                .says()
+                .starts_with("tollgate.dev/hold set by kubectl-annotate")
+        );
+    }
+
+    #[test]
+    fn skip_wins_over_hold_and_a_value_not_true_is_named_not_obeyed() {
+        let both = rollout(json!({SKIP: "true", HOLD: "true"}), json!([]));
+        assert_eq!(
+            Override::of(&both).0,
+            Some(Override::Skip {
+                by: "an unknown manager".into()
+            })
+        );
+        let yes = rollout(json!({SKIP: "yes"}), json!([]));
+        let (found, problem) = Override::of(&yes);
+        assert_eq!(found, None);
+        assert!(problem.expect("named").contains("only \"true\""));
+        assert_eq!(Override::of(&rollout(json!({}), json!([]))), (None, None));
+    }
+}

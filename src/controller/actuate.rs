@@ -137,6 +137,10 @@ pub async fn at_pause(
     }
     metrics.actuation_conflicts.inc();
     let fresh = api.get(&seen.name_any()).await?;
+    // An override set since the evidence was read is what changed the Rollout: obey it.
+    if let (Some(wanted), _) = super::overrides::Override::of(&fresh) {
+        return Ok(Outcome::Refused(wanted.says()));
+    }
     let same = gated_pause(
         &fresh,
         target.pauses,

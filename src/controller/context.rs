@@ -88,15 +88,31 @@ impl Context {
         writers.entry(uid).or_default().clone()
     }
 
-    /// Whether `text` is news about `rollout` at `pause`: true the first time, false while it
-    /// stays the same (one entry per Rollout, so this never grows past the Rollouts seen).
-    pub fn announce(&self, pause: &str, rollout: &(String, String), text: &str) -> bool {
+    /// Whether `text` was already said of `rollout` at `pause` (see [`Context::mark`]).
+    pub fn announced(&self, pause: &str, rollout: &(String, String), text: &str) -> bool {
+        let announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        announced.get(rollout) == Some(&(pause.to_string(), text.to_string()))
+    }
+
+    /// Remembers that `text` was said of `rollout` at `pause` (one entry per Rollout).
+    pub fn mark(&self, pause: &str, rollout: &(String, String), text: &str) {
         let mut announced = self
             .announced
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let now = (pause.to_string(), text.to_string());
-        announced.insert(rollout.clone(), now.clone()).as_ref() != Some(&now)
+        announced.insert(rollout.clone(), (pause.to_string(), text.to_string()));
+    }
+
+    /// Forgets what was said of `rollout`; whether anything was.
+    pub fn unannounce(&self, rollout: &(String, String)) -> bool {
+        let mut announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        announced.remove(rollout).is_some()
     }
 
     /// The term this process leads in, if it leads.

@@ -21,8 +21,7 @@ use super::record;
 use super::stuck;
 use super::watch::unreadable;
 use crate::api::{
-    GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, RecordedVerdict, Rollout, RolloutGate,
-    RolloutGateStatus,
+    GatePhase, GatedRollout, MAX_DETAILED_ENTRIES, Rollout, RolloutGate, RolloutGateStatus,
 };
 
 const EVERY: Duration = Duration::from_secs(15);
@@ -194,8 +193,9 @@ impl Phases {
                 GatePhase::Holding => phases.holding += 1,
                 _ => continue,
             }
-            let last = entry.last_evaluation.as_ref().map(|e| e.verdict);
-            phases.erroring += i64::from(last == Some(RecordedVerdict::Error));
+            // The error streak, not the last evaluation: a compact entry (past 100) keeps no
+            // evaluation, but keeps its counters.
+            phases.erroring += i64::from(entry.error_streak > 0);
         }
         phases
     }
@@ -291,10 +291,7 @@ mod tests {
     #[test]
     fn the_gate_counts_its_rollouts_evaluating_holding_and_erring_and_rewrites_only_on_change() {
         let mut erring = entry(GatePhase::Holding, "2026-12-01T00:00:00Z");
-        erring.last_evaluation = Some(crate::api::EvaluationRecord {
-            verdict: RecordedVerdict::Error,
-            ..Default::default()
-        });
+        erring.error_streak = 2;
         let mut gate = RolloutGate::new(
             "g",
             serde_json::from_value(json!({"rollouts": {"name": "a"}})).expect("spec"),

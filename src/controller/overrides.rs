@@ -22,30 +22,36 @@ pub enum Override {
 }
 
 impl Override {
-    /// The overrides `rollout` carries, skip first (it asks for less). A value other than
-    /// `"true"` is no override, and is named so nobody believes it holds.
+    /// The overrides `rollout` carries, skip first (it asks for less). Fails closed: any
+    /// value but an explicit no (`false`, `0`, `no`, `off`) overrides, so `True` or `yes` never
+    /// leaves tollgate acting against what was meant; a value read as yes that is not `true` is
+    /// named.
     pub fn of(rollout: &Rollout) -> (Option<Override>, Option<String>) {
-        let mut unread = None;
         for key in [SKIP, HOLD] {
-            match rollout.annotations().get(key).map(|v| v.trim()) {
-                Some("true") => {
-                    let by = setter(rollout.managed_fields(), key);
-                    let found = if key == SKIP {
-                        Override::Skip { by }
-                    } else {
-                        Override::Hold { by }
-                    };
-                    return (Some(found), None);
-                }
-                Some(other) => {
-                    unread = Some(format!(
-                        "annotation {key}={other:?} is ignored: only \"true\" overrides the gate"
-                    ));
-                }
-                None => {}
+            let Some(value) = rollout.annotations().get(key) else {
+                continue;
+            };
+            let value = value.trim();
+            if matches!(
+                value.to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            ) {
+                continue;
             }
+            let by = setter(rollout.managed_fields(), key);
+            let found = if key == SKIP {
+                Override::Skip { by }
+            } else {
+                Override::Hold { by }
+            };
+            let note = (value != "true").then(|| {
+                format!(
+                    "annotation {key}={value:?} is read as true (only false, 0, no or off are not)"
+                )
+            });
+            return (Some(found), note);
         }
-        (None, unread)
+        (None, None)
     }
 
     /// One line for the status and the Event.
@@ -128,18 +134,23 @@ mod tests {
     }
 
     #[test]
-    fn skip_wins_over_hold_and_a_value_not_true_is_named_not_obeyed() {
+    fn skip_wins_over_hold_and_any_value_but_an_explicit_no_overrides() {
         let both = rollout(json!({SKIP: "true", HOLD: "true"}), json!([]));
+        let unknown = "an unknown manager".to_string();
         assert_eq!(
             Override::of(&both).0,
             Some(Override::Skip {
-                by: "an unknown manager".into()
+                by: unknown.clone()
             })
         );
-        let yes = rollout(json!({SKIP: "yes"}), json!([]));
-        let (found, problem) = Override::of(&yes);
-        assert_eq!(found, None);
-        assert!(problem.expect("named").contains("only \"true\""));
+        let yes = rollout(json!({HOLD: "True"}), json!([]));
+        let (found, note) = Override::of(&yes);
+        assert_eq!(found, Some(Override::Hold { by: unknown }), "fails closed");
+        assert!(note.expect("named").contains("read as true"));
+        for no in ["false", "0", "no", "OFF"] {
+            let r = rollout(json!({SKIP: no, HOLD: no}), json!([]));
+            assert_eq!(Override::of(&r), (None, None), "{no}");
+        }
         assert_eq!(Override::of(&rollout(json!({}), json!([]))), (None, None));
     }
 }

@@ -14,7 +14,7 @@ use super::observe::{self, Gated, Observed, entry_of, key};
 use super::overrides::Override;
 use super::pause;
 use super::record::{self, ConditionType, Fields, now};
-use super::tracker::PauseKey;
+use super::tracker::{HELD, PauseKey};
 use super::watch::unreadable;
 use crate::Result;
 use crate::api::{GatePhase, GatedRollout, Phase, Rollout, RolloutGate};
@@ -96,10 +96,10 @@ async fn one_gate(rollout: &Rollout, g: Gated, ctx: &Arc<Context>) -> Result<Act
                 mode: Mode::DryRun,
                 ..compiled.clone()
             };
-            // Judged as another policy: what a hold decided never stands once it is lifted,
-            // and putting one on or lifting it starts the pause's evaluation over.
+            // Judged as a policy of its own: what a hold decided (in DryRun) never concludes the
+            // pause once it is lifted; failures stand across, passes start over.
             let at = PauseKey {
-                policy_hash: format!("{}+hold", at.policy_hash),
+                policy_hash: format!("{}{HELD}", at.policy_hash),
                 ..at
             };
             pause::at_pause(rollout, &g.gate, &g.compiled, &held, at, entry, ctx).await
@@ -108,8 +108,8 @@ async fn one_gate(rollout: &Rollout, g: Gated, ctx: &Arc<Context>) -> Result<Act
     }
 }
 
-/// The override the Rollout carries at this pause, said once on the gate and in an Event; a
-/// skip stands down (see [`super::overrides`]). An annotation that is no override is named.
+/// The override the Rollout carries at this pause, said once on the gate and in an Event (and
+/// its lifting too); a skip stands down (see [`super::overrides`]).
 async fn overridden(
     rollout: &Rollout,
     gate: &RolloutGate,
@@ -117,37 +117,65 @@ async fn overridden(
     entry: Option<&GatedRollout>,
     ctx: &Context,
 ) -> Result<Option<Override>> {
-    let (wanted, unread) = Override::of(rollout);
-    let said = match (&wanted, unread) {
-        (Some(o), _) => o.says(),
-        (None, Some(problem)) => problem,
-        (None, None) => return Ok(None),
+    let (wanted, note) = Override::of(rollout);
+    let Some(wanted) = wanted else {
+        if ctx.unannounce(&key(rollout)) {
+            let lifted = "override lifted: gating as the gate says".to_string();
+            record::note(ctx, rollout, gate, Note::new(Reason::Override, lifted)).await;
+        }
+        return Ok(None);
     };
-    let fresh = ctx.announce(
-        &format!("{}/{}", at.revision, at.started),
-        &key(rollout),
-        &said,
-    );
-    if let Some(Override::Skip { .. }) = &wanted {
-        stand_aside(rollout, ctx);
-        let previous = entry.filter(|e| at.describes(e)).cloned();
-        if previous.as_ref().is_none_or(|e| e.message != said) {
-            let record = GatedRollout {
-                revision: at.revision.clone(),
-                step: at.step,
-                pause_started: Some(at.started.clone()),
-                phase: GatePhase::StoodDown,
-                since: Some(now()),
-                message: said.clone(),
-                ..previous.unwrap_or_default()
-            };
-            record::entry(ctx, gate, &rollout.name_any(), &record, Fields::default()).await?;
+    let said = match note {
+        Some(note) => format!("{}; {note}", wanted.says()),
+        None => wanted.says(),
+    };
+    if let Override::Skip { .. } = &wanted {
+        skip(rollout, gate, at, entry, &said, ctx).await?;
+    }
+    let pause = format!("{}/{:?}/{}", at.revision, at.step, at.started);
+    if !ctx.announced(&pause, &key(rollout), &said) {
+        let sent = Note::new(Reason::Override, said.clone());
+        if record::note(ctx, rollout, gate, sent).await {
+            ctx.mark(&pause, &key(rollout), &said);
         }
     }
-    if fresh {
-        record::note(ctx, rollout, gate, Note::new(Reason::Override, said)).await;
+    Ok(Some(wanted))
+}
+
+/// Stands down at the pause for a skip. A pause already decided is left as recorded; a
+/// promote or abort about to be sent is dropped: still at the pause, it never landed, and a
+/// person's move from here must never be recorded as tollgate's.
+async fn skip(
+    rollout: &Rollout,
+    gate: &RolloutGate,
+    at: &PauseKey,
+    entry: Option<&GatedRollout>,
+    said: &str,
+    ctx: &Context,
+) -> Result<()> {
+    let previous = entry.filter(|e| at.describes(e)).cloned();
+    let decided = |e: &GatedRollout| matches!(e.phase, GatePhase::Promoted | GatePhase::Aborted);
+    if previous.as_ref().is_some_and(decided) {
+        return Ok(());
     }
-    Ok(wanted)
+    ctx.trackers.forget(&key(rollout));
+    if previous
+        .as_ref()
+        .is_some_and(|e| e.message == said && e.intent.is_none())
+    {
+        return Ok(());
+    }
+    let record = GatedRollout {
+        revision: at.revision.clone(),
+        step: at.step,
+        pause_started: Some(at.started.clone()),
+        phase: GatePhase::StoodDown,
+        since: Some(now()),
+        message: said.to_string(),
+        intent: None,
+        ..previous.unwrap_or_default()
+    };
+    record::entry(ctx, gate, &rollout.name_any(), &record, Fields::default()).await
 }
 
 async fn invalid(

@@ -337,22 +337,23 @@ fn to_object(fields: &Fields) -> serde_json::Map<String, Value> {
 
 /// Publishes an Event on the Rollout and on the gate. Failures are logged, never fatal: Events
 /// are best-effort in Kubernetes.
-pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: Note) {
+pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: Note) -> bool {
     if !ctx.leadership.is_leading() {
-        return;
+        return false;
     }
-    publish(ctx, note, &[rollout.object_ref(&()), gate.object_ref(&())]).await;
+    publish(ctx, note, &[rollout.object_ref(&()), gate.object_ref(&())]).await
 }
 
 /// An Event on a Rollout alone, whether or not a gate selects it (a pause left too long).
-pub async fn note_alone(ctx: &Context, rollout: &Rollout, note: Note) {
+pub async fn note_alone(ctx: &Context, rollout: &Rollout, note: Note) -> bool {
     if !ctx.leadership.is_leading() {
-        return;
+        return false;
     }
-    publish(ctx, note, &[rollout.object_ref(&())]).await;
+    publish(ctx, note, &[rollout.object_ref(&())]).await
 }
 
-async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) {
+/// Whether it was published about every object.
+async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) -> bool {
     let text = report::clip(&note.text, MAX_MESSAGE);
     let reason = note.reason.name();
     // kube's Recorder folds Events with the same (reason, action, object) into one series and
@@ -369,11 +370,14 @@ async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) {
         action,
         secondary: None,
     };
+    let mut all = true;
     for reference in about {
         if let Err(e) = ctx.recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, "could not publish an Event");
+            all = false;
         }
     }
+    all
 }
 
 /// A process-local hash, for de-duplication (never persisted).

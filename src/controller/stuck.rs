@@ -29,12 +29,11 @@ pub struct Pause {
 /// The pause of `rollout`, if it is paused. A pause with no start time Argo wrote (a manual
 /// `spec.paused`) counts from `first_seen`, when this instance first saw it paused.
 pub fn pause_of(rollout: &Rollout, first_seen: Timestamp) -> Option<Pause> {
-    let status = rollout.status_or_default();
-    let mut reasons: Vec<&str> = status
-        .pause_conditions
-        .iter()
-        .map(|c| c.reason.as_str())
-        .collect();
+    let conditions = rollout
+        .status
+        .as_ref()
+        .map_or(&[][..], |s| &s.pause_conditions[..]);
+    let mut reasons: Vec<&str> = conditions.iter().map(|c| c.reason.as_str()).collect();
     if rollout.spec.paused == Some(true) {
         reasons.push("SpecPaused");
     }
@@ -43,8 +42,8 @@ pub fn pause_of(rollout: &Rollout, first_seen: Timestamp) -> Option<Pause> {
     }
     reasons.sort_unstable();
     reasons.dedup();
-    let started = status.pause_conditions.iter();
-    let since = started
+    let since = conditions
+        .iter()
         .filter_map(|c| c.start_time.as_deref()?.parse::<Timestamp>().ok())
         .min()
         .unwrap_or(first_seen);
@@ -102,8 +101,10 @@ impl Watch {
             let (after, problem) = threshold(rollout, default);
             if age >= after.as_secs_f64() && !self.warned.contains(&warned) {
                 let note = stuck(&pause, age, after, problem.as_deref());
-                record::note_alone(ctx, rollout, note).await;
-                self.warned.insert(warned);
+                // A Warning that could not be sent is tried again at the next look.
+                if record::note_alone(ctx, rollout, note).await {
+                    self.warned.insert(warned);
+                }
             }
         }
         self.warned.retain(|w| still.contains(w));

@@ -30,6 +30,16 @@ impl PauseKey {
         self.revision == other.revision && self.step == other.step && self.started == other.started
     }
 
+    /// The same pause under the same gate, a `tollgate.dev/hold` put on or lifted in between
+    /// (see [`HELD`]).
+    pub fn held_apart(&self, other: &PauseKey) -> bool {
+        self.same_pause(other)
+            && self.gate_uid == other.gate_uid
+            && self.gate_generation == other.gate_generation
+            && self.policy_hash != other.policy_hash
+            && unheld(&self.policy_hash) == unheld(&other.policy_hash)
+    }
+
     /// Whether a status entry describes this pause.
     pub fn describes(&self, entry: &GatedRollout) -> bool {
         entry.revision == self.revision
@@ -64,6 +74,15 @@ pub struct Tracker {
     /// The leadership term it belongs to (see [`super::leader::Leadership`]): a tracker of
     /// another term is never used, nor kept.
     pub term: u64,
+}
+
+/// Marks the policy of a pause judged under `tollgate.dev/hold` (see
+/// [`super::overrides`]): what a hold decided (in DryRun) never concludes the pause once it is
+/// lifted, while its failures stand across.
+pub const HELD: &str = "+hold";
+
+fn unheld(hash: &str) -> &str {
+    hash.strip_suffix(HELD).unwrap_or(hash)
 }
 
 /// How long a controller may be away (a rolling restart, a leader failover) before the passes it
@@ -101,6 +120,22 @@ impl Tracker {
         }
     }
 
+    /// The same pause as a hold is put on or lifted: failures and errors stand, passes start
+    /// over, and nothing decided under the other setting concludes it.
+    pub fn rekeyed(self, pause: PauseKey) -> Tracker {
+        let history = History {
+            pass_streak: 0,
+            ..self.history
+        };
+        Tracker {
+            pause,
+            history,
+            finished: None,
+            announced: String::new(),
+            ..self
+        }
+    }
+
     /// Picks up where the gate's status left off, if it describes this very pause under this
     /// very policy. `since` tells how long ago a recorded RFC 3339 time was (None: unreadable).
     /// A decided pause stays decided; the next evaluation comes one full `interval` after the
@@ -120,8 +155,8 @@ impl Tracker {
         }
         let baked = Duration::from_secs(u64::try_from(r.baked_seconds).unwrap_or(0));
         t.first_seen = Instant::now().checked_sub(baked).unwrap_or(t.first_seen);
-        let same_policy =
-            r.gate_generation == t.pause.gate_generation && r.policy_hash == t.pause.policy_hash;
+        let same_policy = r.gate_generation == t.pause.gate_generation
+            && unheld(&r.policy_hash) == unheld(&t.pause.policy_hash);
         if matches!(
             r.phase,
             GatePhase::Promoted | GatePhase::Aborted | GatePhase::Unknown
@@ -149,7 +184,9 @@ impl Tracker {
             errors: n(r.errors),
             error_streak: n(r.error_streak),
         };
-        if r.phase == GatePhase::DryRun || r.concluded {
+        // A DryRun decision made under a hold, or one made without, concludes only its own.
+        let decided_here = r.phase == GatePhase::DryRun && r.policy_hash == t.pause.policy_hash;
+        if decided_here || r.concluded {
             t.finished = Some(r.phase);
         }
         if let Some(ago) = ago {
@@ -223,6 +260,72 @@ impl Trackers {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_hold_put_on_or_lifted_keeps_failures_and_concludes_nothing_of_the_other_setting() {
+        let plain = PauseKey {
+            revision: "r".into(),
+            step: Some(1),
+            started: "2026-12-02T00:00:00Z".into(),
+            gate_uid: "g".into(),
+            gate_generation: 1,
+            policy_hash: "abc".into(),
+        };
+        let held = PauseKey {
+            policy_hash: format!("abc{HELD}"),
+            ..plain.clone()
+        };
+        assert!(plain.held_apart(&held) && held.held_apart(&plain));
+        assert!(!plain.held_apart(&plain), "the same key is not apart");
+        let other = PauseKey {
+            policy_hash: "xyz".into(),
+            ..plain.clone()
+        };
+        assert!(
+            !other.held_apart(&held),
+            "another gate spec is a gate change"
+        );
+
+        let mut t = Tracker::fresh(held.clone());
+        t.history.failures = 1;
+        t.history.pass_streak = 2;
+        t.finished = Some(GatePhase::DryRun);
+        let lifted = t.rekeyed(plain.clone());
+        assert_eq!(
+            (lifted.history.failures, lifted.history.pass_streak),
+            (1, 0)
+        );
+        assert_eq!(
+            lifted.finished, None,
+            "a held DryRun decision does not conclude the pause"
+        );
+
+        // After a restart, from the status: the same, and a held decision concludes only itself.
+        let entry = GatedRollout {
+            revision: "r".into(),
+            step: Some(1),
+            pause_started: Some("2026-12-02T00:00:00Z".into()),
+            phase: GatePhase::DryRun,
+            failures: 1,
+            gate_generation: 1,
+            policy_hash: format!("abc{HELD}"),
+            ..GatedRollout::default()
+        };
+        let never = |_: &str| None;
+        let Resumed::Restored(t) =
+            Tracker::resume(plain, Some(&entry), Duration::from_secs(2), never)
+        else {
+            panic!("restored, not a gate change");
+        };
+        assert_eq!((t.history.failures, t.finished), (1, None));
+        let Resumed::Restored(t) =
+            Tracker::resume(held, Some(&entry), Duration::from_secs(2), never)
+        else {
+            panic!("restored");
+        };
+        assert_eq!(t.finished, Some(GatePhase::DryRun), "still held: decided");
+    }
+
     use super::*;
     use crate::api::EvaluationRecord;
 

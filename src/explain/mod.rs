@@ -102,7 +102,17 @@ async fn explain(
     rollout: &str,
 ) -> Result<Vec<Explanation>, InspectError> {
     let gates: Api<RolloutGate> = Api::namespaced(client.clone(), namespace);
-    let events = events(client, namespace, rollout).await?;
+    // The gate's status is the story; Events only add to it, so a refusal (RBAC) is said, not
+    // fatal.
+    let events = events(client, namespace, rollout)
+        .await
+        .unwrap_or_else(|e| {
+            vec![EventLine {
+                time: String::new(),
+                reason: "Unavailable".into(),
+                note: format!("tollgate's Events could not be read: {e}"),
+            }]
+        });
     let mut found = Vec::new();
     for gate in gates.list(&ListParams::default()).await? {
         let entry = gate
@@ -134,7 +144,13 @@ async fn events(
         .await?
         .into_iter()
         .filter(|e| e.reporting_controller.as_deref() == Some("tollgate"))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(rollout))
+        .filter(|e| {
+            // Events go to the Rollout and to its gate: a gate named like its Rollout must not
+            // show each twice.
+            let about = e.regarding.as_ref();
+            about.and_then(|r| r.kind.as_deref()) == Some("Rollout")
+                && about.and_then(|r| r.name.as_deref()) == Some(rollout)
+        })
         .map(|e| EventLine {
             time: (e.event_time.as_ref().map(|t| t.0.to_string()))
                 .or_else(|| {

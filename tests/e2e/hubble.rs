@@ -1,6 +1,7 @@
-//! Path B, option 1: Cilium Hubble's L7 metrics, with no change to the application. Hubble
-//! counts HTTP responses per destination pod (`hubble_http_responses_total` with
-//! `destination_pod`, `destination_workload`, `status`), and has no
+//! Path B, option 1: Cilium Hubble's L7 metrics, with no change to the application. Hubble's
+//! `httpV2` metric counts HTTP requests per serving pod (`hubble_http_requests_total` with
+//! `destination_pod` and `destination_namespace` from its `labelsContext`, `status`,
+//! `reporter`), and has no
 //! `rollouts_pod_template_hash`: the gate tells revisions apart by pod name, through
 //! `{{ podRegex }}`. An exporter serves Hubble-shaped series for the stack's real pods.
 
@@ -22,7 +23,7 @@ const NAME: &str = "litellm";
 fn hubble_gate(s: &Scenario) -> Value {
     let selector = |extra: &str| {
         format!(
-            r#"hubble_http_responses_total{{destination_namespace="{{{{ namespace }}}}",destination_pod=~"{{{{ podRegex }}}}",reporter="server"{extra}}}"#
+            r#"hubble_http_requests_total{{destination_namespace="{{{{ namespace }}}}",destination_pod=~"{{{{ podRegex }}}}",reporter="server"{extra}}}"#
         )
     };
     let check = json!({
@@ -76,14 +77,13 @@ fn serve_hubble(s: &Scenario, canary: &'static str) -> tokio::task::JoinHandle<(
 fn emit(exporter: &Exporter, namespace: &str, pod: &str, status: &str) {
     let labels = [
         ("destination_namespace", namespace),
-        ("destination_workload", NAME),
         ("destination_pod", pod),
         ("method", "POST"),
         ("protocol", "HTTP/1.1"),
         ("reporter", "server"),
         ("status", status),
     ];
-    exporter.add("hubble_http_responses_total", &labels, 1.0);
+    exporter.add("hubble_http_requests_total", &labels, 1.0);
 }
 
 async fn canary_gated_by_hubble(

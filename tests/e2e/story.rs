@@ -59,7 +59,9 @@ async fn kubectl_get_shows_a_rollout_erroring_on_an_unreachable_source() {
     let mut s = Scenario::new("story-down").await;
     let name = "litellm";
     let checks = json!([s.error_rate_check(0.05, 5.0)]);
-    let unreachable = json!({"prometheus": {"address": "http://127.0.0.1:9", "timeout": "1s"}});
+    // Errors tolerated for longer than the test looks: it stays Evaluating, erring.
+    let unreachable = json!({"prometheus": {"address": "http://127.0.0.1:9", "timeout": "1s"},
+        "errorLimit": 1000});
     let gate = s.gate(name, checks, unreachable);
     s.canary_with_gate(name, Behaviour::healthy(MODELS), gate)
         .await;
@@ -97,22 +99,27 @@ async fn kubectl_describe_lists_the_latest_decisions() {
     s.ns.bump_revision(name, "v2").await;
     s.promoted_once_at_each_pause(name).await;
     let gate = format!("{name}-gate");
-    let described = wait_for("both decisions in describe", STEP_TIMEOUT, || async {
-        let out = tool(
-            "kubectl",
-            &["describe", "rolloutgate", &gate, "-n", &s.ns.name],
-        )
-        .await;
-        if out.contains("Recent Decisions") && out.matches("promoted step").count() >= 2 {
-            Ok(out)
-        } else {
-            Err(out)
+    let api: kube::Api<tollgate::api::RolloutGate> = s.ns.api();
+    let recent = wait_for("both decisions recorded", STEP_TIMEOUT, || async {
+        let g = api.get(&gate).await.map_err(|e| e.to_string())?;
+        let recent = g.status.map(|s| s.recent_decisions).unwrap_or_default();
+        match recent.len() {
+            2 => Ok(recent),
+            n => Err(format!("{n} recorded: {recent:?}")),
         }
     })
     .await;
-    let newest = described.find("promoted step 3");
-    let older = described.find("promoted step 1");
-    assert!(newest < older, "newest first:\n{described}");
+    let newest_first = recent[0].message.contains("step 3") && recent[1].message.contains("step 1");
+    assert!(newest_first, "{recent:?}");
+    let out = tool(
+        "kubectl",
+        &["describe", "rolloutgate", &gate, "-n", &s.ns.name],
+    )
+    .await;
+    assert!(
+        out.contains("Recent Decisions") && out.matches("promoted step").count() >= 2,
+        "{out}"
+    );
     let cols = columns(&s).await;
     assert!(
         column(&cols, "LAST").contains("promoted step 3"),
@@ -187,10 +194,12 @@ async fn kubectl_tollgate_explains_a_held_and_an_aborted_canary_and_lists_them()
         .await;
     let aborted = kubectl_tollgate(&["explain", "-n", &ns, "litellm"]).await;
     assert!(aborted.contains("Phase:     Aborted"), "{aborted}");
-    assert!(
-        aborted.contains("Aborted ") && aborted.contains("llama"),
-        "the abort and why:\n{aborted}"
-    );
+    let events = aborted
+        .split("Recent decisions and warnings:")
+        .nth(1)
+        .unwrap_or_default();
+    let said = events.contains("Aborted") && events.contains("llama");
+    assert!(said, "the abort's Event, and why:\n{aborted}");
 
     let json: serde_json::Value = serde_json::from_str(
         &kubectl_tollgate(&["explain", "-n", &ns, "litellm", "-o", "json"]).await,
@@ -239,17 +248,30 @@ async fn a_rollout_paused_too_long_is_warned_about_once_gated_or_not() {
         "{warned:?}"
     );
     assert!(warned[0].contains("longer than 3s"), "{warned:?}");
-    let metrics = s.tollgate.as_ref().expect("tollgate").metrics().await;
     let series = format!(
         r#"tollgate_rollout_paused_seconds{{namespace="{ns}",rollout="forgotten",reason="CanaryPauseStep"}}"#
     );
-    assert!(metrics.contains(&series), "{series} in:\n{metrics}");
-    assert!(
-        metrics.contains(r#"rollout="patient""#),
-        "the patient one is exported too"
-    );
-    // Another look (every 15 s) passes: still one Warning, and none for the patient one.
-    tokio::time::sleep(std::time::Duration::from_secs(17)).await;
+    let tollgate = s.tollgate.as_ref().expect("tollgate");
+    let age = |metrics: &str| crate::support::controller::metric_sum(metrics, &series);
+    let first = wait_for("both paused Rollouts on /metrics", STEP_TIMEOUT, || async {
+        let metrics = tollgate.metrics().await;
+        match metrics.contains(&series) && metrics.contains(r#"rollout="patient""#) {
+            true => Ok(age(&metrics)),
+            false => Err(metrics),
+        }
+    })
+    .await;
+    // Another look (every 15 s) has passed once the age moved on: still one Warning, and none
+    // for the patient one.
+    wait_for("another look", STEP_TIMEOUT, || async {
+        let now = age(&tollgate.metrics().await);
+        if now > first {
+            Ok(())
+        } else {
+            Err(format!("{now} s"))
+        }
+    })
+    .await;
     assert_eq!(
         s.notes("forgotten", "Stuck").await.len(),
         1,
@@ -328,8 +350,17 @@ async fn a_skip_override_stands_down_at_the_pause_and_says_who() {
     assert_eq!(entry.evaluations, 0, "nothing evaluated: {entry:?}");
     let said = s.wait_notes(name, "Override", 1).await;
     assert!(said[0].contains("stands down"), "{said:?}");
-    // Still waiting at its pause for a person: tollgate promoted nothing.
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // Still waiting at its pause for a person, past the time a promote would have taken
+    // (two passes at 2 s): tollgate promoted nothing, and evaluated nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let still = s
+        .entry(&format!("{name}-gate"), name)
+        .await
+        .expect("the entry");
+    assert_eq!(
+        (still.phase, still.evaluations),
+        (tollgate::api::GatePhase::StoodDown, 0)
+    );
     assert!(s.notes(name, "Promoted").await.is_empty());
     let r: tollgate::api::Rollout = s.ns.rollouts().get(name).await.expect("the Rollout");
     assert!(

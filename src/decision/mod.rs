@@ -9,6 +9,7 @@ mod check;
 #[cfg(test)]
 mod properties;
 mod rule;
+pub mod sequential;
 
 pub use cadence::{AtPause, Cadence, DeadlineAction, Decision, History, decide};
 pub use check::{CheckResult, SeriesResult, judge};

@@ -26,26 +26,9 @@ const HORIZONS: std::ops::RangeInclusive<usize> = 10..=5000;
 
 /// The test of a check's `sequential` rule, refusing a source it cannot read.
 pub fn test(s: &api::Sequential, c: &Check) -> Result<SequentialTest, CompileError> {
-    if c.min_samples.is_some() {
-        return Err(CompileError::Spec(SEQUENTIAL_SAMPLES));
-    }
+    readable(s, c)?;
     let probe = c.probe.as_ref().map(|p| p.metric);
-    let reads = match (&s.latency, probe) {
-        (None, None) => c.ratio.is_some(),
-        (None, Some(m)) => m == ProbeMetric::ErrorRatio,
-        (Some(_), None) => c.query.is_some(),
-        (Some(_), Some(m)) => probe_quantile(m).is_some(),
-    };
-    if !reads {
-        return Err(CompileError::Spec(SEQUENTIAL_SOURCE));
-    }
     let kayenta = s.method == Some(SequentialMethod::MannWhitney);
-    if kayenta && (s.latency.is_none() || probe.is_none()) {
-        return Err(CompileError::Spec(MANN_WHITNEY));
-    }
-    if s.horizon.is_some() && !kayenta {
-        return Err(CompileError::Spec(HORIZON));
-    }
     let alpha = s.alpha.unwrap_or(if kayenta {
         KAYENTA_ALPHA
     } else {
@@ -89,6 +72,31 @@ pub fn test(s: &api::Sequential, c: &Check) -> Result<SequentialTest, CompileErr
     LatencyTest::new(alpha, margin, quantile)
         .map(SequentialTest::Latency)
         .map_err(settings)
+}
+
+/// Refuses what the test cannot read: the rules admission checks too, in its words.
+fn readable(s: &api::Sequential, c: &Check) -> Result<(), CompileError> {
+    if c.min_samples.is_some() {
+        return Err(CompileError::Spec(SEQUENTIAL_SAMPLES));
+    }
+    let probe = c.probe.as_ref().map(|p| p.metric);
+    let reads = match (&s.latency, probe) {
+        (None, None) => c.ratio.is_some(),
+        (None, Some(m)) => m == ProbeMetric::ErrorRatio,
+        (Some(_), None) => c.query.is_some(),
+        (Some(_), Some(m)) => probe_quantile(m).is_some(),
+    };
+    if !reads {
+        return Err(CompileError::Spec(SEQUENTIAL_SOURCE));
+    }
+    let kayenta = s.method == Some(SequentialMethod::MannWhitney);
+    if kayenta && (s.latency.is_none() || probe.is_none()) {
+        return Err(CompileError::Spec(MANN_WHITNEY));
+    }
+    if s.horizon.is_some() && !kayenta {
+        return Err(CompileError::Spec(HORIZON));
+    }
+    Ok(())
 }
 
 /// The quantile a probe latency metric names; `None` for a metric that is not a latency.

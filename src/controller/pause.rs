@@ -182,7 +182,7 @@ async fn evaluate(
     let (verdict, decision, decided) = decide(at, tracker, &results, ctx);
     let pause = &tracker.pause;
     let place = pause_name(&at.rollout.name_any(), pause.step, &pause.revision);
-    let summaries = summaries(at, &results);
+    let summaries = report::summaries(&results, &at.compiled.checks);
     log(at, pause, &verdict, &decision, &summaries);
     let self_ending = at.rollout.self_ending_pause(pause.step);
     let evaluated = Evaluated {
@@ -236,21 +236,13 @@ fn decide(
     let (history, decision) = decision::decide(cadence, tracker.history, &verdict, when);
     let decided = Instant::now();
     tracker.history = history;
+    tracker.observe(results);
     // Until the outcome sets it: a patch or status write that fails is retried at the gate's
     // cadence with fresh evidence, not at the error policy's.
     tracker.next_due = decided + cadence.interval;
     ctx.metrics
         .decision(decision.name(), at.compiled.mode.name());
     (verdict, decision, decided)
-}
-
-/// One line per check: what it measured against its rule.
-fn summaries(at: &At<'_>, results: &[CheckResult]) -> Vec<String> {
-    results
-        .iter()
-        .zip(&at.compiled.checks)
-        .map(|(r, c)| report::check_summary(r, &c.criteria.rule))
-        .collect()
 }
 
 fn log(

@@ -2,6 +2,7 @@
 //! Pure functions of the decision engine's results.
 
 use crate::api::{CheckRecord, EvaluationRecord, RecordedVerdict, SeriesRecord};
+use crate::compile::CompiledCheck;
 pub use crate::decision::clip;
 use crate::decision::{CheckResult, Rule, SeriesResult, Verdict, format_labels, num};
 
@@ -91,6 +92,15 @@ fn recorded(verdict: &Verdict) -> RecordedVerdict {
         Verdict::NoData(_) => RecordedVerdict::NoData,
         Verdict::Error(_) => RecordedVerdict::Error,
     }
+}
+
+/// One line per check: what it measured against its rule.
+pub fn summaries(results: &[CheckResult], checks: &[CompiledCheck]) -> Vec<String> {
+    results
+        .iter()
+        .zip(checks)
+        .map(|(r, c)| check_summary(r, &c.criteria.rule))
+        .collect()
 }
 
 /// `error-rate 0.004 <= 0.05 on 312 samples`, or `error-rate: 3 series pass`.

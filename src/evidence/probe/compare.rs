@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{ProbeRun, Revision, RevisionStats};
+use super::{Metric, ProbeRun, Revision, RevisionStats};
 use crate::decision::{Measurement, RawSeries, SequentialTest};
 
 impl ProbeRun {
@@ -14,17 +14,12 @@ impl ProbeRun {
             return Measurement::failed(why);
         }
         match test {
-            SequentialTest::Rates(_) => self
-                .both(|s| {
-                    (
-                        s.errors(),
-                        s.series(super::Metric::Requests),
-                        s.notes("canary"),
-                    )
-                })
-                .map_or_else(
-                    Measurement::failed,
-                    |((bad, total, notes), (stable_bad, stable_total, _))| Measurement {
+            SequentialTest::Rates(_) => {
+                let read =
+                    |s: &RevisionStats| (s.errors(), s.series(Metric::Requests), s.notes("canary"));
+                match self.both(read) {
+                    Err(failed) => *failed,
+                    Ok(((bad, total, notes), (stable_bad, stable_total, _))) => Measurement {
                         value: Some(Ok(bad)),
                         denominator: Some(Ok(total)),
                         baseline: Some(Ok(stable_bad)),
@@ -32,18 +27,19 @@ impl ProbeRun {
                         notes,
                         ..Measurement::default()
                     },
-                ),
-            SequentialTest::Latency(_) => self.both(RevisionStats::buckets).map_or_else(
-                Measurement::failed,
-                |(canary, stable)| Measurement {
+                }
+            }
+            SequentialTest::Latency(_) => match self.both(RevisionStats::buckets) {
+                Err(failed) => *failed,
+                Ok((canary, stable)) => Measurement {
                     value: Some(Ok(canary)),
                     baseline: Some(Ok(stable)),
                     ..Measurement::default()
                 },
-            ),
-            SequentialTest::MannWhitney(_) => self
-                .both(RevisionStats::first_latencies)
-                .map_or_else(Measurement::failed, |(canary, stable)| Measurement {
+            },
+            SequentialTest::MannWhitney(_) => match self.both(RevisionStats::first_latencies) {
+                Err(failed) => *failed,
+                Ok((canary, stable)) => Measurement {
                     raw: Some(
                         canary
                             .into_iter()
@@ -56,16 +52,22 @@ impl ProbeRun {
                             .collect(),
                     ),
                     ..Measurement::default()
-                }),
+                },
+            },
         }
     }
 
-    /// `read` of the canary's and the stable revision's figures, or why either cannot be read.
-    fn both<T>(&self, read: impl Fn(&RevisionStats) -> T) -> Result<(T, T), String> {
+    /// `read` of the canary's and the stable revision's figures, or the Error evidence of
+    /// either that cannot be read.
+    fn both<T>(&self, read: impl Fn(&RevisionStats) -> T) -> Result<(T, T), Box<Measurement>> {
         let one = |r: &Arc<Mutex<Revision>>, role: &str| {
-            let r = r.lock().map_err(|_| "probe state poisoned".to_string())?;
+            let r = r
+                .lock()
+                .map_err(|_| Box::new(Measurement::failed("probe state poisoned")))?;
             match &r.problem {
-                Some(p) => Err(format!("cannot probe the {role} revision: {p}")),
+                Some(p) => Err(Box::new(Measurement::failed(format!(
+                    "cannot probe the {role} revision: {p}"
+                )))),
                 None => Ok(read(&r.stats)),
             }
         };

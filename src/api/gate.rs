@@ -27,6 +27,7 @@ pub const NO_BOUND: &str =
 pub const SEQUENTIAL_SOURCE: &str = "sequential compares error counts on ratio checks and probe checks with metric errorRatio; with latency, histogram buckets by le on query checks and probe checks with a latency metric";
 pub const MANN_WHITNEY: &str = "method MannWhitney compares the probe's raw latencies: it needs latency and a probe check with a latency metric";
 pub const SEQUENTIAL_SAMPLES: &str = "minSamples does not apply to sequential checks: the test waits for enough evidence itself (MannWhitney compares sequential.horizon latencies)";
+pub const SEQUENTIAL_NO_DATA: &str = "noData does not apply to sequential checks: while the evidence cannot decide, however little there is, the test holds (Inconclusive); leave noData out, or set Hold";
 pub const ALPHA: &str = "alpha is the false-abort probability: above 0 and at most 0.5, e.g. 0.01";
 pub const QUANTILE: &str = "quantile must be above 0 and below 1, e.g. 0.99";
 pub const HORIZON: &str = "horizon applies to method MannWhitney only";
@@ -231,6 +232,8 @@ pub struct SecretName {
      "message": MANN_WHITNEY},
     {"rule": "!has(self.sequential) || !has(self.minSamples)",
      "message": SEQUENTIAL_SAMPLES},
+    {"rule": "!has(self.sequential) || !has(self.noData) || self.noData == 'Hold'",
+     "message": SEQUENTIAL_NO_DATA},
     {"rule": "!has(self.minSamples) || (has(self.query) || has(self.ratio)) == has(self.minSamples.query)",
      "message": SAMPLES_QUERY},
     {"rule": "!has(self.minSamples) || !(has(self.podHealth) || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable)))",
@@ -270,10 +273,11 @@ pub struct Check {
     /// error counts (ratio checks, probe `errorRatio`) or, with `latency`, latency histograms
     /// (query checks returning buckets by `le`, probe latency metrics), per revision, since the
     /// pause began. Fail and Pass are each wrong with probability at most `alpha`; until one is
-    /// shown the check holds (Inconclusive), whatever `noData` says.
+    /// shown the check holds (Inconclusive), with or without data (`noData` must be `Hold`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<Sequential>,
-    /// What no data means: `Hold` (default), `Fail`, or `Skip`.
+    /// What no data means: `Hold` (default), `Fail`, or `Skip` (not for a sequential check,
+    /// which always holds).
     #[serde(default)]
     pub no_data: NoData,
     /// Fewer samples than `count` is NoData, never a pass.

@@ -2,8 +2,8 @@
 
 use super::CompileError;
 use crate::api::{
-    self, ALPHA, Check, HORIZON, MANN_WHITNEY, ProbeMetric, QUANTILE, SEQUENTIAL_SAMPLES,
-    SEQUENTIAL_SOURCE, SequentialMethod,
+    self, ALPHA, Check, HORIZON, MANN_WHITNEY, NoData, ProbeMetric, QUANTILE, SEQUENTIAL_NO_DATA,
+    SEQUENTIAL_SAMPLES, SEQUENTIAL_SOURCE, SequentialMethod,
 };
 use crate::decision::sequential::{LatencyTest, RateTest, SettingsError};
 use crate::decision::{MannWhitneyTest, SequentialTest, num};
@@ -78,6 +78,9 @@ pub fn test(s: &api::Sequential, c: &Check) -> Result<SequentialTest, CompileErr
 fn readable(s: &api::Sequential, c: &Check) -> Result<(), CompileError> {
     if c.min_samples.is_some() {
         return Err(CompileError::Spec(SEQUENTIAL_SAMPLES));
+    }
+    if c.no_data != NoData::Hold {
+        return Err(CompileError::Spec(SEQUENTIAL_NO_DATA));
     }
     let probe = c.probe.as_ref().map(|p| p.metric);
     let reads = match (&s.latency, probe) {
@@ -278,6 +281,17 @@ mod tests {
         let mut counted = probe("errorRatio", json!({}));
         counted["minSamples"] = json!({"count": 10});
         assert!(refused(json!([counted])).contains(SEQUENTIAL_SAMPLES));
+        for policy in ["Skip", "Fail"] {
+            let mut skipped = ratio(json!({}));
+            skipped["noData"] = json!(policy);
+            assert!(
+                refused(json!([skipped])).contains(SEQUENTIAL_NO_DATA),
+                "{policy}"
+            );
+        }
+        let mut held = ratio(json!({}));
+        held["noData"] = json!("Hold");
+        assert!(gate(json!([held]), json!({})).is_ok());
         let mut two = ratio(json!({}));
         two["threshold"] = json!({"op": "<", "value": 0.1});
         assert!(refused(json!([two])).contains(api::ONE_RULE));

@@ -61,10 +61,11 @@ pub fn judge(policy: &Criteria, m: &Measurement) -> CheckResult {
     // `Skip` is for a check with no traffic to judge; a partial answer may hold exactly the
     // failing series, so it is never skipped.
     let partial = !m.warnings.is_empty();
-    // A sequential test with counts to judge decides itself: an Inconclusive one holds whatever
-    // the no-data policy says. Skipped, the gate could pass without the test ever passing;
-    // failed, a quiet canary would be aborted for being quiet.
-    let testing = matches!(policy.rule, Rule::Sequential(_)) && !series.is_empty();
+    // A sequential test decides itself: with too little evidence, however little, it holds
+    // whatever the no-data policy says (compiling refuses another). Skipped, the gate could pass
+    // without the test ever passing (a canary not scraped yet has no series at all); failed, a
+    // quiet canary would be aborted for being quiet.
+    let testing = matches!(policy.rule, Rule::Sequential(_));
     let (verdict, skipped) = match (verdict, policy.no_data) {
         (v @ Verdict::NoData(_), _) if testing => (v, false),
         (Verdict::NoData(why), OnNoData::Fail) => (Verdict::Fail(format!("no data: {why}")), false),

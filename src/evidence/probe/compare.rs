@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(chat.len(), COMPARED_BOUNDS.len() + 1);
         let at = |le: &str| chat.iter().find(|(b, _)| b == le).map(|(_, v)| *v);
         assert_eq!(
-            (at("0.01"), at("0.025"), at("0.25"), at("0.5")),
+            (at("0.01"), at("0.03"), at("0.2"), at("0.5")),
             (Some(0.0), Some(1.0), Some(1.0), Some(2.0))
         );
         assert_eq!(at("+Inf"), Some(2.0), "a 404 has no latency");

@@ -16,6 +16,7 @@ mod observability;
 mod podhealth;
 mod probes;
 mod races;
+mod sequential;
 mod sources;
 mod stack;
 mod stackfaults;

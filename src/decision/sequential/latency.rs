@@ -343,6 +343,7 @@ fn quantile_name(q: f64) -> String {
 fn seconds(s: f64) -> String {
     match s {
         s if s.is_infinite() => "∞".into(),
+        s if s <= 0.0 || s.is_nan() => "0s".into(),
         s if s >= 1.0 => format!("{}s", trim(s, 3)),
         s if s >= 1e-3 => format!("{}ms", trim(s * 1e3, 3)),
         s => format!("{}µs", trim(s * 1e6, 3)),
@@ -351,7 +352,8 @@ fn seconds(s: f64) -> String {
 
 /// Three significant digits, trailing zeros dropped.
 fn trim(v: f64, digits: i32) -> String {
-    let decimals = (digits - 1 - v.abs().log10().floor() as i32).max(0) as usize;
+    let magnitude = v.abs().log10().floor().clamp(-300.0, 300.0) as i32;
+    let decimals = (digits - 1 - magnitude).clamp(0, 20) as usize;
     let s = format!("{v:.decimals$}");
     match s.contains('.') {
         true => s.trim_end_matches('0').trim_end_matches('.').to_string(),

@@ -14,13 +14,15 @@
 mod latency;
 mod mann_whitney;
 mod rates;
+#[doc(hidden)]
+pub mod simulation;
 mod special;
 
 pub use latency::{
     BoundaryEvidence, Histogram, LatencyJudgement, LatencyTest, TailQuantile, judge_latency,
 };
 pub use mann_whitney::{Classification, MannWhitney, mann_whitney};
-pub use rates::{RateJudgement, judge_rates};
+pub use rates::{RateEvidence, RateJudgement, judge_rates, rate_evidence};
 
 /// What a sequential comparison concluded at this look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +81,13 @@ impl Counts {
                     value,
                 });
             }
+            if value > MAX_COUNT {
+                return Err(CountsError::TooLarge {
+                    revision,
+                    what,
+                    value,
+                });
+            }
         }
         if self.bad > self.total {
             return Err(CountsError::BadExceedsTotal {
@@ -90,6 +99,10 @@ impl Counts {
         Ok(self)
     }
 }
+
+/// Counts above this lose the precision the likelihoods need (a double holds integers exactly
+/// to 2^53 ≈ 9e15); no pause sees this many requests.
+const MAX_COUNT: f64 = 1e15;
 
 /// Which revision a count or histogram belongs to, for error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +146,15 @@ pub enum CountsError {
     },
     #[error("the {revision} {what} count is {value}: counts are never negative")]
     Negative {
+        revision: Revision,
+        what: &'static str,
+        value: f64,
+    },
+    #[error(
+        "the {revision} {what} count is {value}: counts above 10^15 are beyond the precision \
+         the test needs; count over the pause, not since the process started"
+    )]
+    TooLarge {
         revision: Revision,
         what: &'static str,
         value: f64,
@@ -265,6 +287,9 @@ fn percent(rate: f64) -> String {
 fn times(r: f64) -> String {
     if r.is_infinite() {
         return "×∞".into();
+    }
+    if r == 0.0 {
+        return "×0".into();
     }
     match r {
         r if r >= 100.0 => format!("×{r:.0}"),

@@ -63,36 +63,42 @@ impl MannWhitney {
     }
 }
 
-/// Ranks (1-based, ties averaged) of `a` followed by `b` in their union, and Σ(t³ − t) over the
-/// groups of t tied values.
-fn ranks(a: impl Iterator<Item = f64>, b: &[f64]) -> (Vec<f64>, f64) {
-    let values: Vec<f64> = a.chain(b.iter().copied()).collect();
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&i, &j| values[i].total_cmp(&values[j]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut ties = 0.0;
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
-            end += 1;
-        }
-        let rank = (start + end + 1) as f64 / 2.0;
-        for &i in &order[start..end] {
-            ranks[i] = rank;
-        }
-        let t = (end - start) as f64;
-        ties += t * t * t - t;
-        start = end;
+/// The canary's rank sum (1-based, ties averaged) among `canary − shift` and stable, and
+/// Σ(t³ − t) over the groups of t tied values. Both inputs sorted ascending: subtracting a shift
+/// keeps the canary's order, so one merge ranks them, O(n + m) for each shift the root search
+/// tries.
+fn rank_sum(canary: &[f64], stable: &[f64], shift: f64) -> (f64, f64) {
+    let (mut i, mut j, mut below) = (0, 0, 0usize);
+    let (mut sum, mut ties) = (0.0, 0.0);
+    while i < canary.len() || j < stable.len() {
+        let c = canary.get(i).map(|c| c - shift);
+        let value = match (c, stable.get(j)) {
+            (Some(c), Some(&s)) => c.min(s),
+            (Some(c), None) => c,
+            (None, Some(&s)) => s,
+            (None, None) => break,
+        };
+        let from_canary = canary[i..]
+            .iter()
+            .take_while(|c| *c - shift == value)
+            .count();
+        let from_stable = stable[j..].iter().take_while(|s| **s == value).count();
+        let t = from_canary + from_stable;
+        let rank = below as f64 + (t as f64 + 1.0) / 2.0;
+        sum += from_canary as f64 * rank;
+        ties += (t * t * t - t) as f64;
+        below += t;
+        i += from_canary;
+        j += from_stable;
     }
-    (ranks, ties)
+    (sum, ties)
 }
 
-/// U − n·m/2 and its standard deviation under the null, for `canary − shift` against stable.
+/// U − n·m/2 and its standard deviation under the null, for `canary − shift` against stable
+/// (both sorted).
 fn centred_u(canary: &[f64], stable: &[f64], shift: f64) -> (f64, f64) {
     let (n, m) = (canary.len() as f64, stable.len() as f64);
-    let (ranks, ties) = ranks(canary.iter().map(|c| c - shift), stable);
-    let rank_sum: f64 = ranks[..canary.len()].iter().sum();
+    let (rank_sum, ties) = rank_sum(canary, stable, shift);
     let centred = rank_sum - n * (n + 1.0) / 2.0 - n * m / 2.0;
     let total = n + m;
     let variance = n * m / 12.0 * ((total + 1.0) - ties / (total * (total - 1.0)));
@@ -163,6 +169,12 @@ pub fn mann_whitney(
     }
     checked(canary, Revision::Canary)?;
     checked(stable, Revision::Stable)?;
+    let sorted = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (canary, stable) = (&sorted(canary)[..], &sorted(stable)[..]);
     let (n, m) = (canary.len() as f64, stable.len() as f64);
     let (centred, sigma) = centred_u(canary, stable, 0.0);
     let u = centred + n * m / 2.0;

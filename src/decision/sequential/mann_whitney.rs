@@ -8,7 +8,7 @@
 //! every interval, its false-alarm rate grows with the looks (see `docs/statistics.md`).
 
 use super::special::{normal_quantile, normal_sf};
-use super::{CountsError, Revision, SettingsError};
+use super::{CountsError, Revision, SettingsError, count, level, times};
 
 /// Kayenta's band around zero that the interval must clear: this share of |shift|.
 const BAND: f64 = 0.25;
@@ -59,6 +59,51 @@ impl MannWhitney {
             Classification::Low
         } else {
             Classification::Pass
+        }
+    }
+
+    /// One line a person reads, e.g. `Mann-Whitney (one look): canary 1,000 vs stable 1,000
+    /// samples, shift +0.012, 98% interval +0.005–+0.019, p 0.0012, mean ×1.1 → High`. The shift
+    /// is in the samples' own unit.
+    pub fn explain(&self, allowed_increase: f64, allowed_decrease: f64) -> String {
+        let signed = |v: f64| match v {
+            v if v > 0.0 => format!("+{}", significant(v)),
+            v => significant(v),
+        };
+        let mean = self.mean_ratio.map_or("×?".to_string(), times);
+        format!(
+            "Mann-Whitney (one look): canary {} vs stable {} samples, shift {}, {} interval \
+             {}–{}, p {}, mean {mean} → {}",
+            count(self.canary_samples as f64),
+            count(self.stable_samples as f64),
+            signed(self.shift),
+            level(1.0 - self.confidence),
+            signed(self.interval.0),
+            signed(self.interval.1),
+            significant(self.p_value),
+            self.classify(allowed_increase, allowed_decrease).name(),
+        )
+    }
+}
+
+impl Classification {
+    pub fn name(self) -> &'static str {
+        match self {
+            Classification::High => "High",
+            Classification::Low => "Low",
+            Classification::Pass => "Pass",
+        }
+    }
+}
+
+/// Two significant digits: `0.0012`, `12`, `-3.4e-7`.
+fn significant(v: f64) -> String {
+    match v.abs() {
+        0.0 => "0".into(),
+        a if !(1e-4..1e6).contains(&a) => format!("{v:.1e}"),
+        a => {
+            let decimals = (1 - a.log10().floor() as i32).max(0) as usize;
+            format!("{v:.decimals$}")
         }
     }
 }

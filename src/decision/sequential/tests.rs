@@ -606,6 +606,11 @@ mod kayenta {
         assert_eq!(mw.classify(2.0, 1.0), Classification::Pass);
         let faster = mann_whitney(&stable, &slower, 0.98).expect("valid");
         assert_eq!(faster.classify(1.0, 1.0), Classification::Low);
+        assert_eq!(
+            mw.explain(1.0, 1.0),
+            "Mann-Whitney (one look): canary 50 vs stable 50 samples, shift +62, 98% interval \
+             +52–+72, p 7.1e-18, mean ×1.5 → High"
+        );
         let same = mann_whitney(&[5.0; 10], &[5.0; 20], 0.98).expect("valid");
         assert_eq!(
             (same.p_value, same.shift, same.interval),

@@ -11,7 +11,10 @@
 use std::time::Instant;
 
 use tollgate::decision::sequential::simulation::Rng;
-use tollgate::decision::sequential::{Counts, Outcome, RateTest, rate_evidence};
+use tollgate::decision::sequential::{
+    Counts, Histogram, LatencyTest, Outcome, RateTest, judge_latency, judge_rates, mann_whitney,
+    rate_evidence,
+};
 
 /// Seconds between looks.
 const INTERVAL: f64 = 30.0;
@@ -379,6 +382,65 @@ fn promotion(n: usize) {
     }
 }
 
+/// Microseconds per call of `f`, over enough calls for a quarter of a second.
+fn time_per_call<T>(mut f: impl FnMut(usize) -> T) -> f64 {
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed().as_secs_f64() < 0.25 {
+        std::hint::black_box(f(calls));
+        calls += 1;
+    }
+    started.elapsed().as_secs_f64() * 1e6 / calls as f64
+}
+
+fn costs() {
+    println!("\n### What a look costs (one core)\n");
+    println!("| call | time |");
+    println!("|---|---|");
+    let test = RateTest::new(ALPHA, 0.2).expect("valid");
+    let (c, s) = (
+        Counts::new(370.0, 12_040.0),
+        Counts::new(1_380.0, 148_100.0),
+    );
+    let us = time_per_call(|i| judge_rates(&test, Counts::new(c.bad + i as f64 % 7.0, c.total), s));
+    println!("| `judge_rates` (e-values and interval) | {us:.1} µs |");
+    let us =
+        time_per_call(|i| rate_evidence(&test, Counts::new(c.bad + i as f64 % 7.0, c.total), s));
+    println!("| `rate_evidence` (e-values only) | {us:.1} µs |");
+    let bounds = vec![
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        f64::INFINITY,
+    ];
+    let shape = [
+        1.0, 3.0, 10.0, 60.0, 300.0, 700.0, 900.0, 970.0, 990.0, 998.0, 999.0, 1000.0,
+    ];
+    let histogram = |scale: f64| Histogram {
+        bounds: bounds.clone(),
+        cumulative: shape.iter().map(|c| c * scale).collect(),
+    };
+    let latency = LatencyTest::new(ALPHA, 0.2, 0.99).expect("valid");
+    let (hc, hs) = (histogram(10.0), histogram(40.0));
+    let us = time_per_call(|_| judge_latency(&latency, &hc, &hs));
+    println!("| `judge_latency`, Prometheus' 11 default buckets | {us:.1} µs |");
+    for n in [1_000, 10_000] {
+        let mut rng = Rng::new(n as u64);
+        let canary: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+        let stable: Vec<f64> = (0..n).map(|_| rng.uniform() * 0.9).collect();
+        let us = time_per_call(|_| mann_whitney(&canary, &stable, 0.98));
+        println!("| `mann_whitney`, {n} + {n} samples | {:.2} ms |", us / 1e3);
+    }
+}
+
 fn main() {
     let n: usize = std::env::var("TOLLGATE_SIM_RUNS")
         .ok()
@@ -390,5 +452,6 @@ fn main() {
     false_aborts(n);
     detection(n / 5);
     promotion(n / 5);
+    costs();
     println!("\n({:.0} s)", started.elapsed().as_secs_f64());
 }

@@ -8,7 +8,7 @@
 //! every interval, its false-alarm rate grows with the looks (see `docs/statistics.md`).
 
 use super::special::{normal_quantile, normal_sf};
-use super::{CountsError, Revision, SettingsError};
+use super::{CountsError, Revision, SettingsError, count, level, times};
 
 /// Kayenta's band around zero that the interval must clear: this share of |shift|.
 const BAND: f64 = 0.25;
@@ -61,38 +61,89 @@ impl MannWhitney {
             Classification::Pass
         }
     }
-}
 
-/// Ranks (1-based, ties averaged) of `a` followed by `b` in their union, and Σ(t³ − t) over the
-/// groups of t tied values.
-fn ranks(a: impl Iterator<Item = f64>, b: &[f64]) -> (Vec<f64>, f64) {
-    let values: Vec<f64> = a.chain(b.iter().copied()).collect();
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&i, &j| values[i].total_cmp(&values[j]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut ties = 0.0;
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
-            end += 1;
-        }
-        let rank = (start + end + 1) as f64 / 2.0;
-        for &i in &order[start..end] {
-            ranks[i] = rank;
-        }
-        let t = (end - start) as f64;
-        ties += t * t * t - t;
-        start = end;
+    /// One line a person reads, e.g. `Mann-Whitney (one look): canary 1,000 vs stable 1,000
+    /// samples, shift +0.012, 98% interval +0.005–+0.019, p 0.0012, mean ×1.1 → High`. The shift
+    /// is in the samples' own unit.
+    pub fn explain(&self, allowed_increase: f64, allowed_decrease: f64) -> String {
+        let signed = |v: f64| match v {
+            v if v > 0.0 => format!("+{}", significant(v)),
+            v => significant(v),
+        };
+        let mean = self.mean_ratio.map_or("×?".to_string(), times);
+        format!(
+            "Mann-Whitney (one look): canary {} vs stable {} samples, shift {}, {} interval \
+             {}–{}, p {}, mean {mean} → {}",
+            count(self.canary_samples as f64),
+            count(self.stable_samples as f64),
+            signed(self.shift),
+            level(1.0 - self.confidence),
+            signed(self.interval.0),
+            signed(self.interval.1),
+            significant(self.p_value),
+            self.classify(allowed_increase, allowed_decrease).name(),
+        )
     }
-    (ranks, ties)
 }
 
-/// U − n·m/2 and its standard deviation under the null, for `canary − shift` against stable.
+impl Classification {
+    pub fn name(self) -> &'static str {
+        match self {
+            Classification::High => "High",
+            Classification::Low => "Low",
+            Classification::Pass => "Pass",
+        }
+    }
+}
+
+/// Two significant digits: `0.0012`, `12`, `-3.4e-7`.
+fn significant(v: f64) -> String {
+    match v.abs() {
+        0.0 => "0".into(),
+        a if !(1e-4..1e6).contains(&a) => format!("{v:.1e}"),
+        a => {
+            let decimals = (1 - a.log10().floor() as i32).max(0) as usize;
+            format!("{v:.decimals$}")
+        }
+    }
+}
+
+/// The canary's rank sum (1-based, ties averaged) among `canary − shift` and stable, and
+/// Σ(t³ − t) over the groups of t tied values. Both inputs sorted ascending: subtracting a shift
+/// keeps the canary's order, so one merge ranks them, O(n + m) for each shift the root search
+/// tries.
+fn rank_sum(canary: &[f64], stable: &[f64], shift: f64) -> (f64, f64) {
+    let (mut i, mut j, mut below) = (0, 0, 0usize);
+    let (mut sum, mut ties) = (0.0, 0.0);
+    while i < canary.len() || j < stable.len() {
+        let c = canary.get(i).map(|c| c - shift);
+        let value = match (c, stable.get(j)) {
+            (Some(c), Some(&s)) => c.min(s),
+            (Some(c), None) => c,
+            (None, Some(&s)) => s,
+            (None, None) => break,
+        };
+        let from_canary = canary[i..]
+            .iter()
+            .take_while(|c| *c - shift == value)
+            .count();
+        let from_stable = stable[j..].iter().take_while(|s| **s == value).count();
+        let t = from_canary + from_stable;
+        let rank = below as f64 + (t as f64 + 1.0) / 2.0;
+        sum += from_canary as f64 * rank;
+        ties += (t * t * t - t) as f64;
+        below += t;
+        i += from_canary;
+        j += from_stable;
+    }
+    (sum, ties)
+}
+
+/// U − n·m/2 and its standard deviation under the null, for `canary − shift` against stable
+/// (both sorted).
 fn centred_u(canary: &[f64], stable: &[f64], shift: f64) -> (f64, f64) {
     let (n, m) = (canary.len() as f64, stable.len() as f64);
-    let (ranks, ties) = ranks(canary.iter().map(|c| c - shift), stable);
-    let rank_sum: f64 = ranks[..canary.len()].iter().sum();
+    let (rank_sum, ties) = rank_sum(canary, stable, shift);
     let centred = rank_sum - n * (n + 1.0) / 2.0 - n * m / 2.0;
     let total = n + m;
     let variance = n * m / 12.0 * ((total + 1.0) - ties / (total * (total - 1.0)));
@@ -163,6 +214,12 @@ pub fn mann_whitney(
     }
     checked(canary, Revision::Canary)?;
     checked(stable, Revision::Stable)?;
+    let sorted = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (canary, stable) = (&sorted(canary)[..], &sorted(stable)[..]);
     let (n, m) = (canary.len() as f64, stable.len() as f64);
     let (centred, sigma) = centred_u(canary, stable, 0.0);
     let u = centred + n * m / 2.0;

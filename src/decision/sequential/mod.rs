@@ -100,9 +100,10 @@ impl Counts {
     }
 }
 
-/// Counts above this lose the precision the likelihoods need (a double holds integers exactly
-/// to 2^53 ≈ 9e15); no pause sees this many requests.
-const MAX_COUNT: f64 = 1e15;
+/// Counts above this lose the precision the likelihoods need: ln Γ of 10^12 is about 2.7·10^13,
+/// and its last bits, ~0.01 in ln e, are as much as the test can afford. No pause sees this many
+/// requests (10^12 in an hour is 280 million a second).
+const MAX_COUNT: f64 = 1e12;
 
 /// Which revision a count or histogram belongs to, for error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +152,7 @@ pub enum CountsError {
         value: f64,
     },
     #[error(
-        "the {revision} {what} count is {value}: counts above 10^15 are beyond the precision \
+        "the {revision} {what} count is {value}: counts above 10^12 are beyond the precision \
          the test needs; count over the pause, not since the process started"
     )]
     TooLarge {

@@ -1,6 +1,6 @@
 //! The rate test: canary errors ~ Bin(n_c, p_c), stable errors ~ Bin(n_s, p_s), every request an
-//! independent trial. Its e-values are a mixture likelihood (fixed Beta-mixture priors on each
-//! rate) divided by the likelihood's supremum over the null: for every rate pair in the null, the
+//! independent trial. Its e-values are a mixture likelihood (a Beta mixture prior on the two
+//! rates, fixed in advance) divided by the likelihood's supremum over the null: for every rate pair in the null, the
 //! mixture over that pair's likelihood is a nonnegative martingale, and the ratio to the supremum
 //! is at most that martingale, so by Ville's inequality it reaches 1/alpha with probability at
 //! most alpha however often it is looked at. Both depend on the cumulative counts alone.

@@ -52,7 +52,7 @@ fn counts_that_cannot_be_judged_say_what_to_fix() {
         ((1.0, 10.0), (-1.0, 10.0)),
         ((1.0, 10.0), (1.0, -10.0)),
         ((11.0, 10.0), (1.0, 10.0)),
-        ((1.0, 10.0), (2e15, 2e15)),
+        ((1.0, 10.0), (2e12, 2e12)),
     ];
     for (c, s) in cases {
         let err = judge_rates(&test, Counts::new(c.0, c.1), Counts::new(s.0, s.1))
@@ -108,7 +108,7 @@ fn clear_cases_decide_and_small_samples_wait() {
     );
     // Huge counts and rates of 0 or 1 are judged, not a panic.
     assert_eq!(
-        judge(&test, (1e12, 1e14), (1e12, 1e14)).outcome,
+        judge(&test, (1e10, 1e12), (1e10, 1e12)).outcome,
         Outcome::Pass
     );
     assert_eq!(
@@ -362,8 +362,12 @@ mod reference {
                 ("log_e_pass", got.log_e_pass),
             ] {
                 let want = case[name].as_f64().expect("number");
+                // ln Γ(N) ≈ N ln N is exact to its last bits, ~1e-15 relative: at 10^10 requests
+                // that is ~5e-4 in ln e, still far from mattering to a decision.
+                let n = c[1] + s[1];
+                let tolerance = 1e-6 + 1e-9 * want.abs() + 1e-15 * n * n.ln();
                 assert!(
-                    close(value, want, 1e-6),
+                    close(value, want, tolerance),
                     "{c:?} {s:?} {name}: {value} vs {want}"
                 );
             }
@@ -602,6 +606,11 @@ mod kayenta {
         assert_eq!(mw.classify(2.0, 1.0), Classification::Pass);
         let faster = mann_whitney(&stable, &slower, 0.98).expect("valid");
         assert_eq!(faster.classify(1.0, 1.0), Classification::Low);
+        assert_eq!(
+            mw.explain(1.0, 1.0),
+            "Mann-Whitney (one look): canary 50 vs stable 50 samples, shift +62, 98% interval \
+             +52–+72, p 7.1e-18, mean ×1.5 → High"
+        );
         let same = mann_whitney(&[5.0; 10], &[5.0; 20], 0.98).expect("valid");
         assert_eq!(
             (same.p_value, same.shift, same.interval),

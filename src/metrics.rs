@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::compile::Mode;
 
-pub use gating::{GateLabels, Gating, GatingSource, PauseLabels, PhaseLabels};
+pub use gating::{EvidenceLabels, GateLabels, Gating, GatingSource, PauseLabels, PhaseLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -315,8 +315,16 @@ mod tests {
             rollout: "app".into(),
             gate: "g".into(),
         };
+        let evidence = EvidenceLabels {
+            namespace: "ns".into(),
+            rollout: "app".into(),
+            gate: "g".into(),
+            check: "error-rate".into(),
+            direction: "fail".into(),
+        };
         let source: Arc<dyn GatingSource> = Arc::new(Fixed(Gating {
             pauses: vec![(pause, 42.5)],
+            evidence: vec![(evidence, 3.25)],
             ..Gating::default()
         }));
         metrics.export_gating(Arc::downgrade(&source));
@@ -328,6 +336,9 @@ mod tests {
         assert!(
             text.contains(r#"tollgate_pause_seconds{namespace="ns",rollout="app",gate="g"} 42.5"#)
         );
+        assert!(text.contains(
+            r#"tollgate_sequential_log_evidence{namespace="ns",rollout="app",gate="g",check="error-rate",direction="fail"} 3.25"#
+        ));
         assert!(
             text.ends_with("# EOF\n"),
             "one exposition, ended once: {text}"

@@ -926,6 +926,7 @@ fn vars(param: u64, input: &str) -> Vars {
         canary_hash: pick(&mut rng),
         stable_hash: pick(&mut rng),
         step: (rng.below(3) != 0).then(|| rng.next() as i32),
+        pause_seconds: f64::from_bits(rng.next()),
     }
 }
 

@@ -9,7 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, RolloutGateStatus};
+use super::{Duration, RolloutGateStatus, Sequential};
 
 /// What admission says of a spec that breaks a rule between fields. Compiling a spec checks the
 /// same rules (admission may be off, or older) and says the same.
@@ -19,11 +19,18 @@ pub const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHe
 pub const NO_PROMETHEUS: &str = "every query or ratio check needs a Prometheus source: set spec.prometheus, or prometheus on each check";
 pub const NO_PROBE: &str = "a probe check needs spec.probe (the requests to send)";
 pub const NO_EVIDENCE: &str = "a gate needs evidence: at least one check, or podHealth";
-pub const ONE_RULE: &str = "set exactly one pass rule: threshold, condition or againstStable (a webhook check may have none and use the verdict it replies with)";
+pub const ONE_RULE: &str = "set exactly one pass rule: threshold, condition, againstStable or sequential (a webhook check may have none and use the verdict it replies with)";
 pub const SAMPLES_QUERY: &str = "minSamples.query is required for query and ratio checks, and only for them (probe and webhook checks count their own samples)";
 pub const NO_SAMPLES: &str = "minSamples does not apply to podHealth checks or to webhook checks that take the reply's verdict";
 pub const NO_BOUND: &str =
     "againstStable needs at least one of maxIncrease, maxRatio, maxDecrease, minRatio";
+pub const SEQUENTIAL_SOURCE: &str = "sequential compares error counts on ratio checks and probe checks with metric errorRatio; with latency, histogram buckets by le on query checks and probe checks with a latency metric";
+pub const MANN_WHITNEY: &str = "method MannWhitney compares the probe's raw latencies: it needs latency and a probe check with a latency metric";
+pub const SEQUENTIAL_SAMPLES: &str = "minSamples does not apply to sequential checks: the test waits for enough evidence itself (MannWhitney compares sequential.horizon latencies)";
+pub const SEQUENTIAL_NO_DATA: &str = "noData does not apply to sequential checks: while the evidence cannot decide, however little there is, the test holds (Inconclusive); leave noData out, or set Hold";
+pub const ALPHA: &str = "alpha is the false-abort probability: above 0 and at most 0.5, e.g. 0.01";
+pub const QUANTILE: &str = "quantile must be above 0 and below 1, e.g. 0.99";
+pub const HORIZON: &str = "horizon applies to method MannWhitney only";
 
 /// Attaches evidence-based promotion to the Rollouts it selects, at the pauses it selects.
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -73,7 +80,8 @@ pub struct RolloutGateSpec {
     /// Minimum time at a pause before a promotion. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bake_time: Option<Duration>,
-    /// Passing evaluations required in a row before a promotion. Default 3.
+    /// Passing evaluations required in a row before a promotion. Default 3, or 1 when every
+    /// check is `sequential` (a sequential Pass holds however often the gate looks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub required_passes: Option<i32>,
@@ -214,13 +222,22 @@ pub struct SecretName {
 
 /// One piece of evidence. Queries are templated per revision: `{{ hash }}`, `{{ podRegex }}`,
 /// `{{ namespace }}`, `{{ rollout }}`, `{{ canaryHash }}`, `{{ stableHash }}`,
-/// `{{ canaryPodRegex }}`, `{{ stablePodRegex }}`, `{{ step }}`; values are escaped for PromQL.
+/// `{{ canaryPodRegex }}`, `{{ stablePodRegex }}`, `{{ step }}`, `{{ pauseWindow }}` (the pause's
+/// age, e.g. `754s`, at least `60s`); values are escaped for PromQL.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "[has(self.query), has(self.ratio), has(self.probe), has(self.podHealth), has(self.webhook)].filter(x, x).size() == 1",
      "message": ONE_SOURCE},
-    {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable)].filter(x, x).size() == 1 || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable))",
+    {"rule": "[has(self.threshold), has(self.condition), has(self.againstStable), has(self.sequential)].filter(x, x).size() == 1 || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable) && !has(self.sequential))",
      "message": ONE_RULE},
+    {"rule": "!has(self.sequential) || (has(self.sequential.latency) ? (has(self.query) || (has(self.probe) && self.probe.metric in ['latencyP50', 'latencyP95', 'latencyP99'])) : (has(self.ratio) || (has(self.probe) && self.probe.metric == 'errorRatio')))",
+     "message": SEQUENTIAL_SOURCE},
+    {"rule": "!has(self.sequential) || !has(self.sequential.method) || self.sequential.method != 'MannWhitney' || (has(self.sequential.latency) && has(self.probe))",
+     "message": MANN_WHITNEY},
+    {"rule": "!has(self.sequential) || !has(self.minSamples)",
+     "message": SEQUENTIAL_SAMPLES},
+    {"rule": "!has(self.sequential) || !has(self.noData) || self.noData == 'Hold'",
+     "message": SEQUENTIAL_NO_DATA},
     {"rule": "!has(self.minSamples) || (has(self.query) || has(self.ratio)) == has(self.minSamples.query)",
      "message": SAMPLES_QUERY},
     {"rule": "!has(self.minSamples) || !(has(self.podHealth) || (has(self.webhook) && !has(self.threshold) && !has(self.condition) && !has(self.againstStable)))",
@@ -256,7 +273,15 @@ pub struct Check {
     /// these bounds of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub against_stable: Option<StableTolerance>,
-    /// What no data means: `Hold` (default), `Fail`, or `Skip`.
+    /// Canary against stable with a test that stays honest however often the gate looks:
+    /// error counts (ratio checks, probe `errorRatio`) or, with `latency`, latency histograms
+    /// (query checks returning buckets by `le`, probe latency metrics), per revision, since the
+    /// pause began. Fail and Pass are each wrong with probability at most `alpha`; until one is
+    /// shown the check holds (Inconclusive), with or without data (`noData` must be `Hold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<Sequential>,
+    /// What no data means: `Hold` (default), `Fail`, or `Skip` (not for a sequential check,
+    /// which always holds).
     #[serde(default)]
     pub no_data: NoData,
     /// Fewer samples than `count` is NoData, never a pass.

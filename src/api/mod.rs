@@ -4,9 +4,11 @@
 mod duration;
 mod gate;
 mod rollout;
+mod sequential;
 mod status;
 
 pub use duration::Duration;
 pub use gate::*;
 pub use rollout::*;
+pub use sequential::*;
 pub use status::*;

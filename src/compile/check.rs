@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{CompileError, CompiledCheck, bounded_timeout};
+use super::{CompileError, CompiledCheck, bounded_timeout, sequential};
 use crate::api::{
     self, Check, NO_BOUND, NO_PROMETHEUS, NO_SAMPLES, NoData, ONE_RULE, ONE_SOURCE, Op,
     PodHealthGuard, PrometheusSource, SAMPLES_QUERY,
@@ -40,7 +40,10 @@ pub fn compile(
     }
     let rule = match (&source, rule(c)) {
         (Source::Webhook(_), Err(_))
-            if c.threshold.is_none() && c.condition.is_none() && c.against_stable.is_none() =>
+            if c.threshold.is_none()
+                && c.condition.is_none()
+                && c.against_stable.is_none()
+                && c.sequential.is_none() =>
         {
             Rule::Reported
         }
@@ -234,6 +237,12 @@ pub fn pod_health_guard(g: &PodHealthGuard) -> Vec<CompiledCheck> {
 }
 
 fn rule(c: &Check) -> Result<Rule, CompileError> {
+    if let Some(s) = &c.sequential {
+        return match (&c.threshold, &c.condition, &c.against_stable) {
+            (None, None, None) => sequential::test(s, c).map(Rule::Sequential),
+            _ => Err(CompileError::Spec(ONE_RULE)),
+        };
+    }
     match (&c.threshold, &c.condition, &c.against_stable) {
         (Some(t), None, None) => Ok(Rule::Threshold {
             op: match t.op {

@@ -6,6 +6,7 @@
 
 mod check;
 mod probe;
+mod sequential;
 
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ pub fn digest(spec: &RolloutGateSpec) -> String {
 
 /// Compiles a spec. The error names the field and says what is wrong.
 pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
-    let cadence = cadence(spec)?;
+    let mut cadence = cadence(spec)?;
     let mut checks = spec
         .checks
         .iter()
@@ -136,9 +137,17 @@ pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
         ));
     }
     unique_names(&checks)?;
+    if spec.required_passes.is_none() && checks.iter().all(|c| c.criteria.rule.is_sequential()) {
+        // A sequential Pass is wrong with probability alpha however often the gate looks: one
+        // suffices, unless the gate asks for more.
+        cadence.required_passes = 1;
+    }
     let reads_probe = checks.iter().any(|c| matches!(c.source, Source::Probe(_)));
     let probe = match (&spec.probe, reads_probe) {
-        (Some(p), true) => Some(probe::plan(p).map_err(|e| CompileError::Probe(Box::new(e)))?),
+        (Some(p), true) => Some(Plan {
+            keep_latencies: keep_latencies(&checks),
+            ..probe::plan(p).map_err(|e| CompileError::Probe(Box::new(e)))?
+        }),
         (None, true) => return Err(CompileError::Spec(api::NO_PROBE)),
         // Traffic no check reads is never sent.
         (_, false) => None,
@@ -180,6 +189,19 @@ fn cadence(spec: &RolloutGateSpec) -> Result<Cadence, CompileError> {
         return Err(CompileError::invalid("interval", "must be at least 1s"));
     }
     Ok(cadence)
+}
+
+/// How many latencies of each revision the probe keeps as they are: as many as the largest
+/// Mann-Whitney horizon, none without one.
+fn keep_latencies(checks: &[CompiledCheck]) -> usize {
+    checks
+        .iter()
+        .filter_map(|c| match &c.criteria.rule {
+            decision::Rule::Sequential(decision::SequentialTest::MannWhitney(t)) => Some(t.horizon),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn unique_names(checks: &[CompiledCheck]) -> Result<(), CompileError> {
@@ -525,6 +547,7 @@ mod tests {
         };
         let time = |d: Duration| format!("`{}`", api::Duration::from(d));
         let cadence = Cadence::default();
+        let num = crate::decision::num;
         says(&["interval"], time(cadence.interval));
         says(&["bakeTime"], time(cadence.bake_time));
         says(&["requiredPasses"], cadence.required_passes.to_string());
@@ -541,6 +564,46 @@ mod tests {
             probe::DEFAULT_CONCURRENCY.to_string(),
         );
         says(&["probe", "timeout"], time(probe::DEFAULT_TIMEOUT));
+        fn sequential(field: &str) -> [&str; 4] {
+            ["checks", "[]", "sequential", field]
+        }
+        says(&sequential("alpha"), num(sequential::DEFAULT_ALPHA));
+        says(&sequential("margin"), num(sequential::DEFAULT_RATE_MARGIN));
+        says(
+            &sequential("horizon"),
+            sequential::DEFAULT_HORIZON.to_string(),
+        );
+        let text = |path: &[&str]| {
+            let field = path.iter().fold(schema, |at, step| match *step {
+                "[]" => &at["items"],
+                name => &at["properties"][name],
+            });
+            field["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let margin = text(&sequential("margin"));
+        assert!(
+            margin.contains(&format!(
+                "{} with `latency`",
+                num(sequential::DEFAULT_LATENCY_MARGIN)
+            )) && margin.contains(&format!("MannWhitney: {}", num(sequential::KAYENTA_MARGIN))),
+            "{margin}"
+        );
+        let alpha = text(&sequential("alpha"));
+        assert!(
+            alpha.contains(&format!("MannWhitney: {}", num(sequential::KAYENTA_ALPHA))),
+            "{alpha}"
+        );
+        let quantile = text(&["checks", "[]", "sequential", "latency", "quantile"]);
+        assert!(
+            quantile.contains(&format!(
+                "or {} for a query",
+                num(sequential::DEFAULT_QUANTILE)
+            )),
+            "{quantile}"
+        );
         says(
             &["podHealth", "maxRestarts"],
             check::DEFAULT_MAX_RESTARTS.to_string(),

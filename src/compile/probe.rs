@@ -57,6 +57,7 @@ pub fn plan(p: &api::ProbeSource) -> Result<Plan, CompileError> {
         concurrency,
         timeout: bounded_timeout("timeout", p.timeout.as_ref(), DEFAULT_TIMEOUT, MAX_TIMEOUT)?,
         budget,
+        keep_latencies: 0,
     })
 }
 

@@ -108,9 +108,14 @@ async fn gather(
     probe: Option<&ProbeRun>,
     ctx: &Context,
 ) -> Vec<CheckResult> {
-    let vars = vars(rollout, pause);
     // One instant for every query of this evaluation, a second back so the newest scrape is in.
     let at = unix_seconds(Timestamp::now()) - 1.0;
+    // A pause without a readable start can never be shown to have begun: nothing is evidence.
+    let not_before = pause.started.parse().map_or(f64::INFINITY, unix_seconds);
+    let vars = Vars {
+        pause_seconds: at - not_before,
+        ..vars(rollout, pause)
+    };
     let reads_pods = compiled
         .checks
         .iter()
@@ -130,9 +135,7 @@ async fn gather(
     let evaluation = Evaluation {
         vars: &vars,
         at,
-        // A pause without a readable start can never be shown to have begun: nothing is
-        // evidence.
-        not_before: pause.started.parse().map_or(f64::INFINITY, unix_seconds),
+        not_before,
         gate,
         pause_started: &pause.started,
         probe,
@@ -164,6 +167,7 @@ fn vars(rollout: &Rollout, pause: &PauseKey) -> Vars {
         canary_hash: pause.revision.clone(),
         stable_hash: rollout.stable_hash().unwrap_or_default(),
         step: pause.step,
+        pause_seconds: 0.0,
     }
 }
 

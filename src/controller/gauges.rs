@@ -13,7 +13,7 @@ use super::context::Context;
 use super::tracker::Trackers;
 use super::watch::unreadable;
 use crate::api::{GatePhase, RolloutGate};
-use crate::metrics::{GateLabels, Gating, GatingSource, PauseLabels, PhaseLabels};
+use crate::metrics::{EvidenceLabels, GateLabels, Gating, GatingSource, PauseLabels, PhaseLabels};
 
 /// From now on, `/metrics` reads what `ctx` gates at each scrape.
 pub fn export(ctx: &Arc<Context>) {
@@ -36,23 +36,28 @@ impl GatingSource for Context {
             .iter()
             .filter_map(|g| Some((g.uid()?, g.name_any())))
             .collect();
+        let (pauses, evidence) = pauses(&self.trackers, term, &names);
         Gating {
-            pauses: pauses(&self.trackers, term, &names),
+            pauses,
             intervals: gates.iter().filter_map(|g| interval(self, g)).collect(),
             phases: gates.iter().flat_map(|g| phases(g)).collect(),
+            evidence,
         }
     }
 }
 
+/// Gauge values by label set.
+type Series<L> = Vec<(L, f64)>;
+
 /// Each pause tracked in `term` whose gate (by uid, in `names`) is still there, with the seconds
-/// since tollgate began gating it. A pause tollgate promoted or aborted is no longer gated: only
-/// Argo moving on is awaited.
+/// since tollgate began gating it, and its sequential checks' evidence at the last evaluation. A
+/// pause tollgate promoted or aborted is no longer gated: only Argo moving on is awaited.
 fn pauses(
     trackers: &Trackers,
     term: u64,
     names: &HashMap<String, String>,
-) -> Vec<(PauseLabels, f64)> {
-    let mut out = Vec::new();
+) -> (Series<PauseLabels>, Series<EvidenceLabels>) {
+    let (mut out, mut evidence) = (Vec::new(), Vec::new());
     trackers.each(|(namespace, rollout), t| {
         let acted = matches!(t.finished, Some(GatePhase::Promoted | GatePhase::Aborted));
         let Some(gate) = names.get(&t.pause.gate_uid) else {
@@ -61,6 +66,18 @@ fn pauses(
         if t.term != term || acted {
             return;
         }
+        for (check, e) in &t.evidence {
+            for (direction, value) in [("fail", e.fail), ("pass", e.pass)] {
+                let labels = EvidenceLabels {
+                    namespace: namespace.clone(),
+                    rollout: rollout.clone(),
+                    gate: gate.clone(),
+                    check: check.clone(),
+                    direction: direction.into(),
+                };
+                evidence.push((labels, value));
+            }
+        }
         let labels = PauseLabels {
             namespace: namespace.clone(),
             rollout: rollout.clone(),
@@ -68,7 +85,7 @@ fn pauses(
         };
         out.push((labels, t.first_seen.elapsed().as_secs_f64()));
     });
-    out
+    (out, evidence)
 }
 
 /// The gate's interval, if it is valid.
@@ -205,10 +222,24 @@ mod tests {
             let mut t = Tracker::fresh(fixtures::pause_key(1, ""));
             t.finished = finished;
             t.first_seen -= Duration::from_secs(90);
+            let e = crate::decision::LogEvidence {
+                fail: 1.5,
+                pass: -0.5,
+            };
+            t.evidence = vec![("error-rate".into(), e)];
             ctx.trackers.put(k.clone(), t);
-            let pauses = ctx.gating().pauses;
+            let Gating {
+                pauses, evidence, ..
+            } = ctx.gating();
             assert_eq!(pauses.len(), usize::from(exported), "{finished:?}");
             assert!(pauses.iter().all(|(_, s)| *s >= 90.0), "{pauses:?}");
+            assert_eq!(evidence.len(), 2 * usize::from(exported), "{evidence:?}");
+            assert!(
+                evidence
+                    .iter()
+                    .all(|(l, v)| (l.direction == "fail") == (*v == 1.5) && l.check == "error-rate"),
+                "{evidence:?}"
+            );
         }
     }
 

@@ -183,7 +183,7 @@ async fn evaluate(
     let (verdict, decision, decided) = decide(at, tracker, &results, ctx);
     let pause = &tracker.pause;
     let place = pause_name(&at.rollout.name_any(), pause.step, &pause.revision);
-    let summaries = summaries(at, &results);
+    let summaries = report::summaries(&results, &at.compiled.checks);
     log(at, pause, &verdict, &decision, &summaries);
     let self_ending = at.rollout.self_ending_pause(pause.step);
     let evaluated = Evaluated {
@@ -237,21 +237,13 @@ fn decide(
     let (history, decision) = decision::decide(cadence, tracker.history, &verdict, when);
     let decided = Instant::now();
     tracker.history = history;
+    tracker.observe(results);
     // Until the outcome sets it: a patch or status write that fails is retried at the gate's
     // cadence with fresh evidence, not at the error policy's.
     tracker.next_due = decided + cadence.interval;
     ctx.metrics
         .decision(decision.name(), at.compiled.mode.name());
     (verdict, decision, decided)
-}
-
-/// One line per check: what it measured against its rule.
-fn summaries(at: &At<'_>, results: &[CheckResult]) -> Vec<String> {
-    results
-        .iter()
-        .zip(&at.compiled.checks)
-        .map(|(r, c)| report::check_summary(r, &c.criteria.rule))
-        .collect()
 }
 
 fn log(
@@ -458,6 +450,17 @@ mod tests {
     /// A gate promoting after one passing evaluation, on pod health; the server holds `held`
     /// and healthy pods of both revisions.
     async fn one_evaluation(held: &Rollout, seen: &Rollout) -> (ApiServer, Action, Arc<Context>) {
+        let spec = json!({"rollouts": {"name": "app"}, "requiredPasses": 1, "interval": "1s",
+            "podHealth": {}});
+        evaluated(spec, held, seen).await
+    }
+
+    /// One evaluation of gate `spec`, as [`one_evaluation`].
+    async fn evaluated(
+        spec: Value,
+        held: &Rollout,
+        seen: &Rollout,
+    ) -> (ApiServer, Action, Arc<Context>) {
         let server = ApiServer::default();
         server.put(held);
         server.put_at(
@@ -465,8 +468,6 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
                 "items": [fixtures::pod("c", "abc"), fixtures::pod("s", "stable1")]}),
         );
-        let spec = json!({"rollouts": {"name": "app"}, "requiredPasses": 1, "interval": "1s",
-            "podHealth": {}});
         let ctx = fixtures::context(&server, &[fixtures::gate("g", spec)]);
         let first = reconcile(seen, &ctx).await.expect("reconciled");
         assert_eq!(
@@ -536,6 +537,103 @@ mod tests {
         let t = ctx.trackers.get(&key(&rollout)).expect("tracked");
         assert_eq!(t.finished, Some(GatePhase::Promoted));
         assert!(t.acted_at.is_some());
+    }
+
+    /// A Prometheus that answers every count query with (canary, stable) errors and requests
+    /// since the pause began, by the revision the query names, and records the queries.
+    async fn counting_prometheus(
+        canary: (f64, f64),
+        stable: (f64, f64),
+    ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::extract::Query;
+        use std::collections::HashMap;
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let answer = move |Query(q): Query<HashMap<String, String>>| {
+            let (query, at) = (q["query"].clone(), q["time"].clone());
+            if let Ok(mut a) = seen.lock() {
+                a.push(query.clone());
+            }
+            let (bad, total) = if query.contains("stable1") {
+                stable
+            } else {
+                canary
+            };
+            let value = if query.contains("errors_total") {
+                bad
+            } else {
+                total
+            };
+            let data = match query.as_str() {
+                "time()" => {
+                    json!({"resultType": "scalar", "result": [at.parse::<f64>().unwrap_or(0.0), at]})
+                }
+                _ => json!({"resultType": "vector",
+                    "result": [{"metric": {}, "value": [0, value.to_string()]}]}),
+            };
+            async move { axum::Json(json!({"status": "success", "data": data})) }
+        };
+        let app = axum::Router::new().route("/api/v1/query", axum::routing::get(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (address, asked)
+    }
+
+    #[tokio::test]
+    async fn a_sequential_pass_promotes_at_once_and_is_explained() {
+        let (address, asked) = counting_prometheus((1e4, 1e6), (1e4, 1e6)).await;
+        let count = |what: &str| {
+            format!("sum(increase({what}{{h=\"{{{{hash}}}}\"}}[{{{{ pauseWindow }}}}]))")
+        };
+        let spec = json!({"rollouts": {"name": "app"}, "interval": "1s",
+            "prometheus": {"address": address},
+            "checks": [{"name": "errors", "sequential": {},
+                "ratio": {"numerator": count("errors_total"), "denominator": count("requests_total")}}]});
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        let (server, action, ctx) = evaluated(spec, &rollout, &rollout).await;
+        assert_eq!(
+            action,
+            Action::requeue(UNPAUSING_RECHECK),
+            "one Pass suffices"
+        );
+        assert_eq!(
+            writes(&server),
+            ["gate:Evaluating+intent", "rollout", "gate:Promoted"]
+        );
+        let record = &server.patches("/rolloutgates/g/status")[1]["status"]["rollouts"]["app"];
+        let check = &record["lastEvaluation"]["checks"][0];
+        assert_eq!(check["verdict"], "Pass");
+        let reason = check["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("canary 1.0% (10,000/1,000,000) vs stable 1.0%")
+                && reason.ends_with("< ×1.2 → Pass"),
+            "{reason}"
+        );
+        assert!(
+            record["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(reason)),
+            "{record}"
+        );
+        // Counts since the pause began: the window is the pause's age, rounded up.
+        let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
+        let window = ago(T0).expect("T0 is in the past").as_secs();
+        assert!(
+            asked.iter().any(|q| q.contains(&format!("[{}s]", window))
+                || q.contains(&format!("[{}s]", window + 1))),
+            "{asked:?}"
+        );
+        assert_eq!(asked.iter().filter(|q| q.contains("stable1")).count(), 2);
+        let t = ctx.trackers.get(&key(&rollout)).expect("tracked");
+        let (name, e) = &t.evidence[0];
+        assert!(
+            name == "errors" && e.pass >= 100f64.ln(),
+            "{:?}",
+            t.evidence
+        );
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! Pure functions of the decision engine's results.
 
 use crate::api::{CheckRecord, EvaluationRecord, RecordedVerdict, SeriesRecord};
+use crate::compile::CompiledCheck;
 pub use crate::decision::clip;
 use crate::decision::{CheckResult, Rule, SeriesResult, Verdict, format_labels, num};
 
@@ -49,7 +50,7 @@ fn check_record(result: &CheckResult, rule: &Rule, max_series: usize) -> CheckRe
         name: result.name.clone(),
         verdict,
         rule: rule.describe(),
-        reason: clip(result.verdict.reason(), MAX_REASON),
+        reason: clip(&reason(result), MAX_REASON),
         series: series
             .into_iter()
             .take(max_series)
@@ -64,6 +65,26 @@ fn check_record(result: &CheckResult, rule: &Rule, max_series: usize) -> CheckRe
     }
 }
 
+/// Why the check's verdict is what it is; for a pass, what its rule found, where it says (a
+/// sequential test's explanation), so a promotion is explained like an abort.
+fn reason(result: &CheckResult) -> String {
+    if result.verdict != Verdict::Pass {
+        return result.verdict.reason().to_string();
+    }
+    let notes: Vec<String> = result
+        .series
+        .iter()
+        .filter_map(|s| {
+            let note = s.note.as_ref()?;
+            Some(match s.labels.is_empty() {
+                true => note.clone(),
+                false => format!("{}: {note}", format_labels(&s.labels)),
+            })
+        })
+        .collect();
+    notes.join("; ")
+}
+
 fn recorded(verdict: &Verdict) -> RecordedVerdict {
     match verdict {
         Verdict::Pass => RecordedVerdict::Pass,
@@ -73,9 +94,25 @@ fn recorded(verdict: &Verdict) -> RecordedVerdict {
     }
 }
 
+/// One line per check: what it measured against its rule.
+pub fn summaries(results: &[CheckResult], checks: &[CompiledCheck]) -> Vec<String> {
+    results
+        .iter()
+        .zip(checks)
+        .map(|(r, c)| check_summary(r, &c.criteria.rule))
+        .collect()
+}
+
 /// `error-rate 0.004 <= 0.05 on 312 samples`, or `error-rate: 3 series pass`.
 pub fn check_summary(result: &CheckResult, rule: &Rule) -> String {
     match result.series.as_slice() {
+        [one] if one.note.is_some() => {
+            format!(
+                "{}: {}",
+                result.name,
+                one.note.as_deref().unwrap_or_default()
+            )
+        }
         [one] => {
             let value = one.value.map(num).unwrap_or_else(|| "no value".into());
             let stable = one
@@ -174,6 +211,51 @@ mod tests {
             record.checks[0].series[0].labels, r#"{model="b"}"#,
             "failures first"
         );
+    }
+
+    #[test]
+    fn a_sequential_check_is_explained_whatever_its_verdict() {
+        use crate::decision::SequentialTest;
+        use crate::decision::sequential::RateTest;
+        let rule = Rule::Sequential(SequentialTest::Rates(
+            RateTest::new(0.01, 0.2).expect("settings"),
+        ));
+        let p = Criteria {
+            name: "error-rate".into(),
+            rule: rule.clone(),
+            no_data: OnNoData::Hold,
+            min_samples: None,
+            ratio: true,
+        };
+        let one = |v: f64| Some(Ok(vec![Sample::new(&[], v)]));
+        let counts = |canary: (f64, f64)| Measurement {
+            value: one(canary.0),
+            denominator: one(canary.1),
+            baseline: one(10_000.0),
+            baseline_denominator: one(1e6),
+            ..Measurement::default()
+        };
+        let pass = judge(&p, &counts((10_000.0, 1e6)));
+        let summary = check_summary(&pass, &rule);
+        assert!(
+            summary.starts_with("error-rate: canary 1.0% (10,000/1,000,000) vs stable 1.0%")
+                && summary.ends_with("→ Pass"),
+            "{summary}"
+        );
+        let record = evaluation_record("t".into(), &pass.verdict, &[(pass.clone(), &rule)]);
+        let check = &record.checks[0];
+        assert!(check.reason.ends_with("→ Pass"), "{}", check.reason);
+        assert_eq!(
+            check.rule,
+            "sequential: error rate <= stable x 1.2 (alpha 0.01)"
+        );
+        assert_eq!(check.series[0].value, Some(0.01));
+        assert_eq!(check.series[0].stable, Some(0.01));
+        assert_eq!(check.series[0].samples, Some(1e6));
+        let wait = judge(&p, &counts((3.0, 100.0)));
+        let record = evaluation_record("t".into(), &wait.verdict, &[(wait.clone(), &rule)]);
+        assert_eq!(record.checks[0].verdict, RecordedVerdict::NoData);
+        assert!(record.checks[0].reason.ends_with("→ Inconclusive"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::gather::Gathering;
 use crate::api::{GatePhase, GatedRollout};
-use crate::decision::History;
+use crate::decision::{CheckResult, History, LogEvidence};
 use crate::evidence::probe::ProbeRun;
 
 /// Which pause of which revision, under which version of the gate. Evidence gathered for one
@@ -71,6 +71,8 @@ pub struct Tracker {
     pub gathering: Option<Arc<Gathering>>,
     /// Decisions refused in a row because the Rollout changed under them.
     pub stale_streak: u32,
+    /// The last evaluation's running evidence of each sequential check, by check name.
+    pub evidence: Vec<(String, LogEvidence)>,
     /// The leadership term it belongs to (see [`super::leader::Leadership`]): a tracker of
     /// another term is never used, nor kept.
     pub term: u64,
@@ -116,6 +118,7 @@ impl Tracker {
             probe: None,
             gathering: None,
             stale_streak: 0,
+            evidence: Vec::new(),
             term: 0,
         }
     }
@@ -134,6 +137,14 @@ impl Tracker {
             announced: String::new(),
             ..self
         }
+    }
+
+    /// Remembers the sequential evidence of an evaluation's `results`, for `/metrics`.
+    pub fn observe(&mut self, results: &[CheckResult]) {
+        self.evidence = results
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.log_evidence()?)))
+            .collect();
     }
 
     /// Picks up where the gate's status left off, if it describes this very pause under this

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::compare::LogEvidence;
 use super::rule::{Inputs, Rule, num};
 use super::{
     Answer, Criteria, Labels, Measurement, OnNoData, Sample, Verdict, format_labels, listing,
@@ -22,6 +23,10 @@ pub struct SeriesResult {
     pub stable: Option<f64>,
     pub samples: Option<f64>,
     pub verdict: Verdict,
+    /// What the rule found, in words, whatever the verdict (a sequential test's explanation).
+    pub note: Option<String>,
+    /// A sequential test's running evidence.
+    pub evidence: Option<LogEvidence>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +38,20 @@ pub struct CheckResult {
     pub series: Vec<SeriesResult>,
 }
 
+impl CheckResult {
+    /// A sequential check's running evidence: the strongest against the canary among its
+    /// series, and the weakest for it (every series must pass).
+    pub fn log_evidence(&self) -> Option<LogEvidence> {
+        self.series
+            .iter()
+            .filter_map(|s| s.evidence)
+            .reduce(|a, b| LogEvidence {
+                fail: a.fail.max(b.fail),
+                pass: a.pass.min(b.pass),
+            })
+    }
+}
+
 /// Judges one check on one measurement.
 pub fn judge(policy: &Criteria, m: &Measurement) -> CheckResult {
     let (verdict, series) = match judge_series(policy, m) {
@@ -42,7 +61,13 @@ pub fn judge(policy: &Criteria, m: &Measurement) -> CheckResult {
     // `Skip` is for a check with no traffic to judge; a partial answer may hold exactly the
     // failing series, so it is never skipped.
     let partial = !m.warnings.is_empty();
+    // A sequential test decides itself: with too little evidence, however little, it holds
+    // whatever the no-data policy says (compiling refuses another). Skipped, the gate could pass
+    // without the test ever passing (a canary not scraped yet has no series at all); failed, a
+    // quiet canary would be aborted for being quiet.
+    let testing = matches!(policy.rule, Rule::Sequential(_));
     let (verdict, skipped) = match (verdict, policy.no_data) {
+        (v @ Verdict::NoData(_), _) if testing => (v, false),
         (Verdict::NoData(why), OnNoData::Fail) => (Verdict::Fail(format!("no data: {why}")), false),
         (v @ Verdict::NoData(_), OnNoData::Skip) if !partial => (v, true),
         (v, _) => (v, false),
@@ -69,6 +94,9 @@ fn judge_series(policy: &Criteria, m: &Measurement) -> Result<Vec<SeriesResult>,
     }
     if let Some(v @ Verdict::NoData(_)) = &m.verdict {
         return Err(v.clone());
+    }
+    if let Rule::Sequential(test) = &policy.rule {
+        return test.judge(m);
     }
     let values = resolve(policy.ratio, m.value.as_ref(), m.denominator.as_ref())?;
     if values.is_empty() {
@@ -126,6 +154,8 @@ fn stable_only<'a>(
             value: None,
             stable: stable.is_finite().then_some(*stable),
             samples: None,
+            note: None,
+            evidence: None,
             verdict: Verdict::NoData(
                 "the stable revision has this series and the canary has none".into(),
             ),
@@ -161,6 +191,8 @@ fn judge_one(
         stable: stable.flatten().filter(|v| v.is_finite()),
         samples,
         verdict: Verdict::Pass,
+        note: None,
+        evidence: None,
     };
     result.verdict = series_verdict(policy, s.value, stable, samples);
     result
@@ -304,14 +336,14 @@ fn ratio_of(n: f64, d: f64) -> Result<f64, String> {
 
 /// The series of an answer sorted by labels: a verdict and its text never depend on the order a
 /// source listed them in.
-fn in_order(answer: &Answer) -> Result<Vec<Sample>, Verdict> {
+pub(super) fn in_order(answer: &Answer) -> Result<Vec<Sample>, Verdict> {
     let mut series = answer.clone().map_err(Verdict::Error)?;
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(series)
 }
 
 /// The labels a series pairs on: all but the revision labels.
-fn join_key(labels: &Labels) -> Labels {
+pub(super) fn join_key(labels: &Labels) -> Labels {
     labels
         .iter()
         .filter(|(k, _)| !REVISION_LABELS.contains(&k.as_str()))
@@ -321,7 +353,7 @@ fn join_key(labels: &Labels) -> Labels {
 
 /// Series by the labels they pair on. Two series with one key differ only by a revision label:
 /// the query mixed revisions, and keeping either would silently drop the other.
-fn index(samples: &[Sample], what: &str) -> Result<BTreeMap<Labels, f64>, Verdict> {
+pub(super) fn index(samples: &[Sample], what: &str) -> Result<BTreeMap<Labels, f64>, Verdict> {
     let mut by_key = BTreeMap::new();
     for s in samples {
         let key = join_key(&s.labels);

@@ -6,12 +6,15 @@
 
 mod cadence;
 mod check;
+mod compare;
 #[cfg(test)]
 mod properties;
 mod rule;
+pub mod sequential;
 
 pub use cadence::{AtPause, Cadence, DeadlineAction, Decision, History, decide};
 pub use check::{CheckResult, SeriesResult, judge};
+pub use compare::{LogEvidence, MannWhitneyTest, SequentialTest};
 pub use rule::{Comparison, Rule, RuleError, Tolerance, num};
 
 use std::collections::BTreeMap;
@@ -60,6 +63,9 @@ pub struct Measurement {
     /// What the source knows about a series beyond its value (e.g. which statuses a probe
     /// request failed with), added to that series' reason when it fails.
     pub notes: BTreeMap<Labels, String>,
+    /// For a fixed-horizon comparison of raw values (the probe's latencies): per series, both
+    /// revisions' values in the order they were measured.
+    pub raw: Option<Vec<RawSeries>>,
     /// Warnings the source sent with its answer (a Thanos or Mimir store that did not answer, a
     /// VictoriaMetrics `isPartial` result): the data may be incomplete, so it is never judged.
     pub warnings: Vec<String>,
@@ -82,6 +88,14 @@ impl Measurement {
             ..Measurement::default()
         }
     }
+}
+
+/// One series' raw values per revision, for a fixed-horizon test.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawSeries {
+    pub labels: Labels,
+    pub canary: Vec<f64>,
+    pub stable: Vec<f64>,
 }
 
 /// What to do when a check has no data (empty result, NaN/Inf, too few samples).

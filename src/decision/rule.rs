@@ -5,6 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::SequentialTest;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Comparison {
     Lt,
@@ -70,6 +72,9 @@ pub enum Rule {
     },
     Condition(Condition),
     AgainstStable(Tolerance),
+    /// Canary against stable on counts per revision, by a test of the statistics core (see
+    /// [`super::compare`]): it judges a whole measurement, never one value.
+    Sequential(SequentialTest),
     /// The source judges and replies with a verdict (a webhook without a rule of its own).
     Reported,
 }
@@ -110,10 +115,15 @@ impl Rule {
     /// condition that names `stable`.
     pub fn needs_baseline(&self) -> bool {
         match self {
-            Rule::AgainstStable(_) => true,
+            Rule::AgainstStable(_) | Rule::Sequential(_) => true,
             Rule::Condition(c) => c.uses_stable,
             Rule::Threshold { .. } | Rule::Reported => false,
         }
+    }
+
+    /// Whether the rule is a sequential comparison, whose Pass holds however often it looks.
+    pub fn is_sequential(&self) -> bool {
+        matches!(self, Rule::Sequential(_))
     }
 
     /// `Ok(None)` when the rule holds, `Ok(Some(why))` when it does not.
@@ -131,6 +141,11 @@ impl Rule {
             Rule::AgainstStable(t) => Ok(t.judge(inputs.value, inputs.stable.unwrap_or(f64::NAN))),
             // Values never reach this rule: the check takes the source's verdict instead.
             Rule::Reported => Ok(None),
+            // Nor this one, which judges counts; were they to, they would never pass.
+            Rule::Sequential(t) => Err(RuleError::Evaluate {
+                expr: t.describe(),
+                message: "a sequential rule judges counts per revision, not one value".into(),
+            }),
         }
     }
 
@@ -141,6 +156,7 @@ impl Rule {
             Rule::Condition(c) => c.source.clone(),
             Rule::AgainstStable(t) => t.describe(),
             Rule::Reported => "the source's verdict".into(),
+            Rule::Sequential(t) => t.describe(),
         }
     }
 }

@@ -83,9 +83,10 @@ pub async fn measure(
                 }
             }
         }
-        Source::Probe(metric) => match e.probe {
-            Some(p) => p.measure(*metric, check.rule.needs_baseline()),
-            None => Measurement::failed("the probe is not running"),
+        Source::Probe(metric) => match (e.probe, &check.rule) {
+            (Some(p), Rule::Sequential(test)) => p.compare(test),
+            (Some(p), rule) => p.measure(*metric, rule.needs_baseline()),
+            (None, _) => Measurement::failed("the probe is not running"),
         },
         Source::PodHealth(signal) => match e.pods {
             Some(p) => p.measure(*signal, Timestamp::now()),

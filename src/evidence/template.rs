@@ -16,7 +16,13 @@ pub struct Vars {
     pub canary_hash: String,
     pub stable_hash: String,
     pub step: Option<i32>,
+    /// How long the pause has lasted at the evaluation instant, in seconds (`{{ pauseWindow }}`).
+    pub pause_seconds: f64,
 }
+
+/// The shortest `{{ pauseWindow }}`: `increase()` needs two samples in its window, and a minute
+/// holds two scrapes at a 30 s scrape interval.
+pub const MIN_PAUSE_WINDOW: u64 = 60;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TemplateError {
@@ -68,6 +74,7 @@ pub const NAMES: &[&str] = &[
     "canaryPodRegex",
     "stablePodRegex",
     "step",
+    "pauseWindow",
 ];
 
 impl Vars {
@@ -104,8 +111,20 @@ impl Vars {
             "canaryPodRegex" => pods(&self.canary_hash),
             "stablePodRegex" => pods(&self.stable_hash),
             "step" => self.step.map(|s| s.to_string()).unwrap_or_default(),
+            "pauseWindow" => format!("{}s", self.pause_window()),
             _ => return None,
         })
+    }
+
+    /// The pause's age as whole seconds, rounded up, at least [`MIN_PAUSE_WINDOW`]: the window
+    /// of an `increase()` that counts what happened since the pause began.
+    pub fn pause_window(&self) -> u64 {
+        let seconds = self.pause_seconds.max(0.0).ceil();
+        match seconds.is_finite() {
+            // A float beyond u64 saturates; PromQL refuses such a window, and says so.
+            true => (seconds as u64).max(MIN_PAUSE_WINDOW),
+            false => MIN_PAUSE_WINDOW,
+        }
     }
 
     /// The same variables, measuring the stable revision instead.
@@ -192,6 +211,7 @@ mod tests {
             canary_hash: "67b4ccbdb4".into(),
             stable_hash: "5d9f8c7b6a".into(),
             step: Some(1),
+            pause_seconds: 0.0,
         }
     }
 
@@ -273,6 +293,23 @@ mod tests {
             render("{{hash}}", &v).expect("the canary renders"),
             "67b4ccbdb4"
         );
+    }
+
+    #[test]
+    fn the_pause_window_is_the_pause_age_rounded_up_and_at_least_a_minute() {
+        let at = |pause_seconds: f64| {
+            let v = Vars {
+                pause_seconds,
+                ..vars()
+            };
+            render("increase(x[{{ pauseWindow }}])", &v).expect("renders")
+        };
+        assert_eq!(at(754.2), "increase(x[755s])");
+        assert_eq!(at(3600.0), "increase(x[3600s])");
+        assert_eq!(at(12.0), "increase(x[60s])");
+        for odd in [-5.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(at(odd), "increase(x[60s])", "{odd}");
+        }
     }
 
     #[test]

@@ -32,6 +32,17 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct EvidenceLabels {
+    pub namespace: String,
+    pub rollout: String,
+    pub gate: String,
+    pub check: String,
+    /// `fail`: the evidence that the canary is worse than the margin allows; `pass`: that it
+    /// is not.
+    pub direction: String,
+}
+
 /// What the controller gates now, as this instance sees it. Empty on a standby.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Gating {
@@ -41,6 +52,8 @@ pub struct Gating {
     pub intervals: Vec<(GateLabels, f64)>,
     /// Per gate and recorded phase: how many Rollouts its status records in that phase.
     pub phases: Vec<(PhaseLabels, i64)>,
+    /// Per pause and sequential check: the natural log of its e-value at the last evaluation.
+    pub evidence: Vec<(EvidenceLabels, f64)>,
 }
 
 /// Whoever knows what is gated now (the controller's context).
@@ -86,6 +99,7 @@ impl Collector for GatingCollector {
         g.pauses.sort_by(|a, b| a.0.cmp(&b.0));
         g.intervals.sort_by(|a, b| a.0.cmp(&b.0));
         g.phases.sort_by(|a, b| a.0.cmp(&b.0));
+        g.evidence.sort_by(|a, b| a.0.cmp(&b.0));
         family(
             &mut encoder,
             "pause_seconds",
@@ -104,6 +118,13 @@ impl Collector for GatingCollector {
             "gated_rollouts",
             "Rollouts each RolloutGate's status records, by recorded phase.",
             &g.phases,
+        )?;
+        family(
+            &mut encoder,
+            "sequential_log_evidence",
+            "Each sequential check's running evidence at the pause, as the natural log of its \
+             e-value: direction fail decides at ln(1/alpha), pass likewise; gone with the pause.",
+            &g.evidence,
         )
     }
 }

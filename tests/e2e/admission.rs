@@ -77,6 +77,41 @@ fn broken(what: &str) -> Value {
             check["podHealth"] = json!({"signal": "restarts"});
             check["minSamples"] = json!({"count": 10});
         }
+        "sequential and threshold" => check["sequential"] = json!({}),
+        "sequential on a query without latency" => {
+            check["ratio"] = Value::Null;
+            check["threshold"] = Value::Null;
+            check["query"] = json!("sum by (le) (increase(x_bucket[5m]))");
+            check["sequential"] = json!({});
+        }
+        "MannWhitney on a ratio" => {
+            check["threshold"] = Value::Null;
+            check["sequential"] = json!({"method": "MannWhitney"});
+        }
+        "sequential with minSamples" => {
+            check["threshold"] = Value::Null;
+            check["sequential"] = json!({});
+            check["minSamples"] = json!({"count": 10, "query": "x"});
+        }
+        "sequential with noData Skip" => {
+            check["threshold"] = Value::Null;
+            check["sequential"] = json!({});
+            check["noData"] = json!("Skip");
+        }
+        "alpha out of range" => {
+            check["threshold"] = Value::Null;
+            check["sequential"] = json!({"alpha": 0.7});
+        }
+        "horizon without MannWhitney" => {
+            check["threshold"] = Value::Null;
+            check["sequential"] = json!({"horizon": 50});
+        }
+        "quantile out of range" => {
+            check["ratio"] = Value::Null;
+            check["threshold"] = Value::Null;
+            check["query"] = json!("sum by (le) (increase(x_bucket[5m]))");
+            check["sequential"] = json!({"latency": {"quantile": 1.5}});
+        }
         "a name the guard uses" => {
             check["name"] = json!("pod-restarts");
             s["podHealth"] = json!({});
@@ -100,6 +135,19 @@ fn valid_without_metrics() -> Vec<Value> {
         json!({"rollouts": {"name": "a"}, "checks": [
             {"name": "judge", "webhook": {"url": "https://judge.example/gate", "timeout": "3s",
                 "headers": [{"name": "Authorization", "secret": {"name": "judge", "key": "token"}}]}}]}),
+        json!({"rollouts": {"name": "a"}, "probe": probe(), "checks": [
+            {"name": "errors", "probe": {"metric": "errorRatio"}, "sequential": {}},
+            {"name": "p99", "probe": {"metric": "latencyP99"},
+                "sequential": {"alpha": 0.05, "margin": 0.3, "latency": {"quantile": 0.999}}},
+            {"name": "kayenta", "probe": {"metric": "latencyP50"},
+                "sequential": {"latency": {}, "method": "MannWhitney", "horizon": 200}}]}),
+        json!({"rollouts": {"name": "a"}, "prometheus": {"address": "http://prometheus:9090"},
+            "checks": [
+            {"name": "errors", "sequential": {"alpha": 0.01, "margin": 0.2}, "noData": "Hold",
+                "ratio": {"numerator": "sum(increase(errors_total[{{ pauseWindow }}]))",
+                    "denominator": "sum(increase(requests_total[{{ pauseWindow }}]))"}},
+            {"name": "latency", "sequential": {"latency": {}},
+                "query": "sum by (le) (increase(x_bucket[{{ pauseWindow }}]))"}]}),
         json!({"rollouts": {"name": "a"}, "probe": {"port": 8080, "scheme": "HTTPS",
             "requests": [{"name": "health", "path": "/healthz", "successCodes": ["200", "4xx"]}]},
             "checks": [{"name": "p95", "probe": {"metric": "latencyP95"},
@@ -182,6 +230,32 @@ async fn admission_accepts_a_sensible_gate_and_explains_rejections() {
         (
             "minSamples on pod health",
             "minSamples does not apply to podHealth checks",
+        ),
+        ("sequential and threshold", "set exactly one pass rule"),
+        (
+            "sequential on a query without latency",
+            "sequential compares error counts on ratio checks",
+        ),
+        (
+            "MannWhitney on a ratio",
+            "method MannWhitney compares the probe's raw latencies",
+        ),
+        (
+            "sequential with minSamples",
+            "minSamples does not apply to sequential checks",
+        ),
+        (
+            "sequential with noData Skip",
+            "noData does not apply to sequential checks",
+        ),
+        ("alpha out of range", "alpha is the false-abort probability"),
+        (
+            "horizon without MannWhitney",
+            "horizon applies to method MannWhitney only",
+        ),
+        (
+            "quantile out of range",
+            "quantile must be above 0 and below 1",
         ),
         (
             "a name the guard uses",

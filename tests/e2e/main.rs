@@ -17,6 +17,7 @@ mod observability;
 mod podhealth;
 mod probes;
 mod races;
+mod sequential;
 mod sources;
 mod stack;
 mod stackfaults;

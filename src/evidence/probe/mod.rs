@@ -4,6 +4,7 @@
 //! A [`ProbeRun`] belongs to one pause. It is dropped when the pause ends, is decided, or the
 //! gate changes, and dropping it stops every request loop and in-flight request at once.
 
+mod compare;
 mod plan;
 mod stats;
 mod targets;
@@ -73,7 +74,7 @@ impl ProbeRun {
         let names: Vec<String> = plan.requests.iter().map(|r| r.name.clone()).collect();
         let revision = || {
             Arc::new(Mutex::new(Revision {
-                stats: RevisionStats::new(names.clone()),
+                stats: RevisionStats::new(names.clone(), plan.keep_latencies),
                 problem: Some("the probe is starting".into()),
             }))
         };
@@ -384,6 +385,7 @@ mod tests {
             concurrency: 1,
             timeout: Duration::from_secs(2),
             budget: None,
+            keep_latencies: 0,
         };
         let o = client_options(&plan);
         assert!(

@@ -19,6 +19,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// Requests sent to one revision at one pause, at most.
     pub budget: Option<u64>,
+    /// Latencies kept as measured, per revision and request, the first ones (for Mann-Whitney).
+    pub keep_latencies: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]

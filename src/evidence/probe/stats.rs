@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::Metric;
-use crate::decision::{Labels, Sample};
+use crate::decision::{Labels, Sample, num};
 
 /// Latencies from 100 µs to ~84 s in buckets 2% wide: percentiles are within 2% of the truth.
 const MIN_SECONDS: f64 = 1e-4;
@@ -37,6 +37,16 @@ impl Histogram {
     }
 
     /// The `q` quantile (0–1), as the upper bound of its bucket; NaN when empty.
+    /// How many latencies are at most `seconds` (by the upper bounds of their buckets).
+    pub fn at_most(&self, seconds: f64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| upper_bound(*i) <= seconds)
+            .map(|(_, c)| u64::from(*c))
+            .sum()
+    }
+
     pub fn quantile(&self, q: f64) -> f64 {
         if self.total == 0 {
             return f64::NAN;
@@ -76,9 +86,18 @@ pub struct RequestStats {
     /// Latency of successful requests, and of timeouts at the timeout: a fast 404 must not make
     /// a slow canary look quick, and the slowest answers must not drop out.
     pub latency: Histogram,
+    /// The first latencies, as measured, up to the revision's `keep` (for a fixed-horizon test).
+    pub first: Vec<f32>,
 }
 
 impl RequestStats {
+    fn latency(&mut self, seconds: f64, keep: usize) {
+        self.latency.record(seconds);
+        if self.first.len() < keep {
+            self.first.push(seconds as f32);
+        }
+    }
+
     fn error(&mut self, kind: ErrorKind) {
         self.errors += 1;
         *self.error_kinds.entry(kind.name()).or_insert(0) += 1;
@@ -153,12 +172,29 @@ fn status_name(code: u16) -> &'static str {
 pub struct RevisionStats {
     names: Vec<String>,
     per_request: Vec<RequestStats>,
+    /// Latencies kept as measured per template, the first ones.
+    keep: usize,
 }
 
+/// The bounds (seconds) at which the probe's latencies are compared between revisions: fixed in
+/// advance (never chosen from the data), and a compromise — a test at each splits alpha between
+/// them, while a quantile read from them is only as good as their spacing (×1.5 at most).
+pub const COMPARED_BOUNDS: [f64; 30] = [
+    0.001, 0.0015, 0.002, 0.003, 0.005, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2,
+    0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 60.0,
+];
+
+/// The label of a bucket's upper bound, as Prometheus names it.
+pub const BOUND_LABEL: &str = "le";
+
 impl RevisionStats {
-    pub fn new(names: Vec<String>) -> Self {
+    pub fn new(names: Vec<String>, keep: usize) -> Self {
         let per_request = vec![RequestStats::default(); names.len()];
-        RevisionStats { names, per_request }
+        RevisionStats {
+            names,
+            per_request,
+            keep,
+        }
     }
 
     pub fn record(&mut self, template: usize, outcome: RequestOutcome) {
@@ -167,9 +203,9 @@ impl RevisionStats {
         };
         s.requests += 1;
         match outcome {
-            RequestOutcome::Success { seconds } => s.latency.record(seconds),
+            RequestOutcome::Success { seconds } => s.latency(seconds, self.keep),
             RequestOutcome::TimedOut { seconds } => {
-                s.latency.record(seconds);
+                s.latency(seconds, self.keep);
                 s.error(ErrorKind::Timeout);
             }
             RequestOutcome::Error(kind) => s.error(kind),
@@ -184,12 +220,58 @@ impl RevisionStats {
     /// measure yet (no requests, or no successful one for a latency), which the decision engine
     /// reads as no data.
     pub fn series(&self, metric: Metric) -> Vec<Sample> {
+        self.each(|s| value(s, metric))
+    }
+
+    /// Per template, labelled like [`Self::series`]: failed requests.
+    pub fn errors(&self) -> Vec<Sample> {
+        self.each(|s| s.errors as f64)
+    }
+
+    /// Per template and bound of [`COMPARED_BOUNDS`] and `+Inf`: how many latencies are at most
+    /// that bound, labelled `request` and `le` like a Prometheus histogram.
+    pub fn buckets(&self) -> Vec<Sample> {
+        let bounds = COMPARED_BOUNDS.iter().copied().chain([f64::INFINITY]);
+        self.names
+            .iter()
+            .zip(&self.per_request)
+            .flat_map(|(name, s)| {
+                bounds.clone().map(move |b| {
+                    let le = if b.is_finite() { num(b) } else { "+Inf".into() };
+                    Sample {
+                        labels: Labels::from([
+                            (REQUEST_LABEL.to_string(), name.clone()),
+                            (BOUND_LABEL.to_string(), le),
+                        ]),
+                        value: match b.is_finite() {
+                            true => s.latency.at_most(b) as f64,
+                            false => s.latency.total as f64,
+                        },
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Per template: its first latencies, as measured.
+    pub fn first_latencies(&self) -> Vec<(Labels, Vec<f64>)> {
+        self.names
+            .iter()
+            .zip(&self.per_request)
+            .map(|(name, s)| {
+                let labels = Labels::from([(REQUEST_LABEL.to_string(), name.clone())]);
+                (labels, s.first.iter().map(|v| f64::from(*v)).collect())
+            })
+            .collect()
+    }
+
+    fn each(&self, value: impl Fn(&RequestStats) -> f64) -> Vec<Sample> {
         self.names
             .iter()
             .zip(&self.per_request)
             .map(|(name, s)| Sample {
                 labels: Labels::from([(REQUEST_LABEL.to_string(), name.clone())]),
-                value: value(s, metric),
+                value: value(s),
             })
             .collect()
     }
@@ -229,15 +311,9 @@ impl RevisionStats {
     pub fn samples(&self, metric: Metric) -> Vec<Sample> {
         match metric {
             Metric::Requests | Metric::ErrorRatio => self.series(Metric::Requests),
-            Metric::LatencyP50 | Metric::LatencyP95 | Metric::LatencyP99 => self
-                .names
-                .iter()
-                .zip(&self.per_request)
-                .map(|(name, s)| Sample {
-                    labels: Labels::from([(REQUEST_LABEL.to_string(), name.clone())]),
-                    value: s.latency.total as f64,
-                })
-                .collect(),
+            Metric::LatencyP50 | Metric::LatencyP95 | Metric::LatencyP99 => {
+                self.each(|s| s.latency.total as f64)
+            }
         }
     }
 }
@@ -285,7 +361,7 @@ mod tests {
 
     #[test]
     fn series_per_template_with_errors_and_latency_of_successes_and_timeouts() {
-        let mut s = RevisionStats::new(vec!["chat".into(), "embed".into()]);
+        let mut s = RevisionStats::new(vec!["chat".into(), "embed".into()], 0);
         s.record(0, RequestOutcome::Success { seconds: 0.2 });
         s.record(0, RequestOutcome::Error(ErrorKind::Status(404)));
         s.record(0, RequestOutcome::Error(ErrorKind::Status(404)));

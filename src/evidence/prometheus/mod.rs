@@ -192,6 +192,7 @@ mod tests {
             canary_hash: "canary1".into(),
             stable_hash: stable.into(),
             step: Some(1),
+            pause_seconds: 0.0,
         }
     }
 

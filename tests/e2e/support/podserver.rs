@@ -22,13 +22,25 @@ use kube::api::Api;
 pub struct Reply {
     pub status: u16,
     pub delay: Duration,
+    /// The share of requests answered 503 instead, at random.
+    pub fail_ratio: f64,
 }
 
 impl Reply {
     pub const OK: Reply = Reply {
         status: 200,
         delay: Duration::ZERO,
+        fail_ratio: 0.0,
     };
+
+    /// 200, but a 503 for a `fail_ratio` share of requests, drawn at random.
+    #[allow(dead_code)]
+    pub fn flaky(fail_ratio: f64) -> Reply {
+        Reply {
+            fail_ratio,
+            ..Reply::OK
+        }
+    }
 
     pub fn status(status: u16) -> Reply {
         Reply {
@@ -57,6 +69,8 @@ struct Shared {
     arrivals: HashMap<String, Vec<std::time::Instant>>,
     /// A header every request must carry, else 401.
     required: Option<(String, String)>,
+    /// Draws for flaky replies.
+    rng: Option<super::traffic::Rng>,
 }
 
 /// The local address a connection was accepted on.
@@ -245,11 +259,17 @@ async fn answer(
             .push(std::time::Instant::now());
         let own = s.replies.keys().any(|(h, _)| *h == hash);
         let key = if own { hash } else { "*".to_string() };
-        s.replies
+        let reply = s
+            .replies
             .get(&(key.clone(), model.clone()))
             .or_else(|| s.replies.get(&(key, String::new())))
             .copied()
-            .unwrap_or(Reply::OK)
+            .unwrap_or(Reply::OK);
+        let rng = s.rng.get_or_insert(super::traffic::Rng(0x00f1_ac4e));
+        match reply.fail_ratio > 0.0 && rng.chance(reply.fail_ratio) {
+            true => Reply::status(503),
+            false => reply,
+        }
     };
     tokio::time::sleep(reply.delay).await;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

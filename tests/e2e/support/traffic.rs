@@ -18,6 +18,8 @@ pub const METRIC: &str = "tollgate_e2e_requests_total";
 pub struct Behaviour {
     pub requests_per_tick: f64,
     pub codes: BTreeMap<String, String>,
+    /// Each request fails (500) with this probability instead, drawn at random.
+    pub error_ratio: f64,
 }
 
 impl Behaviour {
@@ -29,6 +31,16 @@ impl Behaviour {
                 .iter()
                 .map(|m| (m.to_string(), code.to_string()))
                 .collect(),
+            error_ratio: 0.0,
+        }
+    }
+
+    /// Every model answers 200, but each request fails with probability `error_ratio`.
+    #[allow(dead_code)]
+    pub fn random(models: &[&str], error_ratio: f64, requests_per_tick: f64) -> Behaviour {
+        Behaviour {
+            error_ratio,
+            ..Behaviour::all(models, "200", requests_per_tick)
         }
     }
 
@@ -60,6 +72,7 @@ impl Traffic {
         let stable = Arc::new(Mutex::new(stable));
         let (c, s, name) = (canary.clone(), stable.clone(), name.to_string());
         let task = tokio::spawn(async move {
+            let mut rng = Rng(0x005e_ed0f_7a11);
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
@@ -74,12 +87,12 @@ impl Traffic {
                 };
                 let snapshot = |b: &Arc<Mutex<Behaviour>>| b.lock().map(|b| b.clone()).ok();
                 if let Some(b) = snapshot(&s) {
-                    emit(&exporter, &stable_hash, &b);
+                    emit(&exporter, &stable_hash, &b, &mut rng);
                 }
                 if current != stable_hash
                     && let Some(b) = snapshot(&c)
                 {
-                    emit(&exporter, &current, &b);
+                    emit(&exporter, &current, &b, &mut rng);
                 }
             }
         });
@@ -99,17 +112,43 @@ impl Traffic {
     }
 }
 
-fn emit(exporter: &Exporter, hash: &str, b: &Behaviour) {
+fn emit(exporter: &Exporter, hash: &str, b: &Behaviour, rng: &mut Rng) {
     let per_model = b.requests_per_tick / b.codes.len().max(1) as f64;
     for (model, code) in &b.codes {
-        exporter.add(
-            METRIC,
-            &[
+        let add = |code: &str, n: f64| {
+            let labels = [
                 ("rollouts_pod_template_hash", hash),
-                ("model", model),
+                ("model", model.as_str()),
                 ("code", code),
-            ],
-            per_model,
-        );
+            ];
+            exporter.add(METRIC, &labels, n);
+        };
+        if b.error_ratio > 0.0 {
+            // Whole requests, each failing at random: a binomial draw per tick.
+            let n = per_model.round() as u64;
+            let failed = (0..n).filter(|_| rng.chance(b.error_ratio)).count() as f64;
+            add("500", failed);
+            add(code, n as f64 - failed);
+        } else {
+            add(code, per_model);
+        }
+    }
+}
+
+/// splitmix64: deterministic draws, so a run can be repeated.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use super::check::{in_order, index, join_key};
 use super::sequential::{
-    Classification, Counts, Histogram, LatencyTest, MannWhitney, Outcome, RateTest, judge_latency,
-    judge_rates, mann_whitney,
+    Classification, Counts, Histogram, LatencyTest, Outcome, RateTest, judge_latency, judge_rates,
+    mann_whitney,
 };
 use super::{Answer, Labels, Measurement, RawSeries, SeriesResult, Verdict, format_labels, num};
 
@@ -338,42 +338,22 @@ fn horizon_series(test: &MannWhitneyTest, r: &RawSeries) -> SeriesResult {
         Err(e) => return refused(r.labels.clone(), e),
     };
     // Latency: lower is better, so only a shift up fails.
+    let mut explained = mw.explain(test.allowed_increase, 1.0);
     let outcome = match mw.classify(test.allowed_increase, 1.0) {
         Classification::High => Outcome::Fail,
-        Classification::Low | Classification::Pass => Outcome::Pass,
+        Classification::Pass => Outcome::Pass,
+        Classification::Low => {
+            explained.push_str(" (faster: Pass)");
+            Outcome::Pass
+        }
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     SeriesResult {
         value: Some(mean(canary)),
         stable: Some(mean(stable)),
         samples: Some(n as f64),
-        ..series(
-            r.labels.clone(),
-            outcome,
-            explain_mann_whitney(&mw, outcome),
-        )
+        ..series(r.labels.clone(), outcome, explained)
     }
-}
-
-/// `Mann-Whitney on 100 vs 100 latencies: shift +412ms, 98% interval +398ms–+431ms, mean ratio
-/// ×42, p 1e-33 → Fail`.
-fn explain_mann_whitney(mw: &MannWhitney, outcome: Outcome) -> String {
-    let ms = |s: f64| format!("{:+}ms", (s * 1e4).round() / 10.0);
-    let ratio = mw.mean_ratio.map_or("×?".to_string(), |r| {
-        format!("×{}", num((r * 100.0).round() / 100.0))
-    });
-    format!(
-        "Mann-Whitney on {} vs {} latencies: shift {}, {}% interval {}–{}, mean ratio {ratio}, \
-         p {:.2e} → {}",
-        mw.canary_samples,
-        mw.stable_samples,
-        ms(mw.shift),
-        num(mw.confidence * 100.0),
-        ms(mw.interval.0),
-        ms(mw.interval.1),
-        mw.p_value,
-        outcome.name()
-    )
 }
 
 #[cfg(test)]
@@ -673,7 +653,7 @@ mod tests {
         slow.extend(spread(0.01, 500));
         let r = judge(&horizon_policy(50), &raw(slow, spread(0.01, 60)));
         assert!(
-            matches!(&r.verdict, Verdict::Fail(why) if why.contains("Mann-Whitney on 50 vs 50")),
+            matches!(&r.verdict, Verdict::Fail(why) if why.contains("Mann-Whitney (one look): canary 50 vs stable 50 samples")),
             "{:?}",
             r.verdict
         );

@@ -272,7 +272,7 @@ async fn probe_latencies_abort_a_slower_canary() {
     // Judged once both revisions have 30 latencies: by then, or waiting for them.
     let (kayenta, why) = verdict("probe-kayenta");
     match kayenta {
-        RecordedVerdict::Fail => assert!(why.contains("Mann-Whitney on 30 vs 30"), "{why}"),
+        RecordedVerdict::Fail => assert!(why.contains("canary 30 vs stable 30 samples"), "{why}"),
         RecordedVerdict::NoData => assert!(why.contains("waiting for 30 latencies"), "{why}"),
         other => panic!("{other:?}: {why}"),
     }

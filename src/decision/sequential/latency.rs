@@ -186,7 +186,7 @@ pub fn judge_latency(
         boundaries.push(BoundaryEvidence {
             bound: canary.bounds[i],
             judgement,
-            needed_for_pass: st > 0.0 && (st - s[i]) >= (1.0 - test.tail_quantile) * st,
+            needed_for_pass: st > 0.0 && above_tail(st - s[i], st, test.tail_quantile),
         });
     }
     let (outcome, deciding) = conclude(&boundaries, test.alpha);
@@ -358,5 +358,29 @@ fn trim(v: f64, digits: i32) -> String {
     match s.contains('.') {
         true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
         false => s,
+    }
+}
+
+/// Whether `above` of `total` requests is at least the tail beyond quantile `q`. `1 − q` is not
+/// exact in binary (1 − 0.99 is a hair above 0.01): without the tolerance, a tail of exactly 1%
+/// would not count as the tail, and the test could never Pass.
+fn above_tail(above: f64, total: f64, q: f64) -> bool {
+    above >= (1.0 - q) * total * (1.0 - 1e-9)
+}
+
+#[cfg(test)]
+mod edge {
+    use super::above_tail;
+
+    #[test]
+    fn a_tail_of_exactly_one_percent_is_the_tail() {
+        let q = std::hint::black_box(0.99_f64);
+        assert!(
+            (1.0 - q) * 100.0 > 1.0,
+            "the float edge this guards against"
+        );
+        assert!(above_tail(1.0, 100.0, 0.99));
+        assert!(above_tail(10.0, 1000.0, 0.99));
+        assert!(!above_tail(0.99, 100.0, 0.99));
     }
 }

@@ -187,17 +187,7 @@ fn inspect(command: tollgate::explain::Inspect) -> ExitCode {
 
 /// `check`: a gate file checked; exit 0 clean, 1 problems, 2 could not check.
 fn check(command: tollgate::check::Command) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let result = match runtime {
-        Ok(r) => r.block_on(tollgate::check::run(command)),
-        Err(e) => {
-            eprintln!("tollgate check: {e}");
-            return ExitCode::from(tollgate::check::EXIT_UNUSABLE);
-        }
-    };
-    match result {
+    match tollgate::check::run_blocking(command) {
         Ok(outcome) => {
             print!("{}", outcome.output);
             ExitCode::from(outcome.code)

@@ -15,7 +15,7 @@ mod offline;
 mod online;
 mod output;
 mod probe;
-mod promql;
+pub mod promql;
 mod silence;
 mod target;
 
@@ -186,12 +186,42 @@ pub enum CheckError {
     Usage(String),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("starting: {0}")]
+    Start(#[from] std::io::Error),
 }
 
 /// What to print, and the exit code.
 pub struct Outcome {
     pub output: String,
     pub code: u8,
+}
+
+/// The stack `check` runs on. The CEL parser that compiles a `condition` recurses once per
+/// level of nesting, and a condition of 1,024 characters can nest 500 deep: far past a thread's
+/// usual 2 to 8 MiB (offline reports such a condition as `deep-condition`).
+const STACK: usize = 256 << 20;
+
+/// Runs `work` on a thread with [`STACK`] of stack, and waits for it.
+fn on_big_stack<T: Send>(work: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("tollgate-check".into())
+            .stack_size(STACK)
+            .spawn_scoped(scope, work)?;
+        Ok(handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// Runs `tollgate check` to its end, on a stack deep enough for any gate admission accepts.
+pub fn run_blocking(command: Command) -> Result<Outcome, CheckError> {
+    on_big_stack(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(run(command))
+    })?
 }
 
 /// Runs `tollgate check`.
@@ -207,14 +237,42 @@ pub async fn run(command: Command) -> Result<Outcome, CheckError> {
     for doc in &docs {
         gates.push(one(doc, config, plan.as_ref()).await);
     }
-    if docs.is_empty() {
-        gates.push(nothing());
-    }
-    let report = Report::new(&args.file, gates, args.strict);
+    let report = report(&args.file, gates, args.strict);
     Ok(Outcome {
         output: output::render(&report, args.output),
         code: report.exit_code,
     })
+}
+
+/// The offline check of a file's text: what `run` reports without revisions to measure.
+pub fn offline(file: &str, text: &str, scrape_interval: std::time::Duration) -> Report {
+    let work = || offline_here(file, text, scrape_interval);
+    on_big_stack(work).unwrap_or_else(|_| work())
+}
+
+fn offline_here(file: &str, text: &str, scrape_interval: std::time::Duration) -> Report {
+    let config = lints::Config { scrape_interval };
+    let gates = load::documents(text)
+        .iter()
+        .map(|doc| {
+            let checked = offline::check(doc, config);
+            silenced(checked.report, checked.gate.as_ref(), doc, false)
+        })
+        .collect();
+    report(file, gates, false)
+}
+
+/// The whole run's report; a file without a document is an error of its own.
+fn report(file: &str, mut gates: Vec<GateReport>, strict: bool) -> Report {
+    if gates.is_empty() {
+        gates.push(nothing());
+    }
+    Report::new(file, gates, strict)
+}
+
+/// Renders a report (text, JSON or GitHub annotations).
+pub fn render(report: &Report, format: Format) -> String {
+    output::render(report, format)
 }
 
 fn read(file: &str) -> Result<String, CheckError> {
@@ -257,38 +315,47 @@ async fn one(
 ) -> GateReport {
     let checked = offline::check(doc, config);
     let mut report = checked.report;
-    let Some((gate, compiled)) = checked.gate else {
-        return report;
+    let (Some(plan), Some((gate, compiled))) = (plan, &checked.gate) else {
+        return silenced(report, checked.gate.as_ref(), doc, false);
     };
-    let mut ran_online = false;
-    if let Some(plan) = plan {
-        match plan.context(&gate) {
-            Ok(ctx) => {
-                let (online, findings) = online::run(&compiled, &ctx).await;
-                report.online = Some(online);
-                report.findings.extend(findings);
-                ran_online = true;
-            }
-            Err(why) => report.findings.push(Finding {
-                severity: Severity::Error,
-                id: "online".into(),
-                check: None,
-                field: None,
-                message: why.into(),
-                why: None,
-                fix: None,
-                line: None,
-            }),
+    match plan.context(gate) {
+        Ok(ctx) => {
+            let (online, findings) = online::run(compiled, &ctx).await;
+            report.online = Some(online);
+            report.findings.extend(findings);
         }
+        Err(why) => report.findings.push(Finding {
+            severity: Severity::Error,
+            id: "online".into(),
+            check: None,
+            field: None,
+            message: why.into(),
+            why: None,
+            fix: None,
+            line: None,
+        }),
     }
-    let names: Vec<String> = compiled
-        .checks
-        .iter()
-        .map(|c| c.criteria.name.clone())
-        .collect();
-    let annotations = gate.metadata.annotations.clone().unwrap_or_default();
-    let findings = std::mem::take(&mut report.findings);
-    report.findings = silence::apply(&annotations, findings, &names, ran_online);
+    let ran_online = report.online.is_some();
+    silenced(report, checked.gate.as_ref(), doc, ran_online)
+}
+
+/// The gate's `tollgate.dev/lint-ignore` applied, and every finding given its line.
+fn silenced(
+    mut report: GateReport,
+    gate: Option<&(crate::api::RolloutGate, crate::compile::CompiledGate)>,
+    doc: &load::Document,
+    ran_online: bool,
+) -> GateReport {
+    if let Some((gate, compiled)) = gate {
+        let names: Vec<String> = compiled
+            .checks
+            .iter()
+            .map(|c| c.criteria.name.clone())
+            .collect();
+        let annotations = gate.metadata.annotations.clone().unwrap_or_default();
+        let findings = std::mem::take(&mut report.findings);
+        report.findings = silence::apply(&annotations, findings, &names, ran_online);
+    }
     offline::place(&mut report.findings, doc);
     report
 }

@@ -53,6 +53,13 @@ pub fn check(doc: &Document, config: lints::Config) -> Checked {
         ));
     }
     report.findings.extend(admitted(value));
+    let deep = deep_conditions(value);
+    if !deep.is_empty() {
+        // Never handed to the parser it could crash.
+        report.findings.extend(deep);
+        place(&mut report.findings, doc);
+        return Checked { report, gate: None };
+    }
     let gate = typed(value, &mut report.findings).and_then(|gate| {
         let compiled = compiled(&gate, &mut report.findings)?;
         report.findings.extend(lints::lint(&gate.spec, config));
@@ -143,6 +150,51 @@ fn check_at(value: &Value, path: &str) -> Option<String> {
     value["spec"]["checks"][index]["name"]
         .as_str()
         .map(str::to_string)
+}
+
+/// Nesting deeper than this in a CEL condition is refused (see [`deep_conditions`]).
+const MAX_NESTING: usize = 10;
+
+/// Conditions nested so deep that parsing them can exhaust a thread's stack: the CEL parser
+/// recurses once per level, and the controller compiles conditions on 2 MiB threads (15
+/// levels of `{…}` exhaust one in a debug build). Such a gate could crash the controller.
+fn deep_conditions(value: &Value) -> Vec<Finding> {
+    let checks = value["spec"]["checks"].as_array().into_iter().flatten();
+    checks
+        .filter_map(|c| {
+            let depth = nesting(c["condition"].as_str()?);
+            (depth > MAX_NESTING).then(|| {
+                let mut f = error(
+                    "deep-condition",
+                    Some("condition".into()),
+                    format!("nests {depth} brackets deep: parsing it can exhaust the stack of tollgate's controller, which then crashes; keep it under {MAX_NESTING}"),
+                );
+                f.check = c["name"].as_str().map(str::to_string);
+                f
+            })
+        })
+        .collect()
+}
+
+/// The deepest nesting of `(`, `[` and `{` in a CEL expression, string literals left out.
+fn nesting(expr: &str) -> usize {
+    let (mut depth, mut deepest, mut quote, mut escaped) = (0usize, 0, None, false);
+    for c in expr.chars() {
+        match (quote, c) {
+            (Some(_), _) if escaped => escaped = false,
+            (Some(_), '\\') => escaped = true,
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(' | '[' | '{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn typed(value: &Value, findings: &mut Vec<Finding>) -> Option<RolloutGate> {
@@ -298,6 +350,24 @@ spec:
         let f = &c[0].report.findings;
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!((f[0].id.as_str(), f[0].line), ("five-xx-only", Some(10)));
+    }
+
+    #[test]
+    fn a_condition_nested_deep_enough_to_crash_a_parser_is_refused() {
+        assert_eq!(nesting(r#"value < 0.1 && [1, (2)].size() > 0"#), 2);
+        assert_eq!(nesting(r#"value < size("((((((((((((")"#), 1);
+        let deep = format!("value < {}0.1{}", "{\"a\":".repeat(200), "}".repeat(200));
+        let gate = GATE.replace(
+            "      threshold: {op: \"<=\", value: 0.05}",
+            &format!("      condition: '{deep}'"),
+        );
+        let f = findings(&gate);
+        assert!(
+            f.iter().any(|(s, id, m)| *s == Severity::Error
+                && id == "deep-condition"
+                && m.starts_with("nests 200 brackets deep")),
+            "{f:?}"
+        );
     }
 
     #[test]

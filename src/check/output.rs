@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::online::{CheckRun, Online};
+use super::online::{CheckRun, Online, QueryRun};
 use super::silence::ANNOTATION;
 use super::{Finding, Format, GateReport, Report, Severity};
 use crate::decision::num;
@@ -93,13 +93,9 @@ fn text(report: &Report) -> String {
         }
         out.push('\n');
     }
-    let verdict = match report.exit_code {
-        0 => "passed",
-        _ => "failed",
-    };
     let _ = writeln!(
         out,
-        "{}: {}, {}: check {verdict} (exit {})",
+        "{}: {}, {} (exit {})",
         report.file,
         plural(report.errors, "error"),
         plural(report.warnings, "warning"),
@@ -139,8 +135,13 @@ fn online_text(o: &Online) -> String {
     for line in table(&rows) {
         let _ = writeln!(out, "    {line}");
     }
+    let mut notes = String::new();
     for c in &o.checks {
-        check_notes(&mut out, c);
+        check_notes(&mut notes, c);
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
     }
     for p in &o.probes {
         let outcome = match (p.status, &p.error) {
@@ -164,7 +165,7 @@ fn online_text(o: &Online) -> String {
     } else {
         format!(": {}", o.reason)
     };
-    let _ = writeln!(out, "    The gate's verdict now: {}{reason}", o.verdict);
+    let _ = writeln!(out, "\n    The gate's verdict now: {}{reason}", o.verdict);
     let _ = writeln!(out, "    ({})", o.cadence);
     out
 }
@@ -185,9 +186,10 @@ fn check_rows(c: &CheckRun) -> Vec<Vec<String>> {
         .enumerate()
         .map(|(i, q)| {
             let samples = match (q.field, c.min_samples) {
+                // Whole requests: a count from increase() is extrapolated.
                 ("minSamples.query", Some(need)) => format!(
                     "{}/{}",
-                    c.samples.map_or_else(|| "-".into(), num),
+                    c.samples.map_or_else(|| "-".into(), |s| num(s.floor())),
                     num(need)
                 ),
                 _ => String::new(),
@@ -210,26 +212,25 @@ fn check_rows(c: &CheckRun) -> Vec<Vec<String>> {
 
 /// Why a check is not a pass, and what each empty or failed query returned.
 fn check_notes(out: &mut String, c: &CheckRun) {
-    let verdict = c.verdict.as_deref();
-    if verdict != Some("Pass") && !c.reason.is_empty() {
-        let _ = writeln!(
-            out,
-            "    {}: {}: {}",
-            c.name,
-            verdict.unwrap_or("not judged"),
-            c.reason
-        );
+    let notes: Vec<(&QueryRun, &String)> = c
+        .queries
+        .iter()
+        .filter_map(|q| Some((q, q.note.as_ref().or(q.error.as_ref())?)))
+        .collect();
+    let verdict = c.verdict.as_deref().unwrap_or("not judged");
+    let passed = verdict == "Pass" || c.reason.is_empty();
+    if passed && notes.is_empty() {
+        return;
     }
-    for q in &c.queries {
-        let Some(note) = q.note.clone().or_else(|| q.error.clone()) else {
-            continue;
-        };
+    match passed {
+        true => writeln!(out, "    {}: {verdict}", c.name),
+        false => writeln!(out, "    {}: {verdict}: {}", c.name, c.reason),
+    }
+    .unwrap_or_default();
+    for (q, note) in notes {
+        let promql = q.promql.split_whitespace().collect::<Vec<_>>().join(" ");
         let _ = writeln!(out, "      {} ({}) {note}", q.field, q.revision);
-        let _ = writeln!(
-            out,
-            "        {}",
-            q.promql.split_whitespace().collect::<Vec<_>>().join(" ")
-        );
+        let _ = writeln!(out, "        {promql}");
     }
 }
 
@@ -330,7 +331,7 @@ fn github(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::online::{QueryRun, SeriesRow};
+    use crate::check::online::SeriesRow;
 
     fn finding(severity: Severity, id: &str, check: Option<&str>, field: Option<&str>) -> Finding {
         Finding {
@@ -471,7 +472,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("gates/litellm,v2.yaml: 1 error, 2 warnings: check failed (exit 1)\n"),
+            text.ends_with("gates/litellm,v2.yaml: 1 error, 2 warnings (exit 1)\n"),
             "{text}"
         );
     }

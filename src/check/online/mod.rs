@@ -159,15 +159,13 @@ fn cadence(gate: &CompiledGate) -> String {
         c.required_passes
     );
     if !c.bake_time.is_zero() {
-        text.push_str(&format!(
-            " and {} at the pause",
-            super::lints::show_duration(c.bake_time)
-        ));
+        let bake = super::lints::show_duration(c.bake_time);
+        text.push_str(&format!(" and {bake} at the pause"));
     }
-    text.push_str(&format!(
-        "; failing evaluation {} aborts",
-        c.failure_limit + 1
-    ));
+    match c.failure_limit {
+        0 => text.push_str("; the first failing one aborts"),
+        n => text.push_str(&format!("; {} failing ones at one pause abort", n + 1)),
+    }
     text
 }
 

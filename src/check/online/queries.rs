@@ -138,36 +138,36 @@ async fn empty(
 ) {
     let missing = missing_metrics(text, client, at).await;
     let numerator = run.field == "ratio.numerator";
-    let mut note = match numerator {
-        true => "no series: no errors right now (a ratio counts a missing numerator series as 0)"
-            .to_string(),
-        false => "returns no series: the metric may not exist, or has no traffic for this revision"
-            .to_string(),
-    };
-    if !missing.is_empty() {
-        note = format!(
-            "returns no series, and {} {} no series at all in this Prometheus: the metric does not exist (or is not scraped){}",
+    let note = match (numerator, missing.is_empty()) {
+        (true, true) => {
+            "returns no series: no errors right now (a ratio counts a missing numerator series as 0)"
+                .to_string()
+        }
+        (_, true) => PLAIN.to_string(),
+        (_, false) => format!(
+            "{PLAIN}; {} {} no series at all in this Prometheus: not exported, not scraped, or misspelt{}",
             missing.join(", "),
             if missing.len() == 1 { "has" } else { "have" },
-            if numerator {
-                ", so the ratio reads 0 errors whatever happens"
-            } else {
-                ""
-            }
-        );
-    }
+            if numerator { " (an empty numerator reads as 0 errors whatever happens)" } else { "" }
+        ),
+    };
     if !numerator || !missing.is_empty() {
-        let message = format!("for the {} revision, {note}", run.revision);
-        findings.push(found(
+        let message = format!("the {} revision's query {note}", run.revision);
+        let f = found(
             Severity::Warning,
             NO_SERIES,
             check,
             Some(run.field),
             message,
-        ));
+        );
+        findings.push(f);
     }
     run.note = Some(note);
 }
+
+/// What an empty answer may mean, said plainly.
+const PLAIN: &str =
+    "returns no series: the metric may not exist, or has no traffic for this revision";
 
 /// The metric names a query selects that have no series at all at `at`.
 async fn missing_metrics(text: &str, client: &prometheus::Client, at: f64) -> Vec<String> {

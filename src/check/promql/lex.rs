@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use super::Unreadable;
 
+/// A piece of the query as an error quotes it, long ones cut.
+fn clip(text: &str) -> String {
+    crate::decision::clip(text, 40)
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Token {
     /// A metric, label or function name, or a keyword (`by`, `offset`, `and`, …).
@@ -124,12 +129,13 @@ fn number(chars: &[char], start: usize, out: &mut Vec<Token>) -> Result<usize, U
     let token = if let Some(hex) = text.strip_prefix("0x") {
         i64::from_str_radix(hex, 16)
             .map(|n| Token::Number(n as f64))
-            .map_err(|_| format!("{text:?} is not a number"))?
+            .map_err(|_| format!("{:?} is not a number", clip(&text)))?
     } else if let Ok(n) = text.parse::<f64>() {
         Token::Number(n)
     } else {
         Token::Duration(
-            duration(&text).ok_or_else(|| format!("{text:?} is not a number or a duration"))?,
+            duration(&text)
+                .ok_or_else(|| format!("{:?} is not a number or a duration", clip(&text)))?,
         )
     };
     out.push(token);

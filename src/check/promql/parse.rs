@@ -275,10 +275,20 @@ impl Parser {
                 Some(Token::Punct("!=")) => MatchOp::NotEqual,
                 Some(Token::Punct("=~")) => MatchOp::Regex,
                 Some(Token::Punct("!~")) => MatchOp::NotRegex,
-                _ => return Err(format!("the matcher on {label} has no operator").into()),
+                _ => {
+                    return Err(format!(
+                        "the matcher on {} has no operator",
+                        crate::decision::clip(&label, 40)
+                    )
+                    .into());
+                }
             };
             let Some(Token::Str(value)) = self.next() else {
-                return Err(format!("the matcher on {label} has no quoted value").into());
+                return Err(format!(
+                    "the matcher on {} has no quoted value",
+                    crate::decision::clip(&label, 40)
+                )
+                .into());
             };
             matchers.push(Matcher { label, op, value });
             self.skip_comma();
@@ -358,13 +368,15 @@ impl Parser {
 /// The deepest nesting read.
 const MAX_DEPTH: usize = 200;
 
+/// A token as an error names it, long ones cut.
 fn show(t: &Token) -> String {
+    let clip = |s: &str| crate::decision::clip(s, 40);
     match t {
-        Token::Ident(i) => format!("{i:?}"),
-        Token::Str(s) => format!("the string {s:?}"),
+        Token::Ident(i) => format!("{:?}", clip(i)),
+        Token::Str(s) => format!("the string {:?}", clip(s)),
         Token::Number(n) => format!("the number {n}"),
         Token::Duration(d) => format!("the duration {d:?}"),
-        Token::Template(t) => format!("{{{{ {t} }}}}"),
+        Token::Template(t) => format!("{{{{ {} }}}}", clip(t)),
         Token::Punct(p) => format!("{p:?}"),
     }
 }

@@ -151,7 +151,7 @@ fn online_text(o: &Online) -> String {
         };
         let time = p
             .seconds
-            .map(|s| format!(" in {}s", num(s)))
+            .map(|s| format!(" in {}", seconds(s)))
             .unwrap_or_default();
         let ok = if p.success { "ok" } else { "FAILED" };
         let _ = writeln!(
@@ -168,6 +168,14 @@ fn online_text(o: &Online) -> String {
     let _ = writeln!(out, "\n    The gate's verdict now: {}{reason}", o.verdict);
     let _ = writeln!(out, "    ({})", o.cadence);
     out
+}
+
+/// `12ms`, `1.5s`.
+fn seconds(s: f64) -> String {
+    match s < 1.0 {
+        true => format!("{}ms", num((s * 1000.0).round())),
+        false => format!("{}s", num((s * 10.0).round() / 10.0)),
+    }
 }
 
 fn check_rows(c: &CheckRun) -> Vec<Vec<String>> {

@@ -6,15 +6,18 @@
 
 use std::process::Output;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
 use tollgate::api::Phase;
 
+use crate::support::podserver::{PodServer, Reply};
 use crate::support::scenario::{MODELS, Scenario};
 use crate::support::traffic::{Behaviour, METRIC};
 use crate::support::{STEP_TIMEOUT, prom, wait_for};
 
 /// Runs `tollgate check -f <file> --rollout <ns>/litellm --prometheus <stack> <flags…>` where
 /// the file holds `gate`, from the file's directory (so the report names just the file).
+/// `--prometheus` is left out for a gate without queries.
 async fn check(s: &Scenario, file: &str, gate: &str, flags: &[&str]) -> Output {
     let dir = std::env::temp_dir().join(&s.id);
     std::fs::create_dir_all(&dir).expect("a directory for the gate files");
@@ -23,7 +26,11 @@ async fn check(s: &Scenario, file: &str, gate: &str, flags: &[&str]) -> Output {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .current_dir(&dir)
         .args(["check", "-f", file])
-        .args(["--rollout", &rollout, "--prometheus", &prom::url()])
+        .args(["--rollout", &rollout])
+        .args(match gate.contains("prometheus") {
+            true => vec!["--prometheus".to_string(), prom::url()],
+            false => vec![],
+        })
         .args(flags)
         .output()
         .await
@@ -185,4 +192,94 @@ async fn check_catches_the_seeds_gate_and_passes_a_good_one_at_a_real_pause() {
         "{github}"
     );
     s.finish().await;
+}
+
+/// `--probe`: one request per template, to one ready canary pod, as the controller's probe
+/// sends it; a template that fails is named, and the missing budget on an LLM path is a lint.
+#[tokio::test]
+async fn check_probe_sends_one_request_per_template_to_a_canary_pod() {
+    let s = Scenario::without_tollgate("check-probe").await;
+    let server = PodServer::start(s.ns.client.clone(), &s.ns.name).await;
+    let mut manifest = crate::support::canary_rollout("litellm");
+    manifest["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+        json!(server.port);
+    s.ns.create_rollout(manifest).await;
+    let v1 =
+        s.ns.wait_phase("litellm", "v1 Healthy", |p| *p == Phase::Healthy)
+            .await;
+    let stable = v1.status_or_default().stable_rs.expect("stable hash");
+    server.set(&stable, "", Reply::OK);
+    // Every other revision (the canary to come) answers 404 for one model.
+    server.set("*", "", Reply::OK);
+    server.set("*", "llama", Reply::status(404));
+    s.ns.bump_revision("litellm", "v2").await;
+    let paused =
+        s.ns.wait_phase("litellm", "the pause at step 1", |p| {
+            *p == Phase::CanaryPause { step: 1 }
+        })
+        .await;
+    let canary = paused.status_or_default().current_pod_hash.expect("canary");
+    listening(&s, &canary, server.port).await;
+
+    let gate = json!({
+        "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+        "metadata": {"name": "litellm", "namespace": s.ns.name},
+        "spec": {"rollouts": {"name": "litellm"}, "probe": crate::probes::probe(json!("http")),
+            "checks": [crate::probes::errors_check()]},
+    });
+    // JSON is YAML.
+    let out = check(&s, "probe.yaml", &gate.to_string(), &["--probe"]).await;
+    let text = stdout(&out);
+    println!(
+        "$ tollgate check -f probe.yaml --rollout {}/litellm --probe\n{text}",
+        s.ns.name
+    );
+    assert_eq!(out.status.code(), Some(0), "warnings only: {text}");
+    assert!(
+        text.contains("warning[probe-no-budget] probe.budget"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning[probe-failed] probe.requests[llama]")
+            && text.contains("got HTTP 404"),
+        "{text}"
+    );
+    assert_eq!(text.matches("    probe ").count(), MODELS.len(), "{text}");
+    assert_eq!(
+        server.received(&canary),
+        MODELS.len() as u64,
+        "one request per template"
+    );
+    assert_eq!(
+        server.received(&stable),
+        0,
+        "the stable revision is not probed"
+    );
+    s.finish().await;
+}
+
+/// Waits until the pod server answers on the canary pod's IP.
+async fn listening(s: &Scenario, canary: &str, port: u16) {
+    let pods: kube::Api<Pod> = s.ns.api();
+    let selector = format!("rollouts-pod-template-hash={canary}");
+    wait_for(
+        "the canary pod's address to answer",
+        STEP_TIMEOUT,
+        || async {
+            let list = pods
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ip = list
+                .items
+                .iter()
+                .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+                .ok_or("no pod IP yet")?;
+            tokio::net::TcpStream::connect((ip.as_str(), port))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{ip}:{port}: {e}"))
+        },
+    )
+    .await;
 }

@@ -89,6 +89,8 @@ fn problem(request: &str, message: String) -> Finding {
     let mut f = online::found(Severity::Warning, FAILED, "", Some("probe"), message);
     f.check = None;
     f.field = Some(format!("probe.requests[{request}]"));
+    f.why = Some("a probe request that fails counts as an error at every evaluation (failing on both revisions, it makes the probe Error evidence)".into());
+    f.fix = Some("check the probe's port, path, headers and successCodes against the app".into());
     f
 }
 

@@ -45,7 +45,7 @@ pub const NO_MIN_SAMPLES: Lint = Lint {
 };
 pub const ALL_SKIP: Lint = Lint {
     id: "all-skip",
-    why: "with noData: Skip on every check, nothing stands between no data and a promote but what the skipped checks leave",
+    why: "a check without data is left out under noData: Skip; when every check may be, a missing metric goes unnoticed and whichever check had data decides the promote alone",
     fix: "let at least one check hold on no data (noData: Hold, the default)",
 };
 pub const LOOSE_THRESHOLD: Lint = Lint {
@@ -213,7 +213,7 @@ fn all_skip(spec: &RolloutGateSpec) -> Option<Finding> {
     all.then(|| {
         let message = match spec.pod_health {
             Some(_) => "every check has noData: Skip: with no data from any of them, podHealth alone decides the promote",
-            None => "every check has noData: Skip: the gate waits forever on no data, and a single check with data decides alone",
+            None => "every check has noData: Skip: a check whose metric is missing is left out silently, and any one check with data decides the promote alone",
         };
         found(&ALL_SKIP, None, Some("checks[].noData"), message.into())
     })

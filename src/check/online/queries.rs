@@ -153,13 +153,15 @@ async fn empty(
     };
     if !numerator || !missing.is_empty() {
         let message = format!("the {} revision's query {note}", run.revision);
-        let f = found(
+        let mut f = found(
             Severity::Warning,
             NO_SERIES,
             check,
             Some(run.field),
             message,
         );
+        f.why = Some("a query with no series is NoData: the gate holds on it and never promotes (an empty numerator reads as 0 errors instead)".into());
+        f.fix = Some("check the metric's name and labels against what the app exports; a revision with no traffic yet fills in by itself".into());
         findings.push(f);
     }
     run.note = Some(note);

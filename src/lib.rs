@@ -2,6 +2,7 @@
 #![deny(warnings)]
 
 pub mod api;
+pub mod check;
 pub mod compile;
 pub mod controller;
 pub mod decision;

@@ -64,6 +64,8 @@ enum Command {
     Logmetrics(Box<tollgate_logmetrics::LogmetricsArgs>),
     #[command(flatten)]
     Inspect(tollgate::explain::Inspect),
+    #[command(flatten)]
+    Check(tollgate::check::Command),
 }
 
 /// `instance`, made unique to this process: two replicas given the same name (or none) must
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Inspect(command) => return inspect(command),
+        Command::Check(command) => return check(command),
         Command::Logmetrics(args) => {
             return match tollgate_logmetrics::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +181,20 @@ fn inspect(command: tollgate::explain::Inspect) -> ExitCode {
         Err(e) => {
             eprintln!("tollgate: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check`: a gate file checked; exit 0 clean, 1 problems, 2 could not check.
+fn check(command: tollgate::check::Command) -> ExitCode {
+    match tollgate::check::run_blocking(command) {
+        Ok(outcome) => {
+            print!("{}", outcome.output);
+            ExitCode::from(outcome.code)
+        }
+        Err(e) => {
+            eprintln!("tollgate check: {e}");
+            ExitCode::from(tollgate::check::EXIT_UNUSABLE)
         }
     }
 }

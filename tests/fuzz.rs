@@ -1,5 +1,6 @@
 //! Bounded-time fuzzing of everything that decodes input from outside the process: Prometheus
-//! and webhook replies, access-log lines, durations and query templates.
+//! and webhook replies, access-log lines, durations, query templates, and the gate files and
+//! PromQL `tollgate check` reads.
 //!
 //! Each target starts from a corpus of real-looking inputs and mutates them at the byte level
 //! (flips, inserts, deletions, splices, huge numbers, deep nesting, long runs) with a seeded
@@ -1051,4 +1052,121 @@ fn check_template(param: u64, input: &[u8]) -> Outcome {
 #[test]
 fn template_render_and_validate() {
     fuzz("template::render/validate", TEMPLATES, &check_template);
+}
+
+// ---- tollgate check --------------------------------------------------------------------------
+
+const GATE_FILES: &[&[u8]] = &[
+    br#"apiVersion: tollgate.dev/v1alpha1
+kind: RolloutGate
+metadata:
+  name: litellm
+  namespace: llm
+  annotations: {tollgate.dev/lint-ignore: "error-rate:five-xx-only,short-window,typo"}
+spec:
+  rollouts: {name: litellm}
+  bakeTime: 2m
+  prometheus: {address: "http://prometheus:9090", auth: {bearerToken: {name: t, key: k}}}
+  probe: {port: http, requests: [{name: chat, method: POST, path: /v1/chat/completions, headers: [{name: A, value: b}]}]}
+  podHealth: {}
+  checks:
+    - name: error-rate
+      ratio:
+        numerator: sum by (model) (rate(req{h="{{ hash }}", code=~"5.."}[1m]))
+        denominator: sum without (pod) (rate(req[2m] offset 1m))
+      threshold: {op: "<=", value: 5}
+      noData: Skip
+    - name: p95
+      query: histogram_quantile(0.95, sum by (le) (rate(lat_bucket{pod=~"{{ podRegex }}"}[2m])))
+      againstStable: {maxRatio: 1.2}
+    - name: probe-errors
+      probe: {metric: errorRatio}
+      condition: value < 0.1
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: litellm}
+"#,
+    b"kind: RolloutGate\napiVersion: tollgate.dev/v1alpha1\nspec: {rollouts: {name: a, selector: {}}, checks: [{name: A_B, query: 'x{', treshold: 1}]}\n",
+    b"--- {a: [1, 2]}\n...\n---\n- x\n",
+    b"a: &a [*a, *a, *a]\nb: *a\n",
+];
+
+fn check_gate_file(param: u64, input: &[u8]) -> Outcome {
+    use tollgate::check::{Format, Severity};
+    let text = String::from_utf8_lossy(input);
+    let report = tollgate::check::offline("gate.yaml", &text, Duration::from_secs(30));
+    if report.gates.is_empty() {
+        return Err(violation("no report", "every file gets at least one"));
+    }
+    for f in report.gates.iter().flat_map(|g| &g.findings) {
+        if f.message.is_empty() || f.id.is_empty() {
+            return Err(violation(
+                format!("an empty {} finding", f.id),
+                format!("{f:?}"),
+            ));
+        }
+        if f.line.is_none() {
+            return Err(violation("a finding without a line", format!("{f:?}")));
+        }
+    }
+    if (report.errors > 0) != (report.exit_code == 1) {
+        return Err(violation(
+            "exit code",
+            format!("{} errors, exit {}", report.errors, report.exit_code),
+        ));
+    }
+    let format = [Format::Text, Format::Json, Format::Github][(param % 3) as usize];
+    if tollgate::check::render(&report, format).is_empty() {
+        return Err(violation("empty output", format!("{format:?}")));
+    }
+    let mut ids: Vec<&str> = report
+        .gates
+        .iter()
+        .flat_map(|g| &g.findings)
+        .filter(|f| f.severity == Severity::Warning || report.errors < 3)
+        .map(|f| f.id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids.join(","))
+}
+
+#[test]
+fn check_gate_files() {
+    fuzz("check::offline", GATE_FILES, &check_gate_file);
+}
+
+const QUERIES: &[&[u8]] = &[
+    br#"sum by (model) (rate(litellm_requests_total{namespace="{{ namespace }}", rollouts_pod_template_hash="{{ hash }}", code!~"[23].."}[2m]))"#,
+    br#"histogram_quantile(0.95, sum(rate(x_bucket{pod=~"{{ podRegex }}"}[5m])) by (le)) > bool 1 or vector(0)"#,
+    br#"max_over_time(rate(x[1m] offset -5m @ 1700000000)[10m:30s]) / on (a) group_left (b) topk(3, count_values("v", y))"#,
+    br#"{"utf8.name", "le"=~"0\.5|1", a!="b\"c"} # {{ hash }} comment"#,
+    br#"-(-x) ^ -2 atan2 label_replace(x, "d", "$1", "s", "(.*)") unless absent(y)"#,
+    b"((((((((((x))))))))))",
+];
+
+fn check_promql(_: u64, input: &[u8]) -> Outcome {
+    let text = String::from_utf8_lossy(input);
+    match tollgate::check::promql::parse(&text) {
+        Ok(expr) => {
+            let selectors = expr.selectors().len();
+            let windows = expr.windows().len();
+            Ok(format!(
+                "{:?}/{}/{}",
+                expr.shape(),
+                selectors.min(3),
+                windows.min(3)
+            ))
+        }
+        Err(why) => {
+            bounded("error", &why.0, input)?;
+            Ok(kind_of(&why.0, input))
+        }
+    }
+}
+
+#[test]
+fn check_promql_scan() {
+    fuzz("check::promql::parse", QUERIES, &check_promql);
 }

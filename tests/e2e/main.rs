@@ -7,6 +7,7 @@ mod support;
 mod logmetrics;
 
 mod admission;
+mod check;
 mod demo;
 mod faults;
 mod gating;

@@ -7,7 +7,7 @@
 mod compare;
 mod plan;
 mod stats;
-mod targets;
+pub mod targets;
 
 pub use plan::{Metric, Plan, PortRef, Request, StatusMatch};
 pub use stats::{ErrorKind, REQUEST_LABEL, RequestOutcome, RevisionStats};

@@ -152,12 +152,11 @@ fn check_at(value: &Value, path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Nesting deeper than this in a CEL condition is refused (see [`deep_conditions`]).
-const MAX_NESTING: usize = 10;
+use crate::decision::{MAX_CONDITION_NESTING as MAX_NESTING, nesting};
 
-/// Conditions nested so deep that parsing them can exhaust a thread's stack: the CEL parser
-/// recurses once per level, and the controller compiles conditions on 2 MiB threads (15
-/// levels of `{…}` exhaust one in a debug build). Such a gate could crash the controller.
+/// Conditions nested so deep that parsing them can exhaust a thread's stack (see
+/// [`crate::decision::MAX_CONDITION_NESTING`]): the controller refuses them when it compiles the
+/// gate, and this says so before it merges.
 fn deep_conditions(value: &Value) -> Vec<Finding> {
     let checks = value["spec"]["checks"].as_array().into_iter().flatten();
     checks
@@ -174,27 +173,6 @@ fn deep_conditions(value: &Value) -> Vec<Finding> {
             })
         })
         .collect()
-}
-
-/// The deepest nesting of `(`, `[` and `{` in a CEL expression, string literals left out.
-fn nesting(expr: &str) -> usize {
-    let (mut depth, mut deepest, mut quote, mut escaped) = (0usize, 0, None, false);
-    for c in expr.chars() {
-        match (quote, c) {
-            (Some(_), _) if escaped => escaped = false,
-            (Some(_), '\\') => escaped = true,
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '(' | '[' | '{') => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 fn typed(value: &Value, findings: &mut Vec<Finding>) -> Option<RolloutGate> {

@@ -79,6 +79,8 @@ impl Plan {
                 canary_hash: canary,
                 stable_hash: stable,
                 step,
+                // Not read from the pause: `{{ pauseWindow }}` renders as its floor (60s) here.
+                pause_seconds: 0.0,
             },
             prometheus: self.prometheus.clone(),
             kube: self.kube.clone(),

@@ -15,7 +15,7 @@ pub mod sequential;
 pub use cadence::{AtPause, Cadence, DeadlineAction, Decision, History, decide};
 pub use check::{CheckResult, SeriesResult, judge};
 pub use compare::{LogEvidence, MannWhitneyTest, SequentialTest};
-pub use rule::{Comparison, Rule, RuleError, Tolerance, num};
+pub use rule::{Comparison, MAX_CONDITION_NESTING, Rule, RuleError, Tolerance, nesting, num};
 
 use std::collections::BTreeMap;
 

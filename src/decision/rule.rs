@@ -87,6 +87,37 @@ pub enum RuleError {
     Evaluate { expr: String, message: String },
     #[error("CEL condition {expr:?} returned {got}, not a bool")]
     NotBool { expr: String, got: String },
+    #[error(
+        "CEL condition nests {depth} brackets deep: parsing it could exhaust the controller's stack; keep it to {MAX_CONDITION_NESTING}"
+    )]
+    TooDeep { depth: usize },
+}
+
+/// Nesting deeper than this in a CEL condition is refused before it is parsed: the CEL parser
+/// recurses once per level, and a controller thread's stack (2 MiB) is exhausted at about 15
+/// levels of `{…}` in a debug build. A gate could otherwise crash the controller, again at each
+/// restart.
+pub const MAX_CONDITION_NESTING: usize = 10;
+
+/// The deepest nesting of `(`, `[` and `{` in a CEL expression, string literals left out.
+pub fn nesting(expr: &str) -> usize {
+    let (mut depth, mut deepest, mut quote, mut escaped) = (0usize, 0, None, false);
+    for c in expr.chars() {
+        match (quote, c) {
+            (Some(_), _) if escaped => escaped = false,
+            (Some(_), '\\') => escaped = true,
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(' | '[' | '{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The numbers a rule looks at for one series.
@@ -99,6 +130,10 @@ pub struct Inputs {
 
 impl Rule {
     pub fn condition(source: &str) -> Result<Rule, RuleError> {
+        let depth = nesting(source);
+        if depth > MAX_CONDITION_NESTING {
+            return Err(RuleError::TooDeep { depth });
+        }
         let program = cel::Program::compile(source).map_err(|e| RuleError::Compile {
             expr: source.to_string(),
             message: e.to_string(),
@@ -266,6 +301,20 @@ pub fn num(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_condition_nested_too_deep_is_refused_before_it_is_parsed() {
+        let deep = format!("{}value < 1{}", "[".repeat(40), "]".repeat(40));
+        match Rule::condition(&deep) {
+            Err(RuleError::TooDeep { depth: 40 }) => {}
+            other => panic!("refused unparsed: {other:?}"),
+        }
+        // Brackets inside strings do not count; ten levels still compile.
+        assert_eq!(nesting(r#"value < 0.1 && "((((((" != """#), 0);
+        let ten = format!("{}value < 1{}", "(".repeat(10), ")".repeat(10));
+        assert!(Rule::condition(&ten).is_ok());
+    }
+
     use super::*;
 
     fn at(value: f64) -> Inputs {

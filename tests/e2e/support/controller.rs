@@ -13,8 +13,10 @@ use tokio::sync::OnceCell;
 
 use super::{STEP_TIMEOUT, client};
 
-/// A kubeconfig that authenticates as the `tollgate` ServiceAccount of `deploy/rbac.yaml`, so
-/// every scenario runs the controller with exactly the permissions a real install grants.
+/// A kubeconfig that authenticates as the `tollgate` ServiceAccount that `scripts/install-dev`
+/// sets up from the chart's rendered RBAC (`deploy/kustomize/`: a cluster-wide install with
+/// `rbac.secrets=all`, plus the suite's own grant on Leases), so every scenario runs the
+/// controller with the permissions an install grants, and no more.
 async fn service_account_kubeconfig() -> &'static str {
     static PATH: OnceCell<String> = OnceCell::const_new();
     PATH.get_or_init(|| async {

@@ -1,204 +1,24 @@
-//! The metric names a PromQL expression reads. The stack's Prometheus (Debian's 2.42) has no
-//! `/api/v1/parse_query`, so this is a tokenizer that knows PromQL's lexical grammar: it skips
-//! strings, comments, label matchers, `[range:step]` brackets, the label lists of `by`,
-//! `without`, `on`, `ignoring`, `group_left` and `group_right`, function and aggregation names,
-//! keywords and numbers (durations included), and takes every other identifier for a metric
-//! name, plus `{__name__="…"}`. Whether the expression parses at all is Prometheus's to say.
+//! The metric names a PromQL expression reads, by tollgate's own PromQL reader (the one
+//! `tollgate check` lints with): the stack's Prometheus (Debian's 2.42) has no
+//! `/api/v1/parse_query`. Whether the expression parses at all is Prometheus's to say.
 
 use std::collections::BTreeSet;
 
-/// Words that are never metric names where they stand.
-const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "inf",
-    "nan",
-    "start",
-    "end",
-];
+use tollgate::check::promql::{MatchOp, parse};
 
-/// Aggregations, which may be followed by `by (…)`/`without (…)` before their parentheses.
-const AGGREGATIONS: &[&str] = &[
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-];
-
-/// Keywords followed by a parenthesised list of label names.
-const LABEL_LISTS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
-#[derive(Debug, PartialEq)]
-enum Token {
-    Ident(String),
-    Str(String),
-    Open(char),
-    Close(char),
-    Other(char),
-    Number,
-}
-
-fn tokens(expr: &str) -> Result<Vec<Token>, String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            _ if c.is_whitespace() => i += 1,
-            '#' => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '"' | '\'' | '`' => {
-                let (text, next) = string(&chars, i)?;
-                out.push(Token::Str(text));
-                i = next;
-            }
-            '(' | '{' | '[' => {
-                out.push(Token::Open(c));
-                i += 1;
-            }
-            ')' | '}' | ']' => {
-                out.push(Token::Close(c));
-                i += 1;
-            }
-            _ if c.is_ascii_digit()
-                || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
-            {
-                // Numbers and durations (5m, 1h30m, 0x1f, 1e3, 1.5): never a name.
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-                out.push(Token::Number);
-            }
-            _ if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-                {
-                    i += 1;
-                }
-                out.push(Token::Ident(chars[start..i].iter().collect()));
-            }
-            _ => {
-                out.push(Token::Other(c));
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A quoted string starting at `chars[start]`: its text and the index after it.
-fn string(chars: &[char], start: usize) -> Result<(String, usize), String> {
-    let quote = chars[start];
-    let mut text = String::new();
-    let mut i = start + 1;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' if quote != '`' => {
-                text.extend(chars.get(i + 1));
-                i += 2;
-            }
-            c if c == quote => return Ok((text, i + 1)),
-            c => {
-                text.push(c);
-                i += 1;
-            }
-        }
-    }
-    Err(format!("unterminated string at {start}"))
-}
-
-/// The metric names `expr` reads.
+/// The metric names `expr` reads: each selector's name, or its `__name__="…"`.
 pub fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
-    let toks = tokens(expr)?;
-    let mut names = BTreeSet::new();
-    let mut i = 0;
-    while i < toks.len() {
-        match &toks[i] {
-            Token::Open('{') => i = matchers(&toks, i, &mut names)?,
-            // A range or subquery: durations only.
-            Token::Open('[') => i = closing(&toks, i)?,
-            Token::Ident(word) => {
-                let next = toks.get(i + 1);
-                let lower = word.to_ascii_lowercase();
-                if LABEL_LISTS.contains(&lower.as_str()) && next == Some(&Token::Open('(')) {
-                    i = closing(&toks, i + 1)?;
-                    continue;
-                }
-                let called = next == Some(&Token::Open('('));
-                let aggregated = AGGREGATIONS.contains(&lower.as_str())
-                    && matches!(next, Some(Token::Ident(w)) if w == "by" || w == "without");
-                if !called && !aggregated && !KEYWORDS.contains(&lower.as_str()) {
-                    names.insert(word.clone());
-                }
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    Ok(names)
-}
-
-/// Skips a `{…}` of label matchers starting at `open`, taking `__name__="…"` for a name; the
-/// index after it.
-fn matchers(toks: &[Token], open: usize, names: &mut BTreeSet<String>) -> Result<usize, String> {
-    let end = closing(toks, open)?;
-    for w in toks[open..end].windows(3) {
-        if let [Token::Ident(label), Token::Other('='), Token::Str(value)] = w
-            && label == "__name__"
-        {
-            names.insert(value.clone());
-        }
-    }
-    Ok(end)
-}
-
-/// The index after the bracket that closes the one at `open`.
-fn closing(toks: &[Token], open: usize) -> Result<usize, String> {
-    let mut depth = 0usize;
-    for (i, t) in toks.iter().enumerate().skip(open) {
-        match t {
-            Token::Open(_) => depth += 1,
-            Token::Close(_) => {
-                depth -= 1;
-                if depth == 0 {
-                    return Ok(i + 1);
-                }
-            }
-            _ => {}
-        }
-    }
-    Err(format!("unbalanced brackets from token {open}"))
+    let read = parse(expr).map_err(|e| e.0)?;
+    let names = read.selectors().into_iter().filter_map(|s| {
+        s.name.clone().or_else(|| {
+            let named = s
+                .matchers
+                .iter()
+                .find(|m| m.label == "__name__" && m.op == MatchOp::Equal);
+            named.map(|m| m.value.clone())
+        })
+    });
+    Ok(names.collect())
 }
 
 /// The names a Prometheus that scraped this `/metrics` text (OpenMetrics or Prometheus text)

@@ -77,6 +77,16 @@ pub const NAMES: &[&str] = &[
     "pauseWindow",
 ];
 
+/// The variables that name a revision: a query with none of them mixes canary and stable.
+pub const REVISIONS: &[&str] = &[
+    "hash",
+    "podRegex",
+    "canaryHash",
+    "stableHash",
+    "canaryPodRegex",
+    "stablePodRegex",
+];
+
 impl Vars {
     fn value(&self, name: &str) -> Option<Result<String, TemplateError>> {
         let revision = match name {
@@ -212,6 +222,20 @@ mod tests {
             stable_hash: "5d9f8c7b6a".into(),
             step: Some(1),
             pause_seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_revision_variables_are_exactly_those_that_name_a_revision() {
+        let none = Vars {
+            hash: String::new(),
+            canary_hash: String::new(),
+            stable_hash: String::new(),
+            ..vars()
+        };
+        for name in NAMES {
+            let names_one = matches!(none.value(name), Some(Err(_)));
+            assert_eq!(names_one, REVISIONS.contains(name), "{name}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! The lints that read a check's queries: what their label matchers keep, which revision they
 //! select, what their results are aggregated by, and their range windows.
 
+use crate::evidence::template::REVISIONS;
 use std::time::Duration;
 
 use regex::Regex;
@@ -93,22 +94,13 @@ fn names_revision(value: &str) -> bool {
         let Some(end) = after.find("}}") else {
             return false;
         };
-        if REVISION_VARS.contains(&after[..end].trim()) {
+        if REVISIONS.contains(&after[..end].trim()) {
             return true;
         }
         rest = &after[end + 2..];
     }
     false
 }
-
-const REVISION_VARS: [&str; 6] = [
-    "hash",
-    "podRegex",
-    "canaryHash",
-    "stableHash",
-    "canaryPodRegex",
-    "stablePodRegex",
-];
 
 pub fn no_revision(c: &Check, qs: &[Query]) -> Vec<Finding> {
     qs.iter()

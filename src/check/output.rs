@@ -480,10 +480,7 @@ mod tests {
         assert_eq!(header.find("SERIES"), row.find('4'), "aligned:\n{text}");
         assert!(text.contains("12/50"), "{text}");
         assert!(text.contains("pods         webhook"), "{text}");
-        assert!(
-            text.contains("not judged (dry run, not counted)"),
-            "{text}"
-        );
+        assert!(text.contains("not judged (dry run, not counted)"), "{text}");
         assert!(
             text.contains("The gate's verdict now: NoData: error-rate: too few"),
             "{text}"

@@ -39,6 +39,8 @@ pub enum Mode {
     Enforce,
     /// Decide, record and report; patch nothing.
     DryRun,
+    /// As `DryRun`, for one Rollout whose `tollgate.dev/hold` annotation says so.
+    Held,
 }
 
 impl Mode {
@@ -46,6 +48,7 @@ impl Mode {
         match self {
             Mode::Enforce => "Enforce",
             Mode::DryRun => "DryRun",
+            Mode::Held => "Held",
         }
     }
 }

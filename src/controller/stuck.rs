@@ -216,7 +216,11 @@ mod tests {
         resumed["conditions"][1]["status"] = json!("False");
         let r = rollout(resumed, json!({"spec": {"paused": true}}));
         let p = pause_of(&r, at("2026-12-01T00:00:00Z")).expect("paused");
-        assert_eq!(p.since, at("2026-12-01T00:00:00Z"), "a stale condition is not read");
+        assert_eq!(
+            p.since,
+            at("2026-12-01T00:00:00Z"),
+            "a stale condition is not read"
+        );
     }
 
     #[test]

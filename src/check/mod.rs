@@ -15,7 +15,6 @@ mod offline;
 mod online;
 mod output;
 mod probe;
-pub mod promql;
 mod silence;
 mod target;
 

@@ -106,7 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Inspect(command) => return tollgate::explain::main(command, "tollgate"),
-        Command::Check(command) => return check(command),
+        Command::Check(command) => return tollgate::check::main(command, "tollgate"),
         Command::Logmetrics(args) => {
             return match tollgate_logmetrics::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -162,19 +162,6 @@ fn main() -> ExitCode {
 }
 
 /// `check`: a gate file checked; exit 0 clean, 1 problems, 2 could not check.
-fn check(command: tollgate::check::Command) -> ExitCode {
-    match tollgate::check::run_blocking(command) {
-        Ok(outcome) => {
-            print!("{}", outcome.output);
-            ExitCode::from(outcome.code)
-        }
-        Err(e) => {
-            eprintln!("tollgate check: {e}");
-            ExitCode::from(tollgate::check::EXIT_UNUSABLE)
-        }
-    }
-}
-
 fn run(format: LogFormat, config: tollgate::controller::Config) -> tollgate::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));

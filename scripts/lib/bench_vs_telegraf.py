@@ -21,6 +21,7 @@ histogram bucket, and the dropped lines between logmetrics and Telegraf.
 """
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,9 +183,10 @@ def cross_check(runs, malformed_logged):
           f"durations) and {malformed_logged:,} dropped lines")
 
 
-def table(runs, lines, data, telegraf_version):
+def table(runs, lines, data, telegraf_version, load):
     print(f"\nlogmetrics vs {telegraf_version} vs the reference: {lines:,} lines "
-          f"({os.path.getsize(data) / 2**20:.0f} MiB) from {data}; {os.cpu_count()} cores\n")
+          f"({os.path.getsize(data) / 2**20:.0f} MiB) from {data}; {os.cpu_count()} cores, "
+          f"load average {load} before the runs\n")
     print("| exporter | reads | wall time | lines/s | peak RSS | CPU s per million lines |")
     print("|---|---|---|---|---|---|")
     for r in runs:
@@ -203,6 +205,7 @@ def table(runs, lines, data, telegraf_version):
 
 def main(tollgate, python, telegraf, conf, data):
     lines = sum(1 for _ in open(data, "rb"))
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
     work = tempfile.mkdtemp(prefix="logmetrics-vs-telegraf-")
     version = subprocess.run([telegraf, "--version"], capture_output=True, text=True).stdout.strip()
     runs = [
@@ -230,8 +233,9 @@ def main(tollgate, python, telegraf, conf, data):
                        and total(t, "logmetrics_duration_ms_bucket", 'le="\\+Inf"') == durations,
                        work))
     dropped = sum(1 for l in open(runs[3]["log"], errors="replace") if "Malformed log line" in l)
-    table(runs, lines, data, version)
+    table(runs, lines, data, version, load)
     cross_check(runs, dropped)
+    shutil.rmtree(work)  # kept when a check fails, for its logs and scrapes
 
 
 if __name__ == "__main__":

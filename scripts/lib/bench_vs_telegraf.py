@@ -29,7 +29,8 @@ import tempfile
 import time
 import urllib.request
 
-from bench_logmetrics import free_port, samples, timed
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts for the import below
+from bench_logmetrics import free_port, samples, timed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = ["--route-field", "route", "--pod", "litellm-7d9f-abcde", "--pod-template-hash", "7d9f"]
@@ -106,7 +107,8 @@ def follow(name, cmd, env, done, work):
             time.sleep(POLL)
         wall, cpu = time.monotonic() - started, proc_cpu(pid)
     finally:
-        os.kill(pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.kill(pid, signal.SIGTERM)
         proc.wait(timeout=60)
     prom = os.path.join(work, f"{name.split()[0]}.prom")
     with open(prom, "w") as f:

@@ -106,6 +106,7 @@ async fn tracker_for(
     let term = ctx.leadership.term();
     let (mut tracker, note) = match ctx.trackers.get(&key(rollout)).filter(|t| t.term == term) {
         Some(t) if t.pause == pause => (t, None),
+        Some(t) if t.pause.same_policy(&pause) => (t.regenerated(pause), None),
         Some(t) if t.pause.held_apart(&pause) => (t.rekeyed(pause), None),
         Some(t) if t.pause.same_pause(&pause) => (Tracker::fresh(pause), Some(changed)),
         _ => match Tracker::resume(pause, entry, compiled.cadence.interval, ago) {

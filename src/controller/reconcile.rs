@@ -537,6 +537,46 @@ mod tests {
         assert_eq!((t.pause.gate_generation, t.history.pass_streak), (2, 0));
     }
 
+    /// An edit that decides nothing (`stuckAfter`) moves the gate's generation, not its digest:
+    /// a pause held for a person after its failures (`onFail: Hold`) stays held, its failures
+    /// kept, instead of being evaluated afresh (and perhaps promoted).
+    #[tokio::test]
+    async fn editing_only_stuck_after_keeps_a_held_pause_held() {
+        let server = ApiServer::default();
+        let spec = json!({"rollouts": {"name": "app"}, "podHealth": {}, "onFail": "Hold"});
+        let before = fixtures::gate("g", spec.clone());
+        let mut edited_spec = spec;
+        edited_spec["stuckAfter"] = json!("2h");
+        let mut edited = fixtures::gate("g", edited_spec);
+        edited.metadata.generation = Some(2);
+        let digest = crate::compile::digest(&before.spec);
+        assert_eq!(
+            crate::compile::digest(&edited.spec),
+            digest,
+            "same digest, as intended"
+        );
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        server.put(&rollout);
+        let ctx = fixtures::context(&server, std::slice::from_ref(&edited));
+        // The pause was lost and held under onFail: Hold (generation 1).
+        let mut lost = Tracker::fresh(fixtures::pause_key(1, &digest));
+        lost.history.failures = 1;
+        lost.finished = Some(GatePhase::Holding);
+        ctx.trackers.put(observe::key(&rollout), lost);
+        reconcile(&rollout, &ctx).await.expect("reconciled");
+        let t = ctx.trackers.get(&observe::key(&rollout)).expect("tracked");
+        assert!(
+            !reasons(&server).contains(&"GateChanged".to_string()),
+            "a stuckAfter edit restarted the pause: {:?}",
+            reasons(&server)
+        );
+        assert_eq!(
+            (t.finished, t.history.failures),
+            (Some(GatePhase::Holding), 1),
+            "the held pause stays concluded, its failures kept"
+        );
+    }
+
     #[tokio::test]
     async fn another_pause_condition_beside_the_gates_holds_without_evaluating() {
         let server = ApiServer::default();

@@ -38,7 +38,7 @@ pub fn pause_of(rollout: &Rollout, first_seen: Timestamp) -> Option<Pause> {
     let mut reasons: Vec<&str> = conditions.iter().map(|c| c.reason.as_str()).collect();
     if rollout.spec.paused == Some(true) {
         reasons.push("SpecPaused");
-    } else if status.controller_pause && conditions.is_empty() {
+    } else if status.controller_pause && conditions.is_empty() && !status.abort {
         reasons.push("Unpausing");
     }
     if reasons.is_empty() {
@@ -47,10 +47,13 @@ pub fn pause_of(rollout: &Rollout, first_seen: Timestamp) -> Option<Pause> {
     reasons.sort_unstable();
     reasons.dedup();
     let started = conditions.iter().filter_map(|c| c.start_time.as_deref());
+    // Argo's `Paused` condition dates a manual pause alone: beside pause conditions, which date
+    // themselves, it may have stayed true across two pauses in a row.
+    let manual = conditions.is_empty() && reasons == ["SpecPaused"];
     let paused = status
         .conditions
         .iter()
-        .filter(|c| c.type_ == "Paused" && c.status == "True" && reasons != ["Unpausing"])
+        .filter(|c| manual && c.type_ == "Paused" && c.status == "True")
         .filter_map(|c| c.last_transition_time.as_deref());
     let since = started
         .chain(paused)
@@ -241,6 +244,28 @@ mod tests {
             p.since,
             at("2026-12-01T00:00:00Z"),
             "a stale condition is not read"
+        );
+    }
+
+    #[test]
+    fn a_pause_step_is_dated_by_its_own_start_not_by_the_paused_condition() {
+        let r = rollout(
+            json!({"pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2026-11-30T08:00:00Z"}],
+                "conditions": [{"type": "Paused", "status": "True",
+                    "lastTransitionTime": "2026-11-01T00:00:00Z"}]}),
+            json!({}),
+        );
+        let p = pause_of(&r, at("2026-12-01T00:00:00Z")).expect("paused");
+        assert_eq!(
+            p.since,
+            at("2026-11-30T08:00:00Z"),
+            "the condition may span two pauses"
+        );
+        let aborted = rollout(json!({"controllerPause": true, "abort": true}), json!({}));
+        assert_eq!(
+            pause_of(&aborted, at("2026-12-01T00:00:00Z")),
+            None,
+            "an abort is not a pause"
         );
     }
 

@@ -30,12 +30,20 @@ impl PauseKey {
         self.revision == other.revision && self.step == other.step && self.started == other.started
     }
 
+    /// The same pause under the same policy, whatever else of the gate was edited: its
+    /// generation moves with any edit of its spec, one that decides nothing (`stuckAfter`)
+    /// included, and such an edit must not restart a pause (nor forget its failures).
+    pub fn same_policy(&self, other: &PauseKey) -> bool {
+        self.same_pause(other)
+            && self.gate_uid == other.gate_uid
+            && self.policy_hash == other.policy_hash
+    }
+
     /// The same pause under the same gate, a `tollgate.dev/hold` put on or lifted in between
     /// (see [`HELD`]).
     pub fn held_apart(&self, other: &PauseKey) -> bool {
         self.same_pause(other)
             && self.gate_uid == other.gate_uid
-            && self.gate_generation == other.gate_generation
             && self.policy_hash != other.policy_hash
             && unheld(&self.policy_hash) == unheld(&other.policy_hash)
     }
@@ -125,6 +133,11 @@ impl Tracker {
 
     /// The same pause as a hold is put on or lifted: failures and errors stand, passes start
     /// over, and nothing decided under the other setting concludes it.
+    /// The same tracker, under `pause`: the same policy at a newer generation of the gate.
+    pub fn regenerated(self, pause: PauseKey) -> Tracker {
+        Tracker { pause, ..self }
+    }
+
     pub fn rekeyed(self, pause: PauseKey) -> Tracker {
         let history = History {
             pass_streak: 0,
@@ -166,8 +179,8 @@ impl Tracker {
         }
         let baked = Duration::from_secs(u64::try_from(r.baked_seconds).unwrap_or(0));
         t.first_seen = Instant::now().checked_sub(baked).unwrap_or(t.first_seen);
-        let same_policy = r.gate_generation == t.pause.gate_generation
-            && unheld(&r.policy_hash) == unheld(&t.pause.policy_hash);
+        // The digest, not the generation: an edit that decides nothing keeps the pause's record.
+        let same_policy = unheld(&r.policy_hash) == unheld(&t.pause.policy_hash);
         if matches!(
             r.phase,
             GatePhase::Promoted | GatePhase::Aborted | GatePhase::Unknown
@@ -438,20 +451,20 @@ mod tests {
 
     #[test]
     fn evidence_from_another_version_of_the_gate_is_discarded() {
-        for change in [
-            |r: &mut GatedRollout| r.gate_generation = 2,
-            |r: &mut GatedRollout| r.policy_hash = "p2".into(),
-        ] {
-            let mut r = recorded(GatePhase::Evaluating);
-            change(&mut r);
-            let Resumed::GateChanged(t) = resume(&r, Duration::ZERO) else {
-                panic!("a changed gate must discard the streak")
-            };
-            assert_eq!(t.history, History::default());
-        }
+        let mut r = recorded(GatePhase::Evaluating);
+        r.policy_hash = "p2".into();
+        let Resumed::GateChanged(t) = resume(&r, Duration::ZERO) else {
+            panic!("a changed gate must discard the streak")
+        };
+        assert_eq!(t.history, History::default());
+        // An edit that decides nothing (stuckAfter) moves the generation, not the digest.
+        let mut r = recorded(GatePhase::Evaluating);
+        r.gate_generation = 2;
+        let t = restored(resume(&r, Duration::ZERO));
+        assert_eq!(t.history.failures, r.failures as u32, "the record stands");
         // A DryRun verdict under another policy (e.g. now Enforce) is evaluated afresh.
         let mut dry = recorded(GatePhase::DryRun);
-        dry.gate_generation = 2;
+        dry.policy_hash = "p2".into();
         let Resumed::GateChanged(t) = resume(&dry, Duration::ZERO) else {
             panic!("DryRun -> Enforce starts afresh")
         };

@@ -172,7 +172,7 @@ pub fn decide(
             "{} failing evaluation(s), {} tolerated: {last}",
             h.failures, policy.failure_limit
         );
-        return (h, lost(policy.on_fail, reason));
+        return (h, lost(policy, reason, at.since_start));
     }
     let required = policy.required_passes.max(1);
     if h.pass_streak >= required && at_pause >= policy.bake_time {
@@ -215,13 +215,33 @@ pub fn decide(
 }
 
 /// The decision at a lost pause. A hold ends the evaluations (`after: None`) as an abort
-/// would: later passes must not outgrow the failures either way.
-fn lost(on_fail: FailAction, reason: String) -> Decision {
-    match on_fail {
-        FailAction::Abort => Decision::Abort { reason },
-        FailAction::Hold => Decision::Hold {
-            reason: format!("would abort, but the gate's onFail is Hold: {reason}"),
+/// would: later passes must not outgrow the failures either way. A deadline that aborts still
+/// does: the hold lasts until then, and is looked at again when it comes.
+fn lost(policy: &Cadence, reason: String, since_start: Duration) -> Decision {
+    if policy.on_fail == FailAction::Abort {
+        return Decision::Abort { reason };
+    }
+    let held = format!("would abort, but the gate's onFail is Hold: {reason}");
+    let aborting = policy
+        .deadline
+        .filter(|_| policy.on_deadline == DeadlineAction::Abort);
+    match aborting {
+        None => Decision::Hold {
+            reason: held,
             after: None,
+        },
+        Some(deadline) if since_start >= deadline => Decision::Abort {
+            reason: format!(
+                "held for a person past the {} deadline, which aborts: {reason}",
+                human(deadline)
+            ),
+        },
+        Some(deadline) => Decision::Hold {
+            reason: format!(
+                "{held}; the deadline aborts in {}",
+                human(deadline - since_start)
+            ),
+            after: Some(deadline - since_start),
         },
     }
 }
@@ -554,6 +574,28 @@ mod tests {
             ..p.clone()
         };
         assert_eq!(run(&tolerant, &[(fail(), 10)]).1.name(), "wait");
+    }
+
+    /// A deadline that aborts still does under `onFail: Hold`: the hold lasts until then.
+    #[test]
+    fn on_fail_hold_still_aborts_at_an_aborting_deadline() {
+        let p = Cadence {
+            failure_limit: 0,
+            on_fail: FailAction::Hold,
+            deadline: Some(600 * SEC),
+            on_deadline: DeadlineAction::Abort,
+            ..policy()
+        };
+        let (_, action) = decide(&p, History::default(), &fail(), AtPause::agreed(700 * SEC));
+        assert!(
+            matches!(action, Decision::Abort { .. }),
+            "past an aborting deadline: {action:?}"
+        );
+        let (_, action) = decide(&p, History::default(), &fail(), AtPause::agreed(100 * SEC));
+        assert!(
+            matches!(action, Decision::Hold { after: Some(after), .. } if after == 500 * SEC),
+            "held, looked at again when the deadline comes: {action:?}"
+        );
     }
 
     #[test]

@@ -136,9 +136,14 @@ proptest! {
                 ),
                 Decision::Wait { .. } | Decision::Hold { .. } => {}
             }
-            if lost && policy.on_fail == FailAction::Hold {
+            if lost && policy.on_fail == FailAction::Hold && deadline_aborts {
                 prop_assert!(
-                    matches!(action, Decision::Hold { after: None, .. }),
+                    matches!(action, Decision::Abort { .. }),
+                    "step {step}: held past an aborting deadline, but {action:?}"
+                );
+            } else if lost && policy.on_fail == FailAction::Hold {
+                prop_assert!(
+                    matches!(action, Decision::Hold { .. }),
                     "step {step}: past the failure limit, onFail Hold, but {action:?}"
                 );
             } else if lost {

@@ -201,14 +201,14 @@ async fn a_numerator_on_a_metric_that_does_not_exist_never_reads_as_zero_errors(
     s.finish().await;
 }
 
-/// The counterpart: an error counter the app defines and has never incremented (a client
-/// library exposes it without a series) is known by its metadata, and a healthy canary with no
-/// errors is promoted.
+/// The counterpart: an error counter the app defines and has never incremented is known by its
+/// metadata — described, as client_python and OpenMetrics do, under its family's name without
+/// `_total` — and a healthy canary with no errors is promoted.
 #[tokio::test]
 async fn an_error_counter_never_incremented_reads_as_zero_errors() {
     let mut s = Scenario::new("fault-lazy-counter").await;
     let failures = "tollgate_e2e_failures_total";
-    s.exporter.describe(failures);
+    s.exporter.describe("tollgate_e2e_failures");
     let selector = s.selector("").replace(METRIC, failures);
     let gate = s.gate(NAME, json!([errors_counted_on(&s, &selector)]), json!({}));
     s.canary_with_gate(NAME, Behaviour::healthy(MODELS), gate)

@@ -37,6 +37,43 @@ pub async fn unknown(
     absent(client, wanted.difference(&given), at, timeout).await
 }
 
+/// A metric a query names: exactly, or by a pattern of names (`{__name__=~"…"}`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Name {
+    Exact(String),
+    Pattern(String),
+}
+
+impl Name {
+    /// The selector that has a series when the source has the metric.
+    fn selector(&self) -> String {
+        match self {
+            Name::Exact(n) => format!("{{__name__=\"{}\"}}", template::promql_string(n)),
+            Name::Pattern(p) => format!("{{__name__=~\"{}\"}}", template::promql_string(p)),
+        }
+    }
+
+    /// The names its metadata may be kept under: a counter `x_total` is described as `x` by
+    /// OpenMetrics expositions (client_python's, LiteLLM's), a histogram's series by the family.
+    fn families(&self) -> Vec<&str> {
+        let Name::Exact(name) = self else {
+            return Vec::new();
+        };
+        let suffixes = ["_total", "_created", "_bucket", "_count", "_sum"];
+        let bases = suffixes.iter().filter_map(|s| name.strip_suffix(s));
+        std::iter::once(name.as_str()).chain(bases).collect()
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Name::Exact(n) => f.write_str(n),
+            Name::Pattern(p) => write!(f, "{{__name__=~{p:?}}}"),
+        }
+    }
+}
+
 /// The metric names `query` reads that the source does not know (see [`unknown`]).
 pub async fn missing(
     client: &Client,
@@ -48,56 +85,58 @@ pub async fn missing(
     absent(client, wanted.iter(), at, timeout).await
 }
 
+/// Whether the source knows `name`: described by a target's metadata (defined, perhaps never
+/// incremented), or with a series now.
+async fn knows(client: &Client, name: &Name, at: f64, timeout: Duration) -> Result<bool, String> {
+    for family in name.families() {
+        if client.describes(family, timeout).await? {
+            return Ok(true);
+        }
+    }
+    let count = format!("count({})", name.selector());
+    let reply = client.query(&count, at, timeout).await;
+    reply.answer.map(|samples| !samples.is_empty())
+}
+
 /// Those of `names` the source knows neither by metadata nor by a series, each asked at most
 /// once per [`REMEMBERED`] once known.
 async fn absent(
     client: &Client,
-    names: impl Iterator<Item = &String>,
+    names: impl Iterator<Item = &Name>,
     at: f64,
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
     let mut unknown = Vec::new();
     for name in names {
-        if remembered(&client.known, name) {
+        let key = name.selector();
+        if remembered(&client.known, &key) {
             continue;
         }
-        if client.describes(name, timeout).await? || has_series(client, name, at, timeout).await? {
-            remember(&client.known, name);
+        if knows(client, name, at, timeout).await? {
+            remember(&client.known, &key);
         } else {
-            unknown.push(name.clone());
+            unknown.push(name.to_string());
         }
     }
     Ok(unknown)
 }
 
-/// The metric names a query selects (by name, or by an exact `__name__`); `None` when the
-/// query cannot be read, or selects a series by a pattern of names.
-fn names(query: &str) -> Option<BTreeSet<String>> {
+/// The metrics a query selects: by name, or by a `__name__` matcher (`=` or `=~`; a selector
+/// excluding names claims nothing). `None` when the query cannot be read.
+fn names(query: &str) -> Option<BTreeSet<Name>> {
     let expr = promql::parse(query).ok()?;
     let mut names = BTreeSet::new();
     for selector in expr.selectors() {
-        let by_label = selector.matchers.iter().filter(|m| m.label == "__name__");
-        let mut named = selector.name.iter().cloned().collect::<Vec<_>>();
-        for m in by_label {
+        names.extend(selector.name.iter().cloned().map(Name::Exact));
+        for m in selector.matchers.iter().filter(|m| m.label == "__name__") {
             match m.op {
-                MatchOp::Equal => named.push(m.value.clone()),
-                _ => return None,
-            }
+                MatchOp::Equal => names.insert(Name::Exact(m.value.clone())),
+                MatchOp::Regex => names.insert(Name::Pattern(m.value.clone())),
+                MatchOp::NotEqual | MatchOp::NotRegex => false,
+            };
         }
-        names.extend(named);
     }
     Some(names)
-}
-
-async fn has_series(
-    client: &Client,
-    name: &str,
-    at: f64,
-    timeout: Duration,
-) -> Result<bool, String> {
-    let promql = format!("count({{__name__=\"{}\"}})", template::promql_string(name));
-    let reply = client.query(&promql, at, timeout).await;
-    reply.answer.map(|samples| !samples.is_empty())
 }
 
 fn remembered(known: &Known, name: &str) -> bool {
@@ -126,12 +165,12 @@ pub fn explain(unknown: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn set(names: &[&str]) -> Option<BTreeSet<String>> {
-        Some(names.iter().map(|n| n.to_string()).collect())
+    fn set(names: &[&str]) -> Option<BTreeSet<Name>> {
+        Some(names.iter().map(|n| Name::Exact(n.to_string())).collect())
     }
 
     #[test]
-    fn names_are_read_from_selectors_by_name_or_exact_name_label() {
+    fn names_are_read_from_selectors_by_name_or_name_label() {
         assert_eq!(
             names(
                 r#"sum(rate(errors_total{code=~"5.."}[1m])) / sum(rate({__name__="requests_total"}[1m]))"#
@@ -139,12 +178,36 @@ mod tests {
             set(&["errors_total", "requests_total"])
         );
         assert_eq!(names("vector(0)"), set(&[]));
+        let pattern = names(r#"{__name__=~"req.*"}"#).expect("read");
+        assert_eq!(pattern.first(), Some(&Name::Pattern("req.*".into())));
         assert_eq!(
-            names(r#"{__name__=~"req.*"}"#),
-            None,
-            "a pattern claims nothing"
+            pattern.first().map(Name::selector).as_deref(),
+            Some(r#"{__name__=~"req.*"}"#)
+        );
+        assert_eq!(
+            names(r#"{__name__!="x", job="a"}"#),
+            set(&[]),
+            "exclusion claims nothing"
         );
         assert_eq!(names("sum(rate(x[1m]"), None, "unreadable claims nothing");
+    }
+
+    #[test]
+    fn a_counter_or_histogram_is_looked_up_under_its_familys_name_too() {
+        let families = |n: &str| {
+            Name::Exact(n.into())
+                .families()
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(families("errors_total"), ["errors_total", "errors"]);
+        assert_eq!(
+            families("latency_seconds_bucket"),
+            ["latency_seconds_bucket", "latency_seconds"]
+        );
+        assert_eq!(families("up"), ["up"]);
+        assert!(Name::Pattern("x.*".into()).families().is_empty());
     }
 
     #[test]

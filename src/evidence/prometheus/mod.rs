@@ -117,8 +117,9 @@ pub async fn measure(
     m
 }
 
-/// An empty numerator (canary's or stable's) counts as zero errors only once the source is
-/// known to have every metric it reads (see [`exists`]); otherwise the check is Error.
+/// A numerator of no errors (canary's or stable's: empty, or every value 0, as `or vector(0)`
+/// makes it) counts as zero errors only once the source is known to have every metric it reads
+/// (see [`exists`]); otherwise the check is Error.
 async fn vouch(
     m: &mut Measurement,
     client: &Client,
@@ -126,8 +127,8 @@ async fn vouch(
     at: f64,
     timeout: Duration,
 ) {
-    let empty = |a: &Option<Answer>| matches!(a, Some(Ok(s)) if s.is_empty());
-    if !empty(&m.value) && !empty(&m.baseline) {
+    let none = |a: &Option<Answer>| matches!(a, Some(Ok(s)) if s.iter().all(|x| x.value == 0.0));
+    if !none(&m.value) && !none(&m.baseline) {
         return;
     }
     let why = match exists::unknown(client, numerator, denominator, at, timeout).await {
@@ -296,5 +297,133 @@ mod tests {
             "{m:?}"
         );
         assert!(m.value.is_none(), "no query was sent: {m:?}");
+    }
+
+    // ---- the empty-numerator existence check, against a source answering as told ------------
+
+    /// A Prometheus answering each instant query by the first rule whose text it contains (the
+    /// value, or no series for `None`; no rule: no series), `time()` with the time asked, and
+    /// `/api/v1/metadata?metric=NAME` with metadata for the names in `described`, keyed as the
+    /// source keys them.
+    async fn fake_prometheus(
+        rules: Vec<(&'static str, Option<f64>)>,
+        described: Vec<&'static str>,
+    ) -> String {
+        use axum::extract::Query;
+        use serde_json::{Value, json};
+        use std::collections::HashMap;
+        let query = move |Query(q): Query<HashMap<String, String>>| {
+            let text = q.get("query").cloned().unwrap_or_default();
+            let at = q.get("time").cloned().unwrap_or_default();
+            let data = if text == "time()" {
+                json!({"resultType": "scalar", "result": [at.parse::<f64>().unwrap_or(0.0), at]})
+            } else {
+                let value = rules
+                    .iter()
+                    .find(|(k, _)| text.contains(k))
+                    .and_then(|(_, v)| *v);
+                let result: Vec<Value> = value
+                    .map(|v| vec![json!({"metric": {}, "value": [0, v.to_string()]})])
+                    .unwrap_or_default();
+                json!({"resultType": "vector", "result": result})
+            };
+            async move { axum::Json(json!({"status": "success", "data": data})) }
+        };
+        let metadata = move |Query(q): Query<HashMap<String, String>>| {
+            let metric = q.get("metric").cloned().unwrap_or_default();
+            let data = match described.contains(&metric.as_str()) {
+                true => json!({ metric: [{"type": "counter", "help": "h", "unit": ""}] }),
+                false => json!({}),
+            };
+            async move { axum::Json(json!({"status": "success", "data": data})) }
+        };
+        let app = axum::Router::new()
+            .route("/api/v1/query", axum::routing::get(query))
+            .route("/api/v1/metadata", axum::routing::get(metadata));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    }
+
+    async fn judged_ratio(address: &str, numerator: &str) -> Verdict {
+        let check = Queries {
+            query: numerator.into(),
+            denominator: Some(r#"sum(rate(requests_total{h="{{ hash }}"}[1m]))"#.into()),
+            samples_query: None,
+            endpoint: Endpoint {
+                address: address.into(),
+                auth: Auth::default(),
+                timeout: Duration::from_secs(5),
+            },
+        };
+        let rule = Rule::Threshold {
+            op: crate::decision::Comparison::Le,
+            value: 0.05,
+        };
+        let client = Client::new(address, &Default::default()).expect("client");
+        let m = measure(&check, &rule, &client, &vars("stable1"), 1000.0, 0.0).await;
+        let policy = crate::decision::Criteria {
+            name: "errors".into(),
+            rule,
+            no_data: Default::default(),
+            min_samples: None,
+            ratio: true,
+            dry_run: false,
+        };
+        judge(&policy, &m).verdict
+    }
+
+    /// The baseline the feature is about: a typo'd numerator metric is an Error, not 0 errors.
+    #[tokio::test]
+    async fn a_misspelt_numerator_metric_is_an_error() {
+        let address = fake_prometheus(
+            vec![("count({__name__", None), ("requests_total", Some(100.0))],
+            vec![],
+        )
+        .await;
+        let v = judged_ratio(&address, r#"sum(rate(erors_total{h="{{ hash }}"}[1m]))"#).await;
+        assert!(matches!(v, Verdict::Error(_)), "{v:?}");
+    }
+
+    /// `or vector(0)`, the usual guard against an empty error vector, makes the numerator a
+    /// zero rather than empty: a metric the source has never had must not pass behind it.
+    #[tokio::test]
+    async fn or_vector_0_on_a_metric_that_does_not_exist_is_not_zero_errors() {
+        let address = fake_prometheus(
+            vec![
+                ("count({__name__", None),
+                ("vector(0)", Some(0.0)),
+                ("requests_total", Some(100.0)),
+            ],
+            vec![],
+        )
+        .await;
+        let v = judged_ratio(
+            &address,
+            r#"sum(rate(erors_total{h="{{ hash }}"}[1m])) or vector(0)"#,
+        )
+        .await;
+        assert!(
+            !matches!(v, Verdict::Pass),
+            "a misspelt metric passed: {v:?}"
+        );
+    }
+
+    /// client_python (LiteLLM's exporter) and every OpenMetrics exposition describe a counter
+    /// by its name without `_total` (`# TYPE errors counter`, samples `errors_total`), and
+    /// Prometheus's metadata API keys it so. A labelled counter defined and never incremented,
+    /// the case the metadata lookup is for: it is known under its family's name.
+    #[tokio::test]
+    async fn a_counter_described_without_its_total_suffix_is_known() {
+        let address = fake_prometheus(
+            vec![("count({__name__", None), ("requests_total", Some(100.0))],
+            vec!["errors"],
+        )
+        .await;
+        let v = judged_ratio(&address, r#"sum(rate(errors_total{h="{{ hash }}"}[1m]))"#).await;
+        assert_eq!(v, Verdict::Pass, "a healthy canary with no errors yet");
     }
 }

@@ -9,7 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, RolloutGateStatus, Sequential};
+use super::{Duration, Notify, RolloutGateStatus, Sequential};
 
 /// What admission says of a spec that breaks a rule between fields. Compiling a spec checks the
 /// same rules (admission may be off, or older) and says the same.
@@ -112,6 +112,10 @@ pub struct RolloutGateSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub checks: Vec<Check>,
+    /// Where decisions and holds are also sent (Slack, Teams, webhooks); see
+    /// docs/notifications.md. Without it, the controller's default targets, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
 }
 
 /// Exactly one of `name` or `selector`.

@@ -3,12 +3,14 @@
 
 mod duration;
 mod gate;
+mod notify;
 mod rollout;
 mod sequential;
 mod status;
 
 pub use duration::Duration;
 pub use gate::*;
+pub use notify::*;
 pub use rollout::*;
 pub use sequential::*;
 pub use status::*;

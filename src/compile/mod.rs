@@ -5,6 +5,7 @@
 //! [`SecretKeyRef`](crate::evidence::credentials::SecretKeyRef) and read by the evidence layer.
 
 mod check;
+pub mod notify;
 mod probe;
 mod sequential;
 
@@ -107,7 +108,12 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// A digest of a gate's spec, stable across processes and versions (FNV-1a over its JSON): the
 /// status records it beside the counters judged under that spec.
 pub fn digest(spec: &RolloutGateSpec) -> String {
-    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    // Whom a gate tells is no part of how it judges: editing `notify` keeps a pause's counters.
+    let judged = RolloutGateSpec {
+        notify: None,
+        ..spec.clone()
+    };
+    let bytes = serde_json::to_vec(&judged).unwrap_or_default();
     let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
@@ -117,6 +123,10 @@ pub fn digest(spec: &RolloutGateSpec) -> String {
 /// Compiles a spec. The error names the field and says what is wrong.
 pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
     let mut cadence = cadence(spec)?;
+    // Whom to tell is read again when there is something to say (`notify::plan`), so a gate whose
+    // other fields are invalid still tells its targets so; checked here so a broken notify makes
+    // the gate invalid at once, not silent at its first decision.
+    notify::plan(spec.notify.as_ref(), "")?;
     let mut checks = spec
         .checks
         .iter()

@@ -10,6 +10,7 @@ pub mod error;
 pub mod evidence;
 pub mod explain;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 //! docs/observability.md.
 
 mod gating;
+mod notifications;
 mod process;
 
 use std::sync::{Arc, Weak};
@@ -78,6 +79,7 @@ pub struct Metrics {
     /// 1 while this instance leads (always, without leader election).
     pub leading: Family<InstanceLabels, Gauge>,
     pub leader_election_errors: Counter,
+    pub notifications: notifications::Notifications,
     /// Every paused Rollout in scope, gated or not, by how long it has been paused.
     rollout_paused: Family<PausedLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -102,6 +104,7 @@ impl Default for Metrics {
             probe_requests: Family::default(),
             leading: Family::default(),
             leader_election_errors: Counter::default(),
+            notifications: Default::default(),
             rollout_paused: Family::default(),
         };
         m.register();
@@ -152,6 +155,7 @@ impl Metrics {
             m.reconcile_errors.clone(),
         );
         m.register_actuation();
+        m.notifications.register(&mut m.registry);
         m.registry
             .register_collector(Box::new(gating::GatingCollector(m.gating.clone())));
         m.process

@@ -125,7 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
-        Command::Inspect(command) => return inspect(command),
+        Command::Inspect(command) => return tollgate::explain::main(command, "tollgate"),
         Command::Check(command) => return check(command),
         Command::Logmetrics(args) => return logmetrics(*args),
         Command::Run {
@@ -181,30 +181,6 @@ fn logmetrics(args: tollgate_logmetrics::LogmetricsArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tollgate logmetrics: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `explain` and `list`: what tollgate recorded, printed.
-fn inspect(command: tollgate::explain::Inspect) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let result = match runtime {
-        Ok(r) => r.block_on(tollgate::explain::run(command)),
-        Err(e) => {
-            eprintln!("tollgate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tollgate: {e}");
             ExitCode::FAILURE
         }
     }

@@ -206,7 +206,7 @@ impl Metrics {
     /// reading it has a series to read.
     fn zeroes(&self) {
         for action in ["promote", "abort", "hold", "wait"] {
-            for mode in [Mode::Enforce, Mode::DryRun] {
+            for mode in [Mode::Enforce, Mode::DryRun, Mode::Held] {
                 let labels = DecisionLabels {
                     action: action.into(),
                     mode: mode.name().into(),

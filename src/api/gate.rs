@@ -9,28 +9,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::messages::*;
 use super::{Duration, Notify, RolloutGateStatus, Sequential};
-
-/// What admission says of a spec that breaks a rule between fields. Compiling a spec checks the
-/// same rules (admission may be off, or older) and says the same.
-pub const ONE_AUTH: &str = "use bearerToken or basicAuth, not both";
-pub const ONE_VALUE: &str = "set exactly one of value or secret";
-pub const ONE_SOURCE: &str = "set exactly one source: query, ratio, probe, podHealth or webhook";
-pub const NO_PROMETHEUS: &str = "every query or ratio check needs a Prometheus source: set spec.prometheus, or prometheus on each check";
-pub const NO_PROBE: &str = "a probe check needs spec.probe (the requests to send)";
-pub const NO_EVIDENCE: &str = "a gate needs evidence: at least one check, or podHealth";
-pub const ONE_RULE: &str = "set exactly one pass rule: threshold, condition, againstStable or sequential (a webhook check may have none and use the verdict it replies with)";
-pub const SAMPLES_QUERY: &str = "minSamples.query is required for query and ratio checks, and only for them (probe and webhook checks count their own samples)";
-pub const NO_SAMPLES: &str = "minSamples does not apply to podHealth checks or to webhook checks that take the reply's verdict";
-pub const NO_BOUND: &str =
-    "againstStable needs at least one of maxIncrease, maxRatio, maxDecrease, minRatio";
-pub const SEQUENTIAL_SOURCE: &str = "sequential compares error counts on ratio checks and probe checks with metric errorRatio; with latency, histogram buckets by le on query checks and probe checks with a latency metric";
-pub const MANN_WHITNEY: &str = "method MannWhitney compares the probe's raw latencies: it needs latency and a probe check with a latency metric";
-pub const SEQUENTIAL_SAMPLES: &str = "minSamples does not apply to sequential checks: the test waits for enough evidence itself (MannWhitney compares sequential.horizon latencies)";
-pub const SEQUENTIAL_NO_DATA: &str = "noData does not apply to sequential checks: while the evidence cannot decide, however little there is, the test holds (Inconclusive); leave noData out, or set Hold";
-pub const ALPHA: &str = "alpha is the false-abort probability: above 0 and at most 0.5, e.g. 0.01";
-pub const QUANTILE: &str = "quantile must be above 0 and below 1, e.g. 0.99";
-pub const HORIZON: &str = "horizon applies to method MannWhitney only";
 
 /// Attaches evidence-based promotion to the Rollouts it selects, at the pauses it selects.
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -62,6 +42,8 @@ pub const HORIZON: &str = "horizon applies to method MannWhitney only";
      "message": "podHealth adds the checks pod-crashloop, pod-oomkilled, pod-restarts and pod-not-ready: name yours differently"},
     {"rule": "self.checks.all(c, self.checks.exists_one(d, d.name == c.name))",
      "message": "check names must be unique"},
+    {"rule": "has(self.podHealth) || self.checks.size() == 0 || self.checks.exists(c, !has(c.dryRun) || !c.dryRun)",
+     "message": ALL_DRY_RUN},
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutGateSpec {
@@ -94,6 +76,10 @@ pub struct RolloutGateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub error_limit: Option<i32>,
+    /// What happens once failures exceed `failureLimit`: `Abort` (default), or `Hold`: stop
+    /// evaluating, warn and leave the decision to a person (for queries not trusted yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_fail: Option<FailAction>,
     /// How long a pause may last without a decision, and what happens then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Deadline>,
@@ -180,6 +166,13 @@ pub enum DeadlineAction {
     #[default]
     Hold,
     Abort,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum FailAction {
+    #[default]
+    Abort,
+    Hold,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -284,6 +277,10 @@ pub struct Check {
     /// shown the check holds (Inconclusive), with or without data (`noData` must be `Hold`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<Sequential>,
+    /// Evaluated and reported (status, Events, metrics) but its verdict does not count toward
+    /// the gate's: a new check is tried before it gates. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// What no data means: `Hold` (default), `Fail`, or `Skip` (not for a sequential check,
     /// which always holds).
     #[serde(default)]

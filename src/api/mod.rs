@@ -3,6 +3,7 @@
 
 mod duration;
 mod gate;
+mod messages;
 mod notify;
 mod rollout;
 mod sequential;
@@ -10,6 +11,7 @@ mod status;
 
 pub use duration::Duration;
 pub use gate::*;
+pub use messages::*;
 pub use notify::*;
 pub use rollout::*;
 pub use sequential::*;

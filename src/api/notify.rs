@@ -5,13 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::messages::{ONE_TARGET_KIND, UNIQUE_ON, UNIQUE_TARGETS};
 use super::{Header, SecretKey};
-
-/// What admission says of a notification target that breaks a rule between fields. Compiling a
-/// spec checks the same rules and says the same.
-pub const ONE_TARGET_KIND: &str = "set exactly one of slack, teams or webhook on a notify target";
-pub const UNIQUE_TARGETS: &str = "notify target names must be unique";
-pub const UNIQUE_ON: &str = "notify.on lists each reason once";
 
 /// Where a gate's Events are also sent, and which of them.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]

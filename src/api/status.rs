@@ -170,6 +170,9 @@ pub struct CheckRecord {
     pub verdict: RecordedVerdict,
     /// The rule, e.g. `<= 0.05`.
     pub rule: String,
+    /// A dry-run check: its verdict is reported here and did not count toward the evaluation's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Each series judged (at most 20 are kept; failing ones first).

@@ -14,25 +14,5 @@ struct Plugin {
 }
 
 fn main() -> ExitCode {
-    let plugin = Plugin::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("kubectl tollgate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(tollgate::explain::run(plugin.command)) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("kubectl tollgate: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    tollgate::explain::main(Plugin::parse().command, "kubectl tollgate")
 }

@@ -491,6 +491,18 @@ mod tests {
         );
 
         let mut s = everything();
+        s["podHealth"] = Value::Null;
+        for check in s["checks"].as_array_mut().expect("checks") {
+            check["dryRun"] = json!(true);
+        }
+        assert_eq!(
+            rule_messages(s.clone()),
+            vec![("spec".into(), api::ALL_DRY_RUN.into())]
+        );
+        s["checks"][0]["dryRun"] = json!(false);
+        assert_eq!(rule_messages(s), vec![]);
+
+        let mut s = everything();
         s["rollouts"]["selector"] = json!({"matchLabels": {"app": "a"}});
         assert_eq!(
             rule_messages(s)[0].1,

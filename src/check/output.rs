@@ -180,6 +180,10 @@ fn seconds(s: f64) -> String {
 
 fn check_rows(c: &CheckRun) -> Vec<Vec<String>> {
     let verdict = c.verdict.clone().unwrap_or_else(|| "not judged".into());
+    let verdict = match c.dry_run {
+        true => format!("{verdict} (dry run, not counted)"),
+        false => verdict,
+    };
     if c.queries.is_empty() {
         return vec![vec![
             c.name.clone(),
@@ -375,6 +379,7 @@ mod tests {
                     name: "error-rate".into(),
                     source: "prometheus",
                     rule: "<= 0.05".into(),
+                    dry_run: false,
                     queries: vec![
                         query(
                             "ratio.numerator",
@@ -401,6 +406,7 @@ mod tests {
                     name: "pods".into(),
                     source: "webhook",
                     rule: "the source's verdict".into(),
+                    dry_run: true,
                     queries: vec![],
                     min_samples: None,
                     samples: None,
@@ -474,7 +480,7 @@ mod tests {
         assert_eq!(header.find("SERIES"), row.find('4'), "aligned:\n{text}");
         assert!(text.contains("12/50"), "{text}");
         assert!(text.contains("pods         webhook"), "{text}");
-        assert!(text.contains("not judged"), "{text}");
+        assert!(text.contains("not judged (dry run, not counted)"), "{text}");
         assert!(
             text.contains("The gate's verdict now: NoData: error-rate: too few"),
             "{text}"

@@ -63,6 +63,7 @@ pub fn compile(
             },
             min_samples: c.min_samples.as_ref().map(|m| m.count),
             ratio: c.ratio.is_some(),
+            dry_run: c.dry_run,
         },
         source,
     })
@@ -221,6 +222,7 @@ pub fn pod_health_guard(g: &PodHealthGuard) -> Vec<CompiledCheck> {
             no_data: OnNoData::Hold,
             min_samples: None,
             ratio: false,
+            dry_run: false,
         },
         source: Source::PodHealth(signal),
     };

@@ -40,6 +40,8 @@ pub enum Mode {
     Enforce,
     /// Decide, record and report; patch nothing.
     DryRun,
+    /// As `DryRun`, for one Rollout whose `tollgate.dev/hold` annotation says so.
+    Held,
 }
 
 impl Mode {
@@ -47,6 +49,7 @@ impl Mode {
         match self {
             Mode::Enforce => "Enforce",
             Mode::DryRun => "DryRun",
+            Mode::Held => "Held",
         }
     }
 }
@@ -146,6 +149,9 @@ pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
             "a gate needs at least one check, or podHealth; it never promotes without evidence",
         ));
     }
+    if checks.iter().all(|c| c.criteria.dry_run) {
+        return Err(CompileError::Spec(api::ALL_DRY_RUN));
+    }
     unique_names(&checks)?;
     if spec.required_passes.is_none() && checks.iter().all(|c| c.criteria.rule.is_sequential()) {
         // A sequential Pass is wrong with probability alpha however often the gate looks: one
@@ -193,6 +199,10 @@ fn cadence(spec: &RolloutGateSpec) -> Result<Cadence, CompileError> {
         on_deadline: match spec.deadline.as_ref().map(|d| d.action) {
             Some(api::DeadlineAction::Abort) => decision::DeadlineAction::Abort,
             _ => decision::DeadlineAction::Hold,
+        },
+        on_fail: match spec.on_fail {
+            Some(api::FailAction::Hold) => decision::FailAction::Hold,
+            _ => decision::FailAction::Abort,
         },
     };
     if cadence.interval < MIN_INTERVAL {
@@ -297,6 +307,36 @@ mod tests {
         assert_eq!(q.endpoint.timeout, check::DEFAULT_TIMEOUT);
         assert_eq!(c.criteria.rule.describe(), "<= 0.05");
         assert!(g.probe.is_none());
+    }
+
+    #[test]
+    fn on_fail_and_dry_run_compile_and_a_gate_of_dry_runs_alone_is_refused() {
+        assert_eq!(
+            compile(&spec(litellm())).expect("compiles").cadence.on_fail,
+            decision::FailAction::Abort,
+            "abort by default"
+        );
+        let mut s = litellm();
+        s["onFail"] = json!("Hold");
+        s["checks"][0]["dryRun"] = json!(true);
+        let err = compile(&spec(s.clone())).expect_err("nothing would count");
+        assert_eq!(err, CompileError::Spec(api::ALL_DRY_RUN));
+        // The pod-health guard counts, so the same checks may all be dry runs beside it.
+        s["podHealth"] = json!({});
+        let g = compile(&spec(s)).expect("compiles");
+        assert_eq!(g.cadence.on_fail, decision::FailAction::Hold);
+        assert!(g.checks[0].criteria.dry_run);
+        assert!(g.checks[1..].iter().all(|c| !c.criteria.dry_run));
+    }
+
+    #[test]
+    fn an_unset_dry_run_or_on_fail_leaves_the_digest_as_it_was() {
+        let plain = digest(&spec(litellm()));
+        let mut s = litellm();
+        s["checks"][0]["dryRun"] = json!(false);
+        assert_eq!(digest(&spec(s.clone())), plain, "admission may default it");
+        s["onFail"] = json!("Abort");
+        assert_ne!(digest(&spec(s)), plain, "set, it is part of the policy");
     }
 
     fn probe_gate() -> serde_json::Value {

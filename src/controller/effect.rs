@@ -135,9 +135,13 @@ pub fn of_decision(decision: &Decision, mode: Mode, e: &Evaluated<'_>, announced
             actuation: Some(Actuation::Abort),
             ..acted(Reason::Aborted, format!("aborted {place}: {reason}"))
         },
-        (Decision::Promote { reason } | Decision::Abort { reason }, Mode::DryRun) => {
+        (Decision::Promote { reason } | Decision::Abort { reason }, Mode::DryRun | Mode::Held) => {
+            let why = match mode {
+                Mode::Held => "held by tollgate.dev/hold",
+                _ => "DryRun",
+            };
             let text = format!(
-                "DryRun: would {} {place}: {evidence}; {reason}",
+                "{why}: would {} {place}: {evidence}; {reason}",
                 decision.name()
             );
             let note = Note::new(Reason::DryRun, text.clone());
@@ -463,6 +467,14 @@ mod tests {
             e.message
         );
         assert_eq!(e.note.map(|n| n.reason), Some(Reason::DryRun));
+        let held = of_decision(&promote(), Mode::Held, &evaluated(&Verdict::Pass, &[]), "");
+        assert_eq!((held.actuation, held.phase), (None, GatePhase::DryRun));
+        assert!(
+            held.message
+                .starts_with("held by tollgate.dev/hold: would promote step 1 of app"),
+            "a hold is not mistaken for the gate's mode: {}",
+            held.message
+        );
         assert_eq!(
             intent(
                 &of_decision(

@@ -93,6 +93,9 @@ impl Gathering {
                 name: name.clone(),
                 verdict: verdict.clone(),
                 skipped: false,
+                // A verdict about the gathering, not the check: it counts even for a dry run,
+                // which only errs toward holding.
+                dry_run: false,
                 series: Vec::new(),
             })
             .collect()

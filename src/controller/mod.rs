@@ -14,7 +14,7 @@ pub mod actuate;
 mod context;
 pub mod effect;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod gather;
 mod gauges;
 mod housekeeping;
@@ -29,7 +29,7 @@ mod report;
 mod scope;
 mod stuck;
 mod tracker;
-mod watch;
+pub(crate) mod watch;
 
 pub use context::Context;
 pub use scope::Scope;

@@ -326,7 +326,10 @@ mod tests {
     fn a_repeat_is_counted_once_per_target_and_a_full_queue_drops_never_waits() {
         let (notifier, metrics) = (Notifier::default(), Metrics::default());
         assert_eq!(notifier.offer(&metrics, 1, job(aborted())), Offered::Queued);
-        assert_eq!(notifier.offer(&metrics, 1, job(aborted())), Offered::Duplicate);
+        assert_eq!(
+            notifier.offer(&metrics, 1, job(aborted())),
+            Offered::Duplicate
+        );
         for kind in Kind::ALL {
             let line = format!(
                 "tollgate_notifications_total{{kind=\"{}\",outcome=\"deduplicated\"}} 1",
@@ -342,6 +345,12 @@ mod tests {
         let dropped = r#"tollgate_notifications_total{kind="slack",outcome="dropped"} 1"#;
         assert!(metric(&metrics, dropped));
         // Dropped, so not remembered: the next offer of it may go through.
-        assert!(!notifier.seen.lock().map(|s| s.keys.contains(&9999)).unwrap_or(true));
+        assert!(
+            !notifier
+                .seen
+                .lock()
+                .map(|s| s.keys.contains(&9999))
+                .unwrap_or(true)
+        );
     }
 }

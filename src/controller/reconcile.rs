@@ -93,7 +93,7 @@ async fn one_gate(rollout: &Rollout, g: Gated, ctx: &Arc<Context>) -> Result<Act
         Some(Override::Skip { .. }) => Ok(Action::await_change()),
         Some(Override::Hold { .. }) => {
             let held = CompiledGate {
-                mode: Mode::DryRun,
+                mode: Mode::Held,
                 ..compiled.clone()
             };
             // Judged as a policy of its own: what a hold decided (in DryRun) never concludes the

@@ -41,8 +41,10 @@ pub struct Fields {
     pub conditions: Option<Vec<Condition>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recent_decisions: Option<Vec<DecisionRecord>>,
+    /// The decision to put first in `recentDecisions`; the rest of the list is read afresh
+    /// when it is written (see [`recent`]).
+    #[serde(skip)]
+    pub decision: Option<DecisionRecord>,
 }
 
 /// What an evaluation sets beside its entry: the gate's conditions, and the decision if one
@@ -58,7 +60,7 @@ pub fn evaluated(
         conditions: Some(conditions),
         ..Fields::observed(gate)
     }
-    .decided(gate, rollout, decision)
+    .decided(rollout, decision)
 }
 
 /// How many decisions `recentDecisions` keeps.
@@ -66,28 +68,19 @@ const RECENT_DECISIONS: usize = 5;
 
 impl Fields {
     /// A decision recorded: `lastDecision`, one line for `kubectl get`, and the newest of
-    /// `recentDecisions` for `kubectl describe` (the gate as cached: writes to one gate are
-    /// sent one at a time, and the Events keep every decision).
-    pub fn decided(
-        self,
-        gate: &RolloutGate,
-        rollout: &str,
-        decision: Option<(GatePhase, &String)>,
-    ) -> Fields {
+    /// `recentDecisions` for `kubectl describe`.
+    pub fn decided(self, rollout: &str, decision: Option<(GatePhase, &String)>) -> Fields {
         let Some((phase, message)) = decision else {
             return self;
         };
-        let newest = DecisionRecord {
-            time: now(),
-            rollout: rollout.to_string(),
-            phase,
-            message: clip(message, 300),
-        };
-        let earlier = gate.status.iter().flat_map(|s| s.recent_decisions.iter());
-        let recent = std::iter::once(newest).chain(earlier.cloned());
         Fields {
             last_decision: Some(clip(&format!("{rollout}: {message}"), 200)),
-            recent_decisions: Some(recent.take(RECENT_DECISIONS).collect()),
+            decision: Some(DecisionRecord {
+                time: now(),
+                rollout: rollout.to_string(),
+                phase,
+                message: clip(message, 300),
+            }),
             ..self
         }
     }
@@ -250,25 +243,27 @@ pub async fn entry(
     entry: &GatedRollout,
     fields: Fields,
 ) -> Result<()> {
+    let decision = fields.decision.clone();
     let fields = to_object(&fields);
     let mut status = match bounded(gate, rollout, entry) {
         Some(e) => json!({ "rollouts": { rollout: e } }),
-        None if !changes(gate, &fields) => return Ok(()),
+        None if decision.is_none() && !changes(gate, &fields) => return Ok(()),
         None => json!({}),
     };
     if let Some(obj) = status.as_object_mut() {
         obj.extend(fields);
     }
-    locked(ctx, gate, json!({ "status": status })).await
+    locked(ctx, gate, status, decision).await
 }
 
 /// Writes `fields` into the gate's status, if they change it.
 pub async fn fields(ctx: &Context, gate: &RolloutGate, fields: Fields) -> Result<()> {
+    let decision = fields.decision.clone();
     let fields = to_object(&fields);
-    if !changes(gate, &fields) {
+    if decision.is_none() && !changes(gate, &fields) {
         return Ok(());
     }
-    locked(ctx, gate, json!({ "status": fields })).await
+    locked(ctx, gate, Value::Object(fields), decision).await
 }
 
 /// Clears a Rollout's intent: the patch it announced was never applied.
@@ -276,7 +271,8 @@ pub async fn clear_intent(ctx: &Context, gate: &RolloutGate, rollout: &str) -> R
     locked(
         ctx,
         gate,
-        json!({"status": {"rollouts": {rollout: {"intent": null}}}}),
+        json!({"rollouts": {rollout: {"intent": null}}}),
+        None,
     )
     .await
 }
@@ -302,11 +298,49 @@ pub async fn rewrite(
 }
 
 /// One write at a time per gate: concurrent patches of one object conflict inside the API
-/// server, which retries each until it times out (504) once a gate has many Rollouts.
-async fn locked(ctx: &Context, gate: &RolloutGate, body: Value) -> Result<()> {
+/// server, which retries each until it times out (504) once a gate has many Rollouts. A
+/// `decision` leads `recentDecisions`, the rest read in the same turn (see [`recent`]).
+async fn locked(
+    ctx: &Context,
+    gate: &RolloutGate,
+    mut status: Value,
+    decision: Option<DecisionRecord>,
+) -> Result<()> {
     let lock = ctx.writer(gate);
     let _turn = lock.lock().await;
-    send(ctx, gate, &body).await
+    if let (Some(newest), Some(obj)) = (decision, status.as_object_mut()) {
+        let list = recent(ctx, gate, newest).await;
+        obj.insert("recentDecisions".into(), json!(list));
+    }
+    send(ctx, gate, &json!({ "status": status })).await
+}
+
+/// `newest`, then the decisions the gate holds now. A merge patch replaces the whole list, so
+/// it is built from the gate as it is, not as cached: two Rollouts decided within the cache's
+/// lag would otherwise each write a list without the other. Read under the gate's write lock,
+/// the list holds every decision this instance wrote before.
+async fn recent(
+    ctx: &Context,
+    cached: &RolloutGate,
+    newest: DecisionRecord,
+) -> Vec<DecisionRecord> {
+    let api: Api<RolloutGate> =
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let fresh = match api.get_opt(&cached.name_any()).await {
+        Ok(Some(gate)) => gate.status,
+        Ok(None) => None,
+        Err(e) => {
+            // The write that follows will most likely fail too; if not, the list may miss a
+            // decision the cache has not seen (the Events keep every one).
+            tracing::warn!(gate = %cached.name_any(), error = %e, "could not read the gate's recent decisions; using the cached ones");
+            cached.status.clone()
+        }
+    };
+    let earlier = fresh.map(|s| s.recent_decisions).unwrap_or_default();
+    std::iter::once(newest)
+        .chain(earlier)
+        .take(RECENT_DECISIONS)
+        .collect()
 }
 
 async fn send(ctx: &Context, gate: &RolloutGate, body: &Value) -> Result<()> {
@@ -477,25 +511,28 @@ fn changes(gate: &RolloutGate, fields: &serde_json::Map<String, Value>) -> bool 
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_decision_leads_the_recent_ones_and_the_oldest_beyond_five_goes() {
-        let mut gate = RolloutGate::new(
-            "g",
-            serde_json::from_value(json!({"rollouts": {"name": "a"}})).expect("spec"),
-        );
+    #[tokio::test]
+    async fn decisions_written_from_one_stale_gate_are_all_kept_newest_first() {
+        use crate::controller::fixtures::{self, ApiServer};
+        let server = ApiServer::default();
+        // Every write starts from the same cached gate, as Rollouts decided within the cache's
+        // lag do: each list is still built from what the gate holds at the write.
+        let cached = fixtures::gate("g", json!({"rollouts": {"name": "a"}}));
+        let ctx = fixtures::context(&server, std::slice::from_ref(&cached));
         for i in 0..7 {
             let message = format!("promoted step {i}");
             let fields =
-                Fields::default().decided(&gate, "a", Some((GatePhase::Promoted, &message)));
-            let status = gate.status.get_or_insert_with(Default::default);
-            status.recent_decisions = fields.recent_decisions.expect("decisions");
-            status.last_decision = fields.last_decision;
+                Fields::default().decided(&format!("r{i}"), Some((GatePhase::Promoted, &message)));
+            super::fields(&ctx, &cached, fields).await.expect("written");
         }
-        let status = gate.status.clone().expect("status");
-        let kept: Vec<&str> = status
-            .recent_decisions
+        let held = server
+            .get("/apis/tollgate.dev/v1alpha1/namespaces/ns/rolloutgates/g")
+            .expect("gate");
+        let kept: Vec<&str> = held["status"]["recentDecisions"]
+            .as_array()
+            .expect("a list")
             .iter()
-            .map(|d| d.message.as_str())
+            .filter_map(|d| d["message"].as_str())
             .collect();
         assert_eq!(
             kept,
@@ -507,9 +544,9 @@ mod tests {
                 "promoted step 2"
             ]
         );
-        assert_eq!(status.last_decision.as_deref(), Some("a: promoted step 6"));
-        let none = Fields::default().decided(&gate, "a", None);
-        assert!(none.recent_decisions.is_none() && none.last_decision.is_none());
+        assert_eq!(held["status"]["lastDecision"], "r6: promoted step 6");
+        let none = Fields::default().decided("a", None);
+        assert!(none.decision.is_none() && none.last_decision.is_none());
     }
     use crate::api::EvaluationRecord;
 

@@ -50,6 +50,7 @@ fn check_record(result: &CheckResult, rule: &Rule, max_series: usize) -> CheckRe
         name: result.name.clone(),
         verdict,
         rule: rule.describe(),
+        dry_run: result.dry_run,
         reason: clip(&reason(result), MAX_REASON),
         series: series
             .into_iter()
@@ -103,8 +104,20 @@ pub fn summaries(results: &[CheckResult], checks: &[CompiledCheck]) -> Vec<Strin
         .collect()
 }
 
-/// `error-rate 0.004 <= 0.05 on 312 samples`, or `error-rate: 3 series pass`.
+/// `error-rate 0.004 <= 0.05 on 312 samples`, or `error-rate: 3 series pass`; a dry-run check
+/// says its verdict did not count.
 pub fn check_summary(result: &CheckResult, rule: &Rule) -> String {
+    let measured = measured(result, rule);
+    match result.dry_run {
+        true => format!(
+            "{measured} [dry run: {}, not counted]",
+            result.verdict.name()
+        ),
+        false => measured,
+    }
+}
+
+fn measured(result: &CheckResult, rule: &Rule) -> String {
     match result.series.as_slice() {
         [one] if one.note.is_some() => {
             format!(
@@ -172,6 +185,7 @@ mod tests {
             no_data: OnNoData::Hold,
             min_samples: samples.as_ref().map(|_| 1.0),
             ratio: false,
+            dry_run: false,
         };
         judge(
             &p,
@@ -193,6 +207,19 @@ mod tests {
             check_summary(&r, &rule()),
             "error-rate 0.004 <= 0.05 on 312 samples"
         );
+    }
+
+    #[test]
+    fn a_dry_run_check_says_its_verdict_did_not_count() {
+        let mut r = result(vec![Sample::new(&[], 0.2)], None);
+        r.dry_run = true;
+        assert_eq!(
+            check_summary(&r, &rule()),
+            "error-rate 0.2 <= 0.05 [dry run: Fail, not counted]"
+        );
+        let record = evaluation_record("t".into(), &Verdict::Pass, &[(r, &rule())]);
+        assert!(record.checks[0].dry_run);
+        assert_eq!(record.checks[0].verdict, RecordedVerdict::Fail);
     }
 
     #[test]
@@ -226,6 +253,7 @@ mod tests {
             no_data: OnNoData::Hold,
             min_samples: None,
             ratio: true,
+            dry_run: false,
         };
         let one = |v: f64| Some(Ok(vec![Sample::new(&[], v)]));
         let counts = |canary: (f64, f64)| Measurement {
@@ -278,6 +306,7 @@ mod tests {
             no_data: OnNoData::Hold,
             min_samples: None,
             ratio: false,
+            dry_run: false,
         };
         let with = |v: Verdict| {
             judge(

@@ -26,25 +26,35 @@ pub struct Pause {
     pub since: Timestamp,
 }
 
-/// The pause of `rollout`, if it is paused. A pause with no start time Argo wrote (a manual
-/// `spec.paused`) counts from `first_seen`, when this instance first saw it paused.
+/// The pause of `rollout`, if it is paused: Argo's pause conditions, a manual `spec.paused`, or
+/// a promote Argo has not taken in yet (`Unpausing`). It counts from the earliest time Argo
+/// wrote for it (a pause condition's start, or when its `Paused` condition turned true, which
+/// survives a restart of tollgate); failing those, from `first_seen`, when this instance first
+/// saw it paused.
 pub fn pause_of(rollout: &Rollout, first_seen: Timestamp) -> Option<Pause> {
-    let conditions = rollout
-        .status
-        .as_ref()
-        .map_or(&[][..], |s| &s.pause_conditions[..]);
+    let empty = Default::default();
+    let status = rollout.status.as_ref().unwrap_or(&empty);
+    let conditions = &status.pause_conditions;
     let mut reasons: Vec<&str> = conditions.iter().map(|c| c.reason.as_str()).collect();
     if rollout.spec.paused == Some(true) {
         reasons.push("SpecPaused");
+    } else if status.controller_pause && conditions.is_empty() {
+        reasons.push("Unpausing");
     }
     if reasons.is_empty() {
         return None;
     }
     reasons.sort_unstable();
     reasons.dedup();
-    let since = conditions
+    let started = conditions.iter().filter_map(|c| c.start_time.as_deref());
+    let paused = status
+        .conditions
         .iter()
-        .filter_map(|c| c.start_time.as_deref()?.parse::<Timestamp>().ok())
+        .filter(|c| c.type_ == "Paused" && c.status == "True" && reasons != ["Unpausing"])
+        .filter_map(|c| c.last_transition_time.as_deref());
+    let since = started
+        .chain(paused)
+        .filter_map(|t| t.parse::<Timestamp>().ok())
         .min()
         .unwrap_or(first_seen);
     Some(Pause {
@@ -187,12 +197,45 @@ mod tests {
     }
 
     #[test]
-    fn a_manual_pause_counts_from_when_it_was_first_seen() {
+    fn a_manual_pause_counts_from_argos_paused_condition_or_when_first_seen() {
         let r = rollout(json!({}), json!({"spec": {"paused": true}}));
         let p = pause_of(&r, at("2026-12-01T00:00:00Z")).expect("paused");
         assert_eq!(
             (p.reason.as_str(), p.since),
             ("SpecPaused", at("2026-12-01T00:00:00Z"))
+        );
+        // As Argo writes it for spec.paused: a restart of tollgate no longer resets the age.
+        let conditions = json!({"conditions": [
+            {"type": "Completed", "status": "True", "lastTransitionTime": "2026-10-01T00:00:00Z"},
+            {"type": "Paused", "status": "True", "reason": "RolloutPaused",
+             "lastTransitionTime": "2026-10-24T08:00:00Z"}]});
+        let r = rollout(conditions.clone(), json!({"spec": {"paused": true}}));
+        let p = pause_of(&r, at("2026-12-01T00:00:00Z")).expect("paused");
+        assert_eq!(p.since, at("2026-10-24T08:00:00Z"));
+        let mut resumed = conditions;
+        resumed["conditions"][1]["status"] = json!("False");
+        let r = rollout(resumed, json!({"spec": {"paused": true}}));
+        let p = pause_of(&r, at("2026-12-01T00:00:00Z")).expect("paused");
+        assert_eq!(
+            p.since,
+            at("2026-12-01T00:00:00Z"),
+            "a stale condition is not read"
+        );
+    }
+
+    #[test]
+    fn a_promote_argo_has_not_taken_in_is_counted_as_unpausing() {
+        let r = rollout(
+            json!({"controllerPause": true, "pauseConditions": [],
+                "conditions": [{"type": "Paused", "status": "True",
+                    "lastTransitionTime": "2026-10-24T08:00:00Z"}]}),
+            json!({}),
+        );
+        let p = pause_of(&r, at("2026-12-01T00:00:00Z")).expect("unpausing");
+        assert_eq!(
+            (p.reason.as_str(), p.since),
+            ("Unpausing", at("2026-12-01T00:00:00Z")),
+            "counted from when the promote was seen waiting, not from the pause before it"
         );
     }
 

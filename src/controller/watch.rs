@@ -130,7 +130,7 @@ pub fn readable(
 }
 
 /// The gate, or its placeholder.
-pub(super) fn read(object: DynamicObject) -> RolloutGate {
+pub(crate) fn read(object: DynamicObject) -> RolloutGate {
     let rollouts = object.data.pointer("/spec/rollouts").cloned();
     let metadata = object.metadata.clone();
     let parsed = serde_json::to_value(&object).and_then(serde_json::from_value::<RolloutGate>);

@@ -15,6 +15,16 @@ pub enum DeadlineAction {
     Abort,
 }
 
+/// What a pause whose failures exceed the limit gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailAction {
+    #[default]
+    Abort,
+    /// Stop evaluating and say so; a person decides. For gates whose queries are not trusted
+    /// yet: a failure is told, never acted on.
+    Hold,
+}
+
 /// The cadence and patience of a gate (its checks are judged separately, see [`super::judge`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cadence {
@@ -30,6 +40,7 @@ pub struct Cadence {
     /// How long a pause may go without a promotion or abort.
     pub deadline: Option<Duration>,
     pub on_deadline: DeadlineAction,
+    pub on_fail: FailAction,
 }
 
 impl Default for Cadence {
@@ -42,6 +53,7 @@ impl Default for Cadence {
             error_limit: 5,
             deadline: None,
             on_deadline: DeadlineAction::Hold,
+            on_fail: FailAction::Abort,
         }
     }
 }
@@ -160,7 +172,7 @@ pub fn decide(
             "{} failing evaluation(s), {} tolerated: {last}",
             h.failures, policy.failure_limit
         );
-        return (h, Decision::Abort { reason });
+        return (h, lost(policy.on_fail, reason));
     }
     let required = policy.required_passes.max(1);
     if h.pass_streak >= required && at_pause >= policy.bake_time {
@@ -200,6 +212,18 @@ pub fn decide(
         };
     }
     (h, keep_evaluating(policy, &h, verdict, at_pause, required))
+}
+
+/// The decision at a lost pause. A hold ends the evaluations (`after: None`) as an abort
+/// would: later passes must not outgrow the failures either way.
+fn lost(on_fail: FailAction, reason: String) -> Decision {
+    match on_fail {
+        FailAction::Abort => Decision::Abort { reason },
+        FailAction::Hold => Decision::Hold {
+            reason: format!("would abort, but the gate's onFail is Hold: {reason}"),
+            after: None,
+        },
+    }
 }
 
 fn keep_evaluating(
@@ -292,6 +316,7 @@ mod tests {
             error_limit: 2,
             deadline: Some(600 * SEC),
             on_deadline: DeadlineAction::Hold,
+            on_fail: FailAction::Abort,
         }
     }
 
@@ -499,6 +524,36 @@ mod tests {
             assert_eq!(action.name(), "abort", "{v:?} after {h:?}: {action:?}");
             h = next;
         }
+    }
+
+    #[test]
+    fn on_fail_hold_holds_a_lost_pause_for_good_and_never_promotes_it() {
+        let p = Cadence {
+            failure_limit: 0,
+            required_passes: 1,
+            bake_time: Duration::ZERO,
+            on_fail: FailAction::Hold,
+            ..policy()
+        };
+        let mut h = History::default();
+        for v in [fail(), Verdict::Pass, Verdict::Pass] {
+            let (next, action) = decide(&p, h, &v, AtPause::agreed(60 * SEC));
+            let Decision::Hold { reason, after } = &action else {
+                panic!("{v:?} after {h:?}: {action:?}");
+            };
+            assert_eq!(*after, None, "a lost pause is concluded, not re-evaluated");
+            assert!(
+                reason.starts_with("would abort, but the gate's onFail is Hold: 1 failing"),
+                "{reason}"
+            );
+            h = next;
+        }
+        // Within the limit, a failure still waits for the next evaluation as before.
+        let tolerant = Cadence {
+            failure_limit: 1,
+            ..p.clone()
+        };
+        assert_eq!(run(&tolerant, &[(fail(), 10)]).1.name(), "wait");
     }
 
     #[test]

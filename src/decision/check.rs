@@ -35,10 +35,17 @@ pub struct CheckResult {
     pub verdict: Verdict,
     /// NoData under the `Skip` policy: left out of the evaluation.
     pub skipped: bool,
+    /// The check is a dry run: its verdict is reported, never counted.
+    pub dry_run: bool,
     pub series: Vec<SeriesResult>,
 }
 
 impl CheckResult {
+    /// Whether the verdict counts toward the evaluation's.
+    pub fn counts(&self) -> bool {
+        !self.skipped && !self.dry_run
+    }
+
     /// A sequential check's running evidence: the strongest against the canary among its
     /// series, and the weakest for it (every series must pass).
     pub fn log_evidence(&self) -> Option<LogEvidence> {
@@ -76,6 +83,7 @@ pub fn judge(policy: &Criteria, m: &Measurement) -> CheckResult {
         name: policy.name.clone(),
         verdict,
         skipped,
+        dry_run: policy.dry_run,
         series,
     }
 }
@@ -428,6 +436,7 @@ mod tests {
             no_data: OnNoData::Hold,
             min_samples: None,
             ratio: false,
+            dry_run: false,
         }
     }
 

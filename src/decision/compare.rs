@@ -372,6 +372,7 @@ mod tests {
             no_data,
             min_samples: None,
             ratio: true,
+            dry_run: false,
         }
     }
 

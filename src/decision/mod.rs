@@ -12,7 +12,7 @@ mod properties;
 mod rule;
 pub mod sequential;
 
-pub use cadence::{AtPause, Cadence, DeadlineAction, Decision, History, decide};
+pub use cadence::{AtPause, Cadence, DeadlineAction, Decision, FailAction, History, decide};
 pub use check::{CheckResult, SeriesResult, judge};
 pub use compare::{LogEvidence, MannWhitneyTest, SequentialTest};
 pub use rule::{Comparison, MAX_CONDITION_NESTING, Rule, RuleError, Tolerance, nesting, num};
@@ -121,6 +121,8 @@ pub struct Criteria {
     pub min_samples: Option<f64>,
     /// The value is numerator / denominator (see [`check::ratio`]).
     pub ratio: bool,
+    /// Judged and reported, but left out of the evaluation's verdict (see [`combine`]).
+    pub dry_run: bool,
 }
 
 /// The verdict for one series, one check, or one whole evaluation.
@@ -152,9 +154,9 @@ impl Verdict {
 }
 
 /// Combines the checks of one evaluation (see [`worst`]); it passes only when at least one check
-/// passed on real data.
+/// that counts passed on real data. Skipped and dry-run checks do not count.
 pub fn combine(results: &[CheckResult]) -> Verdict {
-    let judged = results.iter().filter(|r| !r.skipped);
+    let judged = results.iter().filter(|r| r.counts());
     let named = judged.clone().map(|r| (r.name.clone(), &r.verdict));
     if let Some(worst) = worst(named, usize::MAX) {
         return worst;
@@ -252,6 +254,7 @@ mod tests {
             name: name.into(),
             verdict,
             skipped: false,
+            dry_run: false,
             series: vec![],
         }
     }
@@ -288,6 +291,22 @@ mod tests {
             Verdict::Pass
         );
         assert!(matches!(combine(&[]), Verdict::NoData(_)));
+    }
+
+    #[test]
+    fn a_dry_run_check_is_never_counted() {
+        let mut trial = result("new-latency", Verdict::Fail("too slow".into()));
+        trial.dry_run = true;
+        assert_eq!(
+            combine(&[trial.clone(), result("errors", Verdict::Pass)]),
+            Verdict::Pass,
+            "its failure does not count"
+        );
+        trial.verdict = Verdict::Pass;
+        assert!(
+            matches!(combine(&[trial]), Verdict::NoData(_)),
+            "its pass is not the pass on real data a promotion needs"
+        );
     }
 
     #[test]

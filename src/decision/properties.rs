@@ -73,9 +73,10 @@ fn gate_policy() -> impl Strategy<Value = Cadence> {
         0u32..5,
         proptest::option::of(0u64..900),
         select(&[DeadlineAction::Hold, DeadlineAction::Abort][..]),
+        select(&[FailAction::Abort, FailAction::Hold][..]),
     )
         .prop_map(
-            |(interval, bake, passes, failures, errors, deadline, on_deadline)| Cadence {
+            |(interval, bake, passes, failures, errors, deadline, on_deadline, on_fail)| Cadence {
                 interval: Duration::from_secs(interval),
                 bake_time: Duration::from_secs(bake),
                 required_passes: passes,
@@ -83,6 +84,7 @@ fn gate_policy() -> impl Strategy<Value = Cadence> {
                 error_limit: errors,
                 deadline: deadline.map(Duration::from_secs),
                 on_deadline,
+                on_fail,
             },
         )
 }
@@ -128,13 +130,18 @@ proptest! {
                     "step {step}: promoted with passed={passed} baked={baked} lost={lost}: {action:?}"
                 ),
                 Decision::Abort { .. } => prop_assert!(
-                    lost || deadline_aborts,
+                    (lost && policy.on_fail == FailAction::Abort) || deadline_aborts,
                     "step {step}: aborted with {failures} failure(s) and no aborting deadline: \
                      {action:?}"
                 ),
                 Decision::Wait { .. } | Decision::Hold { .. } => {}
             }
-            if lost {
+            if lost && policy.on_fail == FailAction::Hold {
+                prop_assert!(
+                    matches!(action, Decision::Hold { after: None, .. }),
+                    "step {step}: past the failure limit, onFail Hold, but {action:?}"
+                );
+            } else if lost {
                 prop_assert!(
                     matches!(action, Decision::Abort { .. }),
                     "step {step}: past the failure limit but {action:?}"
@@ -248,6 +255,7 @@ fn check_policy(ratio: impl Strategy<Value = bool>) -> impl Strategy<Value = Cri
             no_data,
             min_samples,
             ratio,
+            dry_run: false,
         })
 }
 
@@ -378,6 +386,7 @@ proptest! {
             no_data,
             min_samples,
             ratio: false,
+            dry_run: false,
         };
         let series_labels = |name: &str| {
             let mut l = Labels::new();
@@ -441,6 +450,7 @@ fn ratio_at_most(limit: f64) -> Criteria {
         no_data: OnNoData::Hold,
         min_samples: None,
         ratio: true,
+        dry_run: false,
     }
 }
 
@@ -560,5 +570,39 @@ proptest! {
         );
         let whole = combine(std::slice::from_ref(&r));
         prop_assert!(whole.reason().len() < MAX_REASON + policy.name.len() + 2);
+    }
+}
+
+// ---- combine ---------------------------------------------------------------------------------
+
+fn check_result(i: usize, verdict: Verdict, skipped: bool, dry_run: bool) -> CheckResult {
+    CheckResult {
+        name: format!("c{i}"),
+        verdict,
+        skipped,
+        dry_run,
+        series: Vec::new(),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// A dry-run check is reported and never counted: adding any number of them, with any
+    /// verdicts, leaves the evaluation's verdict as the counted checks make it.
+    #[test]
+    fn a_dry_run_check_never_changes_the_verdict(
+        counted in vec((verdict(), any::<bool>()), 0..5),
+        trials in vec(verdict(), 1..4),
+    ) {
+        let mut checks: Vec<CheckResult> = counted
+            .into_iter()
+            .enumerate()
+            .map(|(i, (v, skipped))| check_result(i, v, skipped, false))
+            .collect();
+        let without = combine(&checks);
+        let n = checks.len();
+        checks.extend(trials.into_iter().enumerate().map(|(i, v)| check_result(n + i, v, false, true)));
+        prop_assert_eq!(combine(&checks), without);
     }
 }

@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 use crate::api::{GatedRollout, RolloutGate};
+use crate::controller::watch;
 use view::{EventLine, Explanation};
 
 #[derive(clap::Subcommand)]
@@ -58,8 +59,44 @@ pub enum InspectError {
     Json(#[from] serde_json::Error),
 }
 
+/// What a command prints: its output, and warnings for standard error.
+#[derive(Debug, Default)]
+pub struct Printed {
+    pub out: String,
+    /// Gates that could not be read, and so were left out.
+    pub warnings: Vec<String>,
+}
+
+/// Runs a command and prints what it found, warnings to standard error, as `program` (`tollgate`
+/// or `kubectl tollgate`): exit 0 when it found what it was asked for.
+pub fn main(command: Inspect, program: &str) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(r) => r.block_on(run(command)),
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(printed) => {
+            for warning in &printed.warnings {
+                eprintln!("{program}: warning: {warning}");
+            }
+            print!("{}", printed.out);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a command; what it prints.
-pub async fn run(command: Inspect) -> Result<String, InspectError> {
+pub async fn run(command: Inspect) -> Result<Printed, InspectError> {
     let client = Client::try_default().await?;
     let default = client.default_namespace().to_string();
     match command {
@@ -69,15 +106,17 @@ pub async fn run(command: Inspect) -> Result<String, InspectError> {
             output,
         } => {
             let namespace = namespace.unwrap_or(default);
-            let found = explain(&client, &namespace, &rollout).await?;
-            match output {
-                Output::Text => Ok(found
+            let (gates, warnings) = gates(&client, Some(&namespace)).await?;
+            let found = explain(&client, gates, &namespace, &rollout).await?;
+            let out = match output {
+                Output::Text => found
                     .iter()
                     .map(Explanation::render)
                     .collect::<Vec<_>>()
-                    .join("\n")),
-                Output::Json => Ok(serde_json::to_string_pretty(&found)? + "\n"),
-            }
+                    .join("\n"),
+                Output::Json => serde_json::to_string_pretty(&found)? + "\n",
+            };
+            Ok(Printed { out, warnings })
         }
         Inspect::List {
             namespace,
@@ -85,11 +124,13 @@ pub async fn run(command: Inspect) -> Result<String, InspectError> {
             output,
         } => {
             let scope = (!all_namespaces).then(|| namespace.unwrap_or(default));
-            let rows = list(&client, scope.as_deref()).await?;
-            match output {
-                Output::Text => Ok(table(&rows)),
-                Output::Json => Ok(serde_json::to_string_pretty(&rows)? + "\n"),
-            }
+            let (gates, warnings) = gates(&client, scope.as_deref()).await?;
+            let rows = list(gates);
+            let out = match output {
+                Output::Text => table(&rows),
+                Output::Json => serde_json::to_string_pretty(&rows)? + "\n",
+            };
+            Ok(Printed { out, warnings })
         }
     }
 }
@@ -98,10 +139,10 @@ pub async fn run(command: Inspect) -> Result<String, InspectError> {
 /// Rollout is a contest tollgate reports; both are shown).
 async fn explain(
     client: &Client,
+    gates: Vec<RolloutGate>,
     namespace: &str,
     rollout: &str,
 ) -> Result<Vec<Explanation>, InspectError> {
-    let gates: Api<RolloutGate> = Api::namespaced(client.clone(), namespace);
     // The gate's status is the story; Events only add to it, so a refusal (RBAC) is said, not
     // fatal.
     let events = events(client, namespace, rollout)
@@ -114,7 +155,7 @@ async fn explain(
             }]
         });
     let mut found = Vec::new();
-    for gate in gates.list(&ListParams::default()).await? {
+    for gate in gates {
         let entry = gate
             .status
             .as_ref()
@@ -178,13 +219,33 @@ pub struct Row {
     pub entry: GatedRollout,
 }
 
-async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<Row>, InspectError> {
-    let gates: Api<RolloutGate> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+/// The gates in `namespace` (or every namespace), read one by one as the controller reads them:
+/// one that does not parse (written under another CRD version, say) is left out with a warning
+/// that names it, instead of failing the command for every other gate.
+async fn gates(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<(Vec<RolloutGate>, Vec<String>), InspectError> {
+    let objects = watch::gates_untyped(client, namespace)
+        .list(&ListParams::default())
+        .await?;
+    let (mut readable, mut warnings) = (Vec::new(), Vec::new());
+    for gate in objects.into_iter().map(watch::read) {
+        match watch::unreadable(&gate) {
+            Some(why) => warnings.push(format!(
+                "RolloutGate {}/{} cannot be read, so it is left out (it gates nothing until fixed): {why}",
+                gate.namespace().unwrap_or_default(),
+                gate.name_any()
+            )),
+            None => readable.push(gate),
+        }
+    }
+    Ok((readable, warnings))
+}
+
+fn list(gates: Vec<RolloutGate>) -> Vec<Row> {
     let mut rows = Vec::new();
-    for gate in gates.list(&ListParams::default()).await? {
+    for gate in gates {
         let entries = gate.status.iter().flat_map(|s| s.rollouts.iter());
         for (rollout, entry) in entries {
             rows.push(Row {
@@ -196,7 +257,7 @@ async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<Row>, Insp
         }
     }
     rows.sort_by(|a, b| (&a.namespace, &a.rollout).cmp(&(&b.namespace, &b.rollout)));
-    Ok(rows)
+    rows
 }
 
 /// The rows as aligned columns.
@@ -254,6 +315,37 @@ fn table(rows: &[Row]) -> String {
 mod tests {
     use super::*;
     use crate::api::GatePhase;
+
+    #[tokio::test]
+    async fn a_gate_that_does_not_parse_is_named_and_the_others_are_listed() {
+        use crate::controller::fixtures::{self, ApiServer};
+        let server = ApiServer::default();
+        let mut good = serde_json::to_value(fixtures::gate("good", serde_json::Value::Null))
+            .expect("gate json");
+        good["status"] =
+            serde_json::json!({"rollouts": {"app": {"revision": "abc", "phase": "Holding"}}});
+        let mut bad = good.clone();
+        bad["metadata"]["name"] = "bad".into();
+        bad["spec"]["mode"] = "Sometimes".into();
+        server.put_at(
+            "/apis/tollgate.dev/v1alpha1/namespaces/ns/rolloutgates",
+            serde_json::json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGateList",
+                "metadata": {}, "items": [bad, good]}),
+        );
+        let (gates, warnings) = gates(&server.client(), Some("ns")).await.expect("listed");
+        let rows = list(gates);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            (rows[0].gate.as_str(), rows[0].entry.phase),
+            ("good", GatePhase::Holding)
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("RolloutGate ns/bad cannot be read")
+                && warnings[0].contains("Sometimes"),
+            "{warnings:?}"
+        );
+    }
 
     #[test]
     fn the_list_is_one_aligned_line_a_rollout() {

@@ -116,9 +116,14 @@ impl Explanation {
         for check in checks {
             let _ = writeln!(
                 out,
-                "  {:<7} {}  [{}]  {}",
+                "  {:<7} {}{}  [{}]  {}",
                 format!("{:?}", check.verdict),
                 check.name,
+                if check.dry_run {
+                    " (dry run, not counted)"
+                } else {
+                    ""
+                },
                 check.rule,
                 check.reason
             );
@@ -233,6 +238,7 @@ mod tests {
                     name: "errors".into(),
                     verdict: RecordedVerdict::Fail,
                     rule: "< 1".into(),
+                    dry_run: false,
                     reason: "1 of 2 series fail".into(),
                     series: vec![
                         series("model=\"gpt-4o\"", 0.0, RecordedVerdict::Pass),
@@ -267,6 +273,19 @@ mod tests {
         let gpt = text.find("gpt-4o").expect("gpt-4o");
         assert!(llama < gpt, "failing series first:\n{text}");
         assert!(text.contains("Holding        llama fails"), "{text}");
+    }
+
+    #[test]
+    fn a_dry_run_check_says_it_did_not_count() {
+        let mut entry = held();
+        if let Some(last) = entry.last_evaluation.as_mut() {
+            last.checks[0].dry_run = true;
+        }
+        let text = Explanation::new(&gate(), "litellm", entry, vec![]).render();
+        assert!(
+            text.contains("Fail    errors (dry run, not counted)  [< 1]"),
+            "{text}"
+        );
     }
 
     #[test]

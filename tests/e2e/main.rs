@@ -8,6 +8,7 @@ mod logmetrics;
 
 mod admission;
 mod check;
+mod control;
 mod demo;
 mod faults;
 mod gating;

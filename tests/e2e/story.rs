@@ -318,7 +318,13 @@ async fn a_hold_override_evaluates_without_acting_and_lifting_it_promotes() {
         "{said:?}"
     );
     // It evaluates and decides, and acts on nothing.
-    s.recorded(name, tollgate::api::GatePhase::DryRun).await;
+    let held = s.recorded(name, tollgate::api::GatePhase::DryRun).await;
+    assert!(
+        held.message
+            .starts_with("held by tollgate.dev/hold: would promote step 1"),
+        "the hold, not the gate's mode, is named: {}",
+        held.message
+    );
     assert!(
         s.notes(name, "Promoted").await.is_empty(),
         "held: never acted"

@@ -61,6 +61,9 @@ pub struct CheckRun {
     /// `prometheus`, `pods`, `probe` or `webhook`.
     pub source: &'static str,
     pub rule: String,
+    /// A dry-run check: judged and shown, left out of the gate's verdict.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     pub queries: Vec<QueryRun>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_samples: Option<f64>,
@@ -216,6 +219,7 @@ impl CheckRun {
                 Source::Webhook(_) => "webhook",
             },
             rule: c.criteria.rule.describe(),
+            dry_run: c.criteria.dry_run,
             queries: Vec::new(),
             min_samples: c.criteria.min_samples,
             samples: None,

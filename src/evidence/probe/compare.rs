@@ -195,6 +195,7 @@ mod tests {
                 no_data: Default::default(),
                 min_samples: None,
                 ratio: false,
+                dry_run: false,
             },
             &m,
         );

@@ -218,6 +218,7 @@ mod tests {
             no_data: Default::default(),
             min_samples: None,
             ratio: false,
+            dry_run: false,
         };
         let r = judge(&policy, &m);
         assert!(

@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod explain;
 pub mod metrics;
 pub mod notify;
+pub mod promql;
 pub mod server;
 
 pub use error::{Error, Result};

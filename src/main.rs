@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Inspect(command) => return tollgate::explain::main(command, "tollgate"),
-        Command::Check(command) => return check(command),
+        Command::Check(command) => return tollgate::check::main(command, "tollgate"),
         Command::Logmetrics(args) => return logmetrics(*args),
         Command::Run {
             listen,
@@ -182,20 +182,6 @@ fn logmetrics(args: tollgate_logmetrics::LogmetricsArgs) -> ExitCode {
         Err(e) => {
             eprintln!("tollgate logmetrics: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// `check`: a gate file checked; exit 0 clean, 1 problems, 2 could not check.
-fn check(command: tollgate::check::Command) -> ExitCode {
-    match tollgate::check::run_blocking(command) {
-        Ok(outcome) => {
-            print!("{}", outcome.output);
-            ExitCode::from(outcome.code)
-        }
-        Err(e) => {
-            eprintln!("tollgate check: {e}");
-            ExitCode::from(tollgate::check::EXIT_UNUSABLE)
         }
     }
 }

@@ -1148,7 +1148,7 @@ const QUERIES: &[&[u8]] = &[
 
 fn check_promql(_: u64, input: &[u8]) -> Outcome {
     let text = String::from_utf8_lossy(input);
-    match tollgate::check::promql::parse(&text) {
+    match tollgate::promql::parse(&text) {
         Ok(expr) => {
             let selectors = expr.selectors().len();
             let windows = expr.windows().len();
@@ -1168,5 +1168,5 @@ fn check_promql(_: u64, input: &[u8]) -> Outcome {
 
 #[test]
 fn check_promql_scan() {
-    fuzz("check::promql::parse", QUERIES, &check_promql);
+    fuzz("promql::parse", QUERIES, &check_promql);
 }

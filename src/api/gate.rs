@@ -252,7 +252,8 @@ pub struct Check {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// The value is numerator / denominator, series by series. A series missing from the
-    /// numerator counts as 0 (no errors); a missing or zero denominator is NoData; a numerator
+    /// numerator counts as 0 (no errors) once the source knows every metric the numerator reads
+    /// (else Error); a missing or zero denominator is NoData; a numerator
     /// series with no denominator series of the same labels is Error (aggregate both sides by
     /// the same labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]

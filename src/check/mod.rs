@@ -15,7 +15,6 @@ mod offline;
 mod online;
 mod output;
 mod probe;
-pub mod promql;
 mod silence;
 mod target;
 
@@ -212,6 +211,21 @@ fn on_big_stack<T: Send>(work: impl FnOnce() -> T + Send) -> std::io::Result<T> 
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
+}
+
+/// Runs `check` and prints its report as `program` (`tollgate` or `kubectl tollgate`); the exit
+/// code says what it found (see [`EXIT_UNUSABLE`]).
+pub fn main(command: Command, program: &str) -> std::process::ExitCode {
+    match run_blocking(command) {
+        Ok(outcome) => {
+            print!("{}", outcome.output);
+            std::process::ExitCode::from(outcome.code)
+        }
+        Err(e) => {
+            eprintln!("{program} check: {e}");
+            std::process::ExitCode::from(EXIT_UNUSABLE)
+        }
+    }
 }
 
 /// Runs `tollgate check` to its end, on a stack deep enough for any gate admission accepts.

@@ -14,8 +14,7 @@ use crate::evidence::template::Vars;
 pub struct Plan {
     kube: Option<kube::Client>,
     rollout: Option<(String, String)>,
-    /// Canary hash, stable hash, step.
-    revisions: (String, String, Option<i32>),
+    revisions: Revisions,
     prometheus: Option<String>,
     probe: bool,
     at: f64,
@@ -39,7 +38,11 @@ impl Plan {
             None => None,
         };
         let revisions = match (given, &rollout, &kube) {
-            (Some((canary, stable)), _, _) => (canary, stable, None),
+            (Some((canary, stable)), _, _) => Revisions {
+                canary,
+                stable,
+                ..Revisions::default()
+            },
             (None, Some((ns, name)), Some(client)) => live(client, ns, name).await?,
             _ => return Err(CheckError::Usage("no revisions to measure".into())),
         };
@@ -70,17 +73,20 @@ impl Plan {
                 (ns, name)
             }
         };
-        let (canary, stable, step) = self.revisions.clone();
+        let r = self.revisions.clone();
+        let pause_seconds = r
+            .paused_since
+            .map_or(0.0, |since| (self.at - since).max(0.0));
         Ok(Context {
             vars: Vars {
                 namespace,
                 rollout,
-                hash: canary.clone(),
-                canary_hash: canary,
-                stable_hash: stable,
-                step,
-                // Not read from the pause: `{{ pauseWindow }}` renders as its floor (60s) here.
-                pause_seconds: 0.0,
+                hash: r.canary.clone(),
+                canary_hash: r.canary,
+                stable_hash: r.stable,
+                step: r.step,
+                // `{{ pauseWindow }}`: the live pause's age, or its floor (60s) without one.
+                pause_seconds,
             },
             prometheus: self.prometheus.clone(),
             kube: self.kube.clone(),
@@ -101,12 +107,18 @@ fn split(text: &str) -> Result<(String, String), CheckError> {
     }
 }
 
-/// The canary and stable hashes and the step of a Rollout, from its status.
-async fn live(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-) -> Result<(String, String, Option<i32>), CheckError> {
+/// What a run measures.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Revisions {
+    canary: String,
+    stable: String,
+    step: Option<i32>,
+    /// When the Rollout's pause began (Unix seconds), if it is at one.
+    paused_since: Option<f64>,
+}
+
+/// The canary and stable hashes, the step and the pause's start of a Rollout, from its status.
+async fn live(client: &kube::Client, namespace: &str, name: &str) -> Result<Revisions, CheckError> {
     let api: Api<Rollout> = Api::namespaced(client.clone(), namespace);
     let rollout = api
         .get_opt(name)
@@ -122,7 +134,18 @@ async fn live(
         Phase::CanaryPause { step } => Some(step),
         _ => status.current_step_index,
     };
-    Ok((canary, status.stable_rs.unwrap_or_default(), step))
+    let paused_since = status
+        .pause_conditions
+        .iter()
+        .filter_map(|c| c.start_time.as_deref()?.parse::<Timestamp>().ok())
+        .min()
+        .map(|t| t.as_millisecond() as f64 / 1000.0);
+    Ok(Revisions {
+        canary,
+        stable: status.stable_rs.unwrap_or_default(),
+        step,
+        paused_since,
+    })
 }
 
 #[cfg(test)]
@@ -138,5 +161,35 @@ mod tests {
         for bad in ["litellm", "/litellm", "llm/", "a/b/c", ""] {
             assert!(split(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_pause_window_is_the_live_pauses_age() {
+        let gate: RolloutGate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+            "metadata": {"name": "g", "namespace": "llm"},
+            "spec": {"rollouts": {"name": "litellm"}, "podHealth": {}},
+        }))
+        .expect("gate");
+        let plan = |paused_since| Plan {
+            kube: None,
+            rollout: None,
+            revisions: Revisions {
+                canary: "c".into(),
+                stable: "s".into(),
+                step: Some(1),
+                paused_since,
+            },
+            prometheus: None,
+            probe: false,
+            at: 10_000.0,
+        };
+        let at = |p: Plan| p.context(&gate).expect("context").vars.pause_seconds;
+        assert_eq!(at(plan(Some(10_000.0 - 754.0))), 754.0);
+        assert_eq!(
+            at(plan(None)),
+            0.0,
+            "no pause: the template's floor applies"
+        );
     }
 }

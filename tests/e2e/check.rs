@@ -139,7 +139,7 @@ async fn check_catches_the_seeds_gate_and_passes_a_good_one_at_a_real_pause() {
         "{text}"
     );
     assert!(
-        text.contains("returns no series: the metric may not exist, or has no traffic for this revision; litellm_request_total has no series at all"),
+        text.contains("returns no series: the metric may not exist, or has no traffic for this revision; litellm_request_total has neither a series nor metadata"),
         "{text}"
     );
     assert!(text.contains(&format!("canary {canary}")), "{text}");

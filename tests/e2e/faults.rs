@@ -12,7 +12,7 @@ use tollgate::api::{GatePhase, GatedRollout, Rollout, RolloutGate};
 use crate::support::controller::Tollgate;
 use crate::support::faultproxy::{Fault, FaultProxy};
 use crate::support::scenario::{MODELS, Scenario};
-use crate::support::traffic::Behaviour;
+use crate::support::traffic::{Behaviour, METRIC};
 use crate::support::{STEP_TIMEOUT, wait_for};
 
 const GATE: &str = "litellm-gate";
@@ -166,6 +166,68 @@ async fn errors_by_code_over_a_total_never_promote_a_failing_canary() {
     s.ns.assert_paused_at(NAME, 1).await;
     assert!(s.notes(NAME, "Promoted").await.is_empty());
     s.finish().await;
+}
+
+/// A ratio whose numerator names a metric the source has never had (a typo, a rename): an empty
+/// numerator must not read as zero errors. The gate holds on an Error naming the metric.
+#[tokio::test]
+async fn a_numerator_on_a_metric_that_does_not_exist_never_reads_as_zero_errors() {
+    let mut s = Scenario::new("fault-no-metric").await;
+    let misspelt = s
+        .selector("")
+        .replace(METRIC, "tollgate_e2e_request_errors_totl");
+    let gate = s.gate(
+        NAME,
+        json!([errors_counted_on(&s, &misspelt)]),
+        json!({"errorLimit": 2}),
+    );
+    s.canary_with_gate(NAME, Behaviour::healthy(MODELS), gate)
+        .await;
+    s.ns.bump_revision(NAME, "v2").await;
+    let held = s
+        .wait_entry(GATE, NAME, "a hold on the unknown metric", |e| {
+            e.phase == GatePhase::Holding && e.errors >= 3
+        })
+        .await;
+    assert!(
+        held.message.contains("`tollgate_e2e_request_errors_totl`")
+            && held.message.contains("neither a series nor metadata"),
+        "{}",
+        held.message
+    );
+    assert_eq!(held.pass_streak, 0);
+    s.ns.assert_paused_at(NAME, 1).await;
+    assert!(s.notes(NAME, "Promoted").await.is_empty());
+    s.finish().await;
+}
+
+/// The counterpart: an error counter the app defines and has never incremented (a client
+/// library exposes it without a series) is known by its metadata, and a healthy canary with no
+/// errors is promoted.
+#[tokio::test]
+async fn an_error_counter_never_incremented_reads_as_zero_errors() {
+    let mut s = Scenario::new("fault-lazy-counter").await;
+    let failures = "tollgate_e2e_failures_total";
+    s.exporter.describe(failures);
+    let selector = s.selector("").replace(METRIC, failures);
+    let gate = s.gate(NAME, json!([errors_counted_on(&s, &selector)]), json!({}));
+    s.canary_with_gate(NAME, Behaviour::healthy(MODELS), gate)
+        .await;
+    s.ns.bump_revision(NAME, "v2").await;
+    s.promoted_at_step_1(NAME).await;
+    s.finish().await;
+}
+
+/// An error-rate check whose numerator counts `errors` (a selector) over all requests.
+fn errors_counted_on(s: &Scenario, errors: &str) -> Value {
+    json!({
+        "name": "error-rate",
+        "ratio": {
+            "numerator": format!("sum by (model) (rate({errors}[15s]))"),
+            "denominator": format!("sum by (model) (rate({}[15s]))", s.selector("")),
+        },
+        "threshold": {"op": "<=", "value": 0.05},
+    })
 }
 
 /// An analysis's InconclusiveAnalysisRun beside the gated pause: a promote would clear it too,

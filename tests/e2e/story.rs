@@ -164,7 +164,7 @@ async fn kubectl_tollgate_explains_a_held_and_an_aborted_canary_and_lists_them()
         json!({"failureLimit": 1, "interval": "3s"}),
     );
     let broken = Behaviour::healthy(MODELS).with("llama", "500");
-    s.canary_with_gate("litellm", broken, gate).await;
+    s.canary_with_gate("litellm", broken, gate.clone()).await;
     s.ns.bump_revision("litellm", "v2").await;
     let held = wait_for(
         "an explanation with a failing series",
@@ -212,6 +212,16 @@ async fn kubectl_tollgate_explains_a_held_and_an_aborted_canary_and_lists_them()
     );
     let row = list.lines().nth(1).unwrap_or_default();
     assert!(row.contains("litellm") && row.contains("Aborted"), "{list}");
+
+    // The same plugin checks the gate's file before it merges (JSON is YAML).
+    let file = std::env::temp_dir().join(format!("{ns}-gate.yaml"));
+    std::fs::write(&file, gate.to_string()).expect("gate file");
+    let checked = kubectl_tollgate(&["check", "-f", &file.display().to_string()]).await;
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        checked.contains("RolloutGate") && checked.contains("litellm-gate"),
+        "{checked}"
+    );
 
     // Not gated: says so and how to look, with a failing exit code.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 mod queries;
 
-use super::promql;
 use super::{Finding, Severity};
 use crate::api::{Check, NoData, Op, ProbeMetric, RolloutGateSpec};
+use crate::promql;
 use queries::{five_xx_only, mismatched_grouping, no_revision, query_is_error_ratio, short_window};
 
 /// A lint: its id, why it matters, and what to do.

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::api::Check;
 use crate::check::Finding;
-use crate::check::promql::{self, Expr, MatchOp, Matcher, Shape};
+use crate::promql::{self, Expr, MatchOp, Matcher, Shape};
 
 const STATUS_4XX: [&str; 11] = [
     "400", "401", "403", "404", "408", "409", "422", "429", "499", "4xx", "4XX",

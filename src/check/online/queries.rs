@@ -3,7 +3,7 @@
 //! the source is asked whether the query's metrics exist at all.
 
 use super::{Context, NO_SERIES, QUERY_ERROR, QueryRun, found};
-use crate::check::{Finding, Severity, promql};
+use crate::check::{Finding, Severity};
 use crate::decision::{Answer, Measurement, Rule};
 use crate::evidence::credentials::{self, Auth, Credentials};
 use crate::evidence::prometheus::{self, Queries};
@@ -136,7 +136,9 @@ async fn empty(
     check: &str,
     findings: &mut Vec<Finding>,
 ) {
-    let missing = missing_metrics(text, client, at).await;
+    let missing = prometheus::missing(client, text, at, std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
     let numerator = run.field == "ratio.numerator";
     let note = match (numerator, missing.is_empty()) {
         (true, true) => {
@@ -145,10 +147,10 @@ async fn empty(
         }
         (_, true) => PLAIN.to_string(),
         (_, false) => format!(
-            "{PLAIN}; {} {} no series at all in this Prometheus: not exported, not scraped, or misspelt{}",
+            "{PLAIN}; {} {} neither a series nor metadata in this Prometheus: not exported, not scraped, or misspelt{}",
             missing.join(", "),
             if missing.len() == 1 { "has" } else { "have" },
-            if numerator { " (an empty numerator reads as 0 errors whatever happens)" } else { "" }
+            if numerator { " (the gate holds on an Error: an empty numerator counts as 0 errors only when its metrics exist)" } else { "" }
         ),
     };
     if !numerator || !missing.is_empty() {
@@ -160,7 +162,7 @@ async fn empty(
             Some(run.field),
             message,
         );
-        f.why = Some("a query with no series is NoData: the gate holds on it and never promotes (an empty numerator reads as 0 errors instead)".into());
+        f.why = Some("a query with no series is NoData: the gate holds on it and never promotes (an empty numerator reads as 0 errors instead, when the metrics it reads exist)".into());
         f.fix = Some("check the metric's name and labels against what the app exports; a revision with no traffic yet fills in by itself".into());
         findings.push(f);
     }
@@ -170,28 +172,3 @@ async fn empty(
 /// What an empty answer may mean, said plainly.
 const PLAIN: &str =
     "returns no series: the metric may not exist, or has no traffic for this revision";
-
-/// The metric names a query selects that have no series at all at `at`.
-async fn missing_metrics(text: &str, client: &prometheus::Client, at: f64) -> Vec<String> {
-    let Ok(expr) = promql::parse(text) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = expr
-        .selectors()
-        .iter()
-        .filter_map(|s| s.name.clone())
-        .collect();
-    names.sort();
-    names.dedup();
-    let mut missing = Vec::new();
-    for name in names {
-        let q = format!("count({{__name__=\"{}\"}})", template::promql_string(&name));
-        let reply = client
-            .query(&q, at, std::time::Duration::from_secs(10))
-            .await;
-        if reply.answer.is_ok_and(|s| s.is_empty()) {
-            missing.push(name);
-        }
-    }
-    missing
-}

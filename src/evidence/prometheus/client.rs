@@ -1,7 +1,7 @@
 //! A minimal client for the Prometheus HTTP API's instant queries, as spoken by Prometheus,
 //! VictoriaMetrics, Thanos, Mimir and Cortex.
 //!
-//! Only what gating needs: `/api/v1/query` over GET, bearer or basic auth, an extra CA, a
+//! Only what gating needs: `/api/v1/query` (and `/api/v1/metadata`, see [`super::exists`]) over GET, bearer or basic auth, an extra CA, a
 //! timeout. Results become [`Sample`]s; `NaN`/`±Inf` are kept as such (the decision engine makes
 //! them NoData). `warnings` (Prometheus, Thanos, Mimir) and `isPartial` (VictoriaMetrics) are
 //! kept beside the samples: partial data is never judged. Bodies are read up to [`MAX_BODY`].
@@ -43,6 +43,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     authorization: Option<HeaderValue>,
+    /// Metric names this source was seen to know, and when (see [`super::exists`]).
+    pub(super) known: super::exists::Known,
 }
 
 impl Client {
@@ -60,33 +62,72 @@ impl Client {
             http,
             base: address.trim_end_matches('/').to_string(),
             authorization,
+            known: Default::default(),
         })
     }
 
     /// Runs an instant query evaluated at `at` (Unix seconds). Every query of one evaluation uses
     /// the same instant, so a numerator and its denominator describe the same moment.
     pub async fn query(&self, promql: &str, at: f64, timeout: Duration) -> Reply {
+        let query = [("query", promql), ("time", &format!("{at:.3}"))];
+        match self.get("query", &query, timeout).await {
+            Ok((status, body)) => parse(status, &body),
+            Err(why) => Reply::failed(why),
+        }
+    }
+
+    /// Whether any target the source scrapes describes `metric` (its `# HELP`/`# TYPE`), with
+    /// or without samples: a counter defined and never incremented is known here. `Ok(false)`
+    /// also for a source that keeps no metadata (VictoriaMetrics answers with none).
+    pub async fn describes(&self, metric: &str, timeout: Duration) -> Result<bool, String> {
+        let query = [("metric", metric), ("limit", "1")];
+        let (status, body) = self.get("metadata", &query, timeout).await?;
+        #[derive(Deserialize)]
+        struct Metadata {
+            status: String,
+            #[serde(default)]
+            data: std::collections::HashMap<String, serde_json::Value>,
+        }
+        match serde_json::from_slice::<Metadata>(&body) {
+            Ok(m) if m.status == "success" => Ok(m.data.contains_key(metric)),
+            // Not served (a 404 from a proxy or a store without the endpoint): no metadata.
+            _ if status == 404 => Ok(false),
+            _ => Err(format!(
+                "{}/api/v1/metadata answered HTTP {status}: {:?}",
+                self.base,
+                http::snippet(&body, 120)
+            )),
+        }
+    }
+
+    /// GETs `/api/v1/{path}`: the status and the body (capped), or why there is none.
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
         let mut request = self
             .http
-            .get(format!("{}/api/v1/query", self.base))
-            .query(&[("query", promql), ("time", &format!("{at:.3}"))])
+            .get(format!("{}/api/v1/{path}", self.base))
+            .query(query)
             .timeout(timeout);
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return Reply::failed(format!("{} {}", self.base, http::describe(&e))),
-        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{} {}", self.base, http::describe(&e)))?;
         let status = response.status().as_u16();
         match http::read_limited(response, MAX_BODY).await {
-            Ok(Some(body)) => parse(status, &body),
-            Ok(None) => Reply::failed(format!(
+            Ok(Some(body)) => Ok((status, body.to_vec())),
+            Ok(None) => Err(format!(
                 "{} answered with more than {} MiB; narrow the query to the series it judges",
                 self.base,
                 MAX_BODY >> 20
             )),
-            Err(e) => Reply::failed(format!("{} {}", self.base, http::describe(&e))),
+            Err(e) => Err(format!("{} {}", self.base, http::describe(&e))),
         }
     }
 }

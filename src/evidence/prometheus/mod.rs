@@ -2,8 +2,10 @@
 //! one instant, with the source asked which moment its answers describe.
 
 mod client;
+mod exists;
 
 pub use client::{Client, MAX_BODY, Reply, parse};
+pub use exists::missing;
 
 use std::time::Duration;
 
@@ -80,6 +82,10 @@ pub async fn measure(
         Ok(r) => r,
         Err(no_evidence) => return *no_evidence,
     };
+    let ratio = match (&rendered[0], &rendered[1]) {
+        (Some(Ok(n)), Some(Ok(d))) => Some((n.clone(), d.clone())),
+        _ => None,
+    };
     rendered.push(Some(Ok(AS_OF.to_string())));
     let mut replies = futures::future::join_all(rendered.into_iter().map(|promql| async move {
         match promql {
@@ -97,7 +103,44 @@ pub async fn measure(
     if answered && let Some(why) = before_the_pause(at, as_of, not_before) {
         return Measurement::no_data(why);
     }
-    measurement(replies)
+    let mut m = measurement(replies);
+    if let Some((numerator, denominator)) = ratio {
+        vouch(
+            &mut m,
+            client,
+            (&numerator, &denominator),
+            at,
+            check.endpoint.timeout,
+        )
+        .await;
+    }
+    m
+}
+
+/// An empty numerator (canary's or stable's) counts as zero errors only once the source is
+/// known to have every metric it reads (see [`exists`]); otherwise the check is Error.
+async fn vouch(
+    m: &mut Measurement,
+    client: &Client,
+    (numerator, denominator): (&str, &str),
+    at: f64,
+    timeout: Duration,
+) {
+    let empty = |a: &Option<Answer>| matches!(a, Some(Ok(s)) if s.is_empty());
+    if !empty(&m.value) && !empty(&m.baseline) {
+        return;
+    }
+    let why = match exists::unknown(client, numerator, denominator, at, timeout).await {
+        Ok(unknown) if unknown.is_empty() => return,
+        Ok(unknown) => exists::explain(&unknown),
+        Err(e) => format!(
+            "the numerator is empty, and whether the metrics it reads exist could not be asked: {e}"
+        ),
+    };
+    m.value = Some(Err(crate::decision::clip(
+        &why,
+        crate::decision::MAX_SOURCE_MESSAGE,
+    )));
 }
 
 /// A query rendered for one revision, a template error to report, or `None`: not needed.

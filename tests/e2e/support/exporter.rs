@@ -11,6 +11,9 @@ type Series = BTreeMap<(String, Vec<(String, String)>), f64>;
 #[derive(Clone, Default)]
 pub struct Exporter {
     series: Arc<Mutex<Series>>,
+    /// Counters described with no series yet, as a client library exposes a labelled counter
+    /// before its first increment.
+    described: Arc<Mutex<std::collections::BTreeSet<String>>>,
     pub addr: Option<SocketAddr>,
 }
 
@@ -24,13 +27,22 @@ impl Exporter {
         exporter.addr = Some(listener.local_addr().expect("exporter address"));
         let app = Router::new()
             .route("/metrics", get(render))
-            .with_state(exporter.series.clone());
+            .with_state((exporter.series.clone(), exporter.described.clone()));
         tokio::spawn(async move { axum::serve(listener, app).await });
         exporter
     }
 
     pub fn address(&self) -> SocketAddr {
         self.addr.expect("exporter started")
+    }
+
+    /// Describes counter `name` (`# HELP`, `# TYPE`) without a series.
+    #[allow(dead_code)]
+    pub fn describe(&self, name: &str) {
+        self.described
+            .lock()
+            .expect("exporter lock")
+            .insert(name.to_string());
     }
 
     /// Sets counter `name{labels}` to `value`.
@@ -66,9 +78,17 @@ impl Exporter {
     }
 }
 
-async fn render(State(series): State<Arc<Mutex<Series>>>) -> String {
+type Described = Arc<Mutex<std::collections::BTreeSet<String>>>;
+
+async fn render(State((series, described)): State<(Arc<Mutex<Series>>, Described)>) -> String {
     let series = series.lock().map(|s| s.clone()).unwrap_or_default();
     let mut out = String::new();
+    for name in described.lock().map(|d| d.clone()).unwrap_or_default() {
+        if !series.keys().any(|(n, _)| *n == name) {
+            out.push_str(&format!("# HELP {name} Described, never incremented.\n"));
+            out.push_str(&format!("# TYPE {name} counter\n"));
+        }
+    }
     let mut typed = std::collections::BTreeSet::new();
     for ((name, labels), value) in &series {
         if typed.insert(name.clone()) {

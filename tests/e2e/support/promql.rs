@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use tollgate::check::promql::{MatchOp, parse};
+use tollgate::promql::{MatchOp, parse};
 
 /// The metric names `expr` reads: each selector's name, or its `__name__="…"`.
 pub fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {

@@ -13,7 +13,8 @@ use super::{Header, SecretKey};
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.targets.all(t, self.targets.exists_one(u, u.name == t.name))",
      "message": UNIQUE_TARGETS},
-    {"rule": "self.on.all(r, self.on.exists_one(s, s == r))", "message": UNIQUE_ON},
+    {"rule": "!has(self.on) || self.on.all(r, self.on.exists_one(s, s == r))",
+     "message": UNIQUE_ON},
 ]))]
 #[serde(rename_all = "camelCase")]
 pub struct Notify {

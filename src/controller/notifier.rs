@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 
 use super::context::Context;
 use super::effect::{Note, Reason};
@@ -239,8 +240,11 @@ async fn deliver(ctx: &Context, sender: &Sender, target: &Target, job: &Job) {
     let reason = job.notice.reason;
     let leading = || ctx.leadership.is_leading();
     let retried = || ctx.metrics.notifications.retried(kind);
+    // Each attempt's log line names its target (never its URL).
+    let span = tracing::debug_span!("notify", target = %target.name, kind, reason);
     match sender
         .deliver(&ctx.client, target, &job.notice, leading, retried)
+        .instrument(span)
         .await
     {
         Delivery::Sent { attempts } => {
@@ -351,6 +355,167 @@ mod tests {
                 .lock()
                 .map(|s| s.keys.contains(&9999))
                 .unwrap_or(true)
+        );
+    }
+
+    /// A webhook receiver on loopback answering `status`, and what it was sent.
+    async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/hook/{token}",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                if let Ok(mut s) = seen.lock() {
+                    s.push(body);
+                }
+                async move { axum::http::StatusCode::from_u16(status).unwrap_or_default() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/hook/s3cr3t-token"), got)
+    }
+
+    /// A gate notifying a webhook whose URL is in the Secret `hooks`, through the whole path:
+    /// `record::note` → queue → the Secret read from the (fake) API server → a real request.
+    async fn notifying(
+        status: u16,
+    ) -> (
+        Arc<Context>,
+        crate::controller::fixtures::ApiServer,
+        Arc<Mutex<Vec<serde_json::Value>>>,
+    ) {
+        use crate::controller::fixtures;
+        let (url, got) = receiver(status).await;
+        let server = fixtures::ApiServer::default();
+        let gate = fixtures::gate(
+            "g",
+            serde_json::json!({"rollouts": {"name": "app"}, "podHealth": {},
+            "notify": {"targets": [{"name": "audit", "webhook": {"url": {"name": "hooks", "key": "url"}}}],
+                "link": "https://argo/{{ rollout }}/{{ revision }}"}}),
+        );
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hooks", "namespace": "ns"},
+            "data": {"url": k8s_openapi::ByteString(url.into_bytes())}}))
+            .expect("secret");
+        server.put(&secret);
+        let ctx = fixtures::context(&server, std::slice::from_ref(&gate));
+        let policy = Policy {
+            attempts: 3,
+            first_wait: std::time::Duration::from_millis(10),
+            ..Policy::default()
+        };
+        tokio::spawn(run(ctx.clone(), policy));
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, "2026-01-01T00:00:00Z"));
+        record::note(
+            &ctx,
+            &rollout,
+            &gate,
+            Note::new(Reason::Aborted, "aborted step 1: x"),
+        )
+        .await;
+        // Said again in other words (a 409 re-decision): the same decision, not notified twice.
+        record::note(
+            &ctx,
+            &rollout,
+            &gate,
+            Note::new(Reason::Aborted, "aborted step 1: y"),
+        )
+        .await;
+        // Not a reason the gate's targets hear of.
+        record::note(
+            &ctx,
+            &rollout,
+            &gate,
+            Note::new(Reason::GateChanged, "changed"),
+        )
+        .await;
+        (ctx, server, got)
+    }
+
+    async fn settle(what: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decision_is_notified_once_with_its_facts_through_the_whole_path() {
+        let (ctx, _server, got) = notifying(200).await;
+        let count = || got.lock().map(|g| g.len()).unwrap_or(0);
+        settle(|| count() >= 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let got = got.lock().map(|g| g.clone()).unwrap_or_default();
+        assert_eq!(got.len(), 1, "{got:?}");
+        let doc = &got[0];
+        assert_eq!(
+            (&doc["kind"], &doc["message"], &doc["gate"], &doc["rollout"]),
+            (
+                &"Aborted".into(),
+                &"aborted step 1: x".into(),
+                &"g".into(),
+                &"app".into()
+            )
+        );
+        assert_eq!((&doc["revision"], &doc["step"]), (&"abc".into(), &1.into()));
+        assert_eq!(doc["link"], "https://argo/app/abc");
+        let sent = r#"tollgate_notifications_total{kind="webhook",outcome="sent"} 1"#;
+        assert!(ctx.metrics.render().lines().any(|l| l == sent));
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_stays_down_is_given_up_on_with_a_warning_naming_the_target_not_its_url()
+     {
+        let (ctx, server, got) = notifying(503).await;
+        let failed = || {
+            server
+                .events()
+                .into_iter()
+                .filter(|e| e.1 == "NotifyFailed")
+                .count()
+        };
+        settle(|| failed() >= 1).await;
+        let events = server.events();
+        let warning = events
+            .iter()
+            .find(|e| e.1 == "NotifyFailed")
+            .expect("a NotifyFailed Event");
+        assert_eq!(
+            (warning.0.as_str(), warning.3.as_str()),
+            ("Warning", "RolloutGate")
+        );
+        assert!(
+            warning.2.starts_with(
+                "could not notify target audit (webhook) of Aborted after 3 attempt(s)"
+            ) && warning.2.ends_with("answered 503"),
+            "{warning:?}"
+        );
+        assert!(
+            !warning.2.contains("s3cr3t") && !warning.2.contains("127.0.0.1"),
+            "{warning:?}"
+        );
+        assert_eq!(
+            got.lock().map(|g| g.len()).unwrap_or(0),
+            3,
+            "three attempts, no more"
+        );
+        let render = ctx.metrics.render();
+        assert!(
+            render
+                .lines()
+                .any(|l| l == r#"tollgate_notifications_total{kind="webhook",outcome="failed"} 1"#)
+        );
+        assert!(
+            render
+                .lines()
+                .any(|l| l == r#"tollgate_notification_retries_total{kind="webhook"} 2"#)
         );
     }
 }

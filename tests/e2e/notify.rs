@@ -296,3 +296,59 @@ async fn a_receiver_that_stays_down_is_retried_then_reported_by_a_warning_never_
     assert_no_token(&t.log(), &tokens);
     s.finish().await;
 }
+
+/// `--default-notify-secret`: a Rollout no gate selects, paused past `--stuck-after`, is told to
+/// the default targets — the kinds the Secret has a key for, and no others, without a failure.
+#[tokio::test]
+async fn the_default_targets_hear_of_a_stuck_rollout_no_gate_selects() {
+    let mut s = Scenario::without_tollgate("notify-default").await;
+    let ns = s.ns.name.clone();
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    let token = format!("T0KEN-{}", unique_suffix());
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "defaults"},
+        "stringData": {"webhook": format!("http://{addr}/webhook/{token}")}}))
+    .expect("a Secret");
+    s.ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the default targets' Secret");
+    let flags = [
+        "--stuck-after",
+        "3s",
+        "--default-notify-secret",
+        &format!("{ns}/defaults"),
+    ];
+    s.tollgate = Some(crate::support::controller::Tollgate::start_with(&ns, &flags).await);
+    s.ns.create_rollout(crate::support::canary_rollout("forgotten"))
+        .await;
+    s.ns.wait_phase("forgotten", "v1 Healthy", |p| {
+        *p == tollgate::api::Phase::Healthy
+    })
+    .await;
+    s.ns.bump_revision("forgotten", "v2").await;
+    let stuck = s.wait_notes("forgotten", "Stuck", 1).await;
+    let doc = wait_received(&receiver, "webhook", 1).await.remove(0).1;
+    assert_eq!(doc["kind"], "Stuck");
+    assert_eq!(doc["severity"], "Warning");
+    assert_eq!(doc["rollout"], "forgotten");
+    assert_eq!(doc["namespace"], ns.as_str());
+    assert_eq!(doc["gate"], Value::Null, "no gate selects it");
+    assert_eq!(doc["message"], stuck[0].as_str());
+    // The stuck look comes round every 15 s: past the next one, still a single notification.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    assert_eq!(receiver.received("webhook").len(), 1);
+    let t = s.tollgate.as_ref().expect("tollgate");
+    let metrics = t.metrics().await;
+    let sent = r#"tollgate_notifications_total{kind="webhook",outcome="sent"}"#;
+    assert_eq!(metric_sum(&metrics, sent), 1.0);
+    let failed = r#"tollgate_notifications_total{kind="slack",outcome="failed"}"#;
+    assert_eq!(
+        metric_sum(&metrics, failed),
+        0.0,
+        "a kind the Secret lacks is not a failure"
+    );
+    assert!(s.notes("forgotten", "NotifyFailed").await.is_empty());
+    assert_no_token(&t.log(), &[token]);
+    s.finish().await;
+}

@@ -35,6 +35,7 @@ fn litellm_ratio() -> (Criteria, Measurement) {
         no_data: OnNoData::Hold,
         min_samples: Some(100.0),
         ratio: true,
+        dry_run: false,
     };
     let m = Measurement {
         value: Some(Ok(series(&models[..1], 2.0))),
@@ -56,6 +57,7 @@ fn against_stable() -> (Criteria, Measurement) {
         no_data: OnNoData::Hold,
         min_samples: None,
         ratio: false,
+        dry_run: false,
     };
     let m = Measurement {
         value: Some(Ok(series(&models, 0.31))),
@@ -75,6 +77,7 @@ fn single_threshold() -> (Criteria, Measurement) {
         no_data: OnNoData::Hold,
         min_samples: None,
         ratio: false,
+        dry_run: false,
     };
     let m = Measurement {
         value: Some(Ok(vec![Sample::new(&[], 1.0)])),

@@ -42,6 +42,14 @@ pub struct PausedLabels {
     pub reason: String,
 }
 
+/// One watch of tollgate's caches: the resource (`rollouts`, `rolloutgates`) and the namespace
+/// it watches (empty: every namespace).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub resource: String,
+    pub namespace: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -79,6 +87,8 @@ pub struct Metrics {
     /// 1 while this instance leads (always, without leader election).
     pub leading: Family<InstanceLabels, Gauge>,
     pub leader_election_errors: Counter,
+    /// Failures of the list-watches that keep the caches, per watch (each backs off by itself).
+    pub watch_errors: Family<WatchLabels, Counter>,
     pub notifications: notifications::Notifications,
     /// Every paused Rollout in scope, gated or not, by how long it has been paused.
     rollout_paused: Family<PausedLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -104,6 +114,7 @@ impl Default for Metrics {
             probe_requests: Family::default(),
             leading: Family::default(),
             leader_election_errors: Counter::default(),
+            watch_errors: Family::default(),
             notifications: Default::default(),
             rollout_paused: Family::default(),
         };
@@ -193,6 +204,11 @@ impl Metrics {
             "rollout_paused_seconds",
             "Every paused Rollout in scope, gated or not: seconds since its pause began (leader only)",
             m.rollout_paused.clone(),
+        );
+        m.registry.register(
+            "watch_errors",
+            "Failed lists and watches of the caches, by resource and namespace (empty: every namespace); each backs off and retries",
+            m.watch_errors.clone(),
         );
         m.registry.register(
             "leader_election_errors",

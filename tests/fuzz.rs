@@ -469,6 +469,7 @@ fn policies() -> Vec<Criteria> {
         no_data: OnNoData::Hold,
         min_samples,
         ratio,
+        dry_run: false,
     };
     let at_most = Rule::Threshold {
         op: Comparison::Le,

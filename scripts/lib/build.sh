@@ -5,9 +5,11 @@
 
 # The pins of the tools: left out of the stack's key, and the whole of the tools' key.
 TOOL_PINS='^(HELM_VERSION|TOOLS_RECIPE)='
+# The benchmark's pins (scripts/lib/build-telegraf keys its own cache): in neither key.
+BENCH_PINS='^TELEGRAF_'
 
 cache_key() {
-  { grep -v '^#' "$PINS" | grep -Ev "$TOOL_PINS"; go env GOVERSION; } | sha256sum | cut -c1-16
+  { grep -v '^#' "$PINS" | grep -Ev "$TOOL_PINS" | grep -Ev "$BENCH_PINS"; go env GOVERSION; } | sha256sum | cut -c1-16
 }
 
 tools_key() {

@@ -83,6 +83,11 @@ pub struct RolloutGateSpec {
     /// How long a pause may last without a decision, and what happens then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Deadline>,
+    /// How long any Rollout in this namespace, gated or not, may stay paused before a `Stuck`
+    /// Warning Event, instead of the controller's `--stuck-after` (the shortest of the
+    /// namespace's gates applies; a Rollout's `tollgate.dev/stuck-after` annotation wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_after: Option<Duration>,
     /// The default Prometheus-compatible source (Prometheus, VictoriaMetrics, Thanos, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSource>,

@@ -108,15 +108,16 @@ impl CompileError {
 /// The shortest interval a gate may have.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A digest of a gate's spec, stable across processes and versions (FNV-1a over its JSON): the
-/// status records it beside the counters judged under that spec.
+/// A digest of what in a gate's spec decides (FNV-1a over its JSON), stable across processes
+/// and versions: the status records it beside the counters judged under that spec. Fields that
+/// decide nothing (`stuckAfter`, `notify`) are left out, so editing them never restarts a pause.
 pub fn digest(spec: &RolloutGateSpec) -> String {
-    // Whom a gate tells is no part of how it judges: editing `notify` keeps a pause's counters.
-    let judged = RolloutGateSpec {
+    let deciding = RolloutGateSpec {
+        stuck_after: None,
         notify: None,
         ..spec.clone()
     };
-    let bytes = serde_json::to_vec(&judged).unwrap_or_default();
+    let bytes = serde_json::to_vec(&deciding).unwrap_or_default();
     let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
@@ -335,6 +336,8 @@ mod tests {
         let mut s = litellm();
         s["checks"][0]["dryRun"] = json!(false);
         assert_eq!(digest(&spec(s.clone())), plain, "admission may default it");
+        s["stuckAfter"] = json!("2h");
+        assert_eq!(digest(&spec(s.clone())), plain, "it decides nothing");
         s["onFail"] = json!("Abort");
         assert_ne!(digest(&spec(s)), plain, "set, it is part of the policy");
     }

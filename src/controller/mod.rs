@@ -96,8 +96,15 @@ pub async fn run(config: Config) -> Result<()> {
     let server = tokio::spawn(server::serve(listener, health.clone()));
 
     tracing::info!(scope = %config.scope, "watching");
-    let gate_changes = watch::gates(&client, &config.scope, gates.clone(), gate_writer);
-    let rollout_changes = watch::rollouts(&client, &config.scope, rollouts.clone(), rollout_writer);
+    let errors = &ctx.metrics.watch_errors;
+    let gate_changes = watch::gates(&client, &config.scope, gates.clone(), gate_writer, errors);
+    let rollout_changes = watch::rollouts(
+        &client,
+        &config.scope,
+        rollouts.clone(),
+        rollout_writer,
+        errors,
+    );
     let controller = Controller::for_stream(rollout_changes, rollouts.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles),
     );

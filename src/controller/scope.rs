@@ -23,6 +23,10 @@ use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::{Backoff, StreamBackoff};
 use kube::runtime::watcher::{self, DefaultBackoff, Event};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::WatchLabels;
 
 type Watched<K> = Result<Event<K>, watcher::Error>;
 type Key = (Option<String>, Option<String>);
@@ -90,17 +94,27 @@ impl std::fmt::Display for Scope {
 
 /// The watches of `scope`'s parts (`parts[i]` watching `scope.parts()[i]`), as one list-watch
 /// for the cache `cache` reads (the reader of the writer this stream is reflected into).
+/// A part's failures are counted in `errors` under `resource` and the part's namespace.
 pub fn one_watch<K>(
     scope: &Scope,
     parts: Vec<BoxStream<'static, Watched<K>>>,
     cache: Store<K>,
+    errors: WatchErrors,
 ) -> impl Stream<Item = Watched<K>> + Send + 'static
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
 {
-    let namespaces = scope.parts().into_iter().map(|n| n.map(String::from));
-    let merger = Merger::new(namespaces.collect(), cache);
+    let namespaces: Vec<Option<String>> = scope
+        .parts()
+        .into_iter()
+        .map(|n| n.map(String::from))
+        .collect();
+    for namespace in &namespaces {
+        // From 0, so an alert's increase() sees the first failure.
+        let _ = errors.counter(namespace.as_deref());
+    }
+    let merger = Merger::new(namespaces, cache, errors);
     let tagged = parts
         .into_iter()
         .enumerate()
@@ -196,6 +210,24 @@ where
     }
 }
 
+/// Where a resource's watch failures are counted.
+#[derive(Clone)]
+pub struct WatchErrors {
+    pub family: Family<WatchLabels, Counter>,
+    pub resource: &'static str,
+}
+
+impl WatchErrors {
+    fn counter(&self, namespace: Option<&str>) -> Counter {
+        self.family
+            .get_or_create(&WatchLabels {
+                resource: self.resource.into(),
+                namespace: namespace.unwrap_or_default().into(),
+            })
+            .clone()
+    }
+}
+
 /// A part's first list, collected until every part has one.
 struct FirstList<K> {
     objects: Vec<K>,
@@ -216,6 +248,7 @@ where
     /// Per part: the objects (namespace, name) a re-list in progress has listed so far.
     relisting: Vec<Option<HashSet<Key>>>,
     out: VecDeque<Watched<K>>,
+    errors: WatchErrors,
 }
 
 impl<K> Merger<K>
@@ -223,7 +256,7 @@ where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone + Default,
 {
-    fn new(namespaces: Vec<Option<String>>, cache: Store<K>) -> Self {
+    fn new(namespaces: Vec<Option<String>>, cache: Store<K>, errors: WatchErrors) -> Self {
         let parts = namespaces.len();
         let first = (0..parts).map(|_| FirstList {
             objects: Vec::new(),
@@ -236,6 +269,7 @@ where
             held: VecDeque::new(),
             relisting: vec![None; parts],
             out: VecDeque::new(),
+            errors,
         }
     }
 
@@ -258,10 +292,10 @@ where
             // Kept here: passed on, the controller's own backoff would stall every namespace's
             // changes for one namespace's trouble. The part's watch backs off by itself.
             Err(error) => {
-                let namespace = self.namespaces[part]
-                    .as_deref()
-                    .unwrap_or("every namespace");
-                tracing::warn!(%namespace, %error, "watch failed; retrying with backoff");
+                let part = self.namespaces[part].as_deref();
+                self.errors.counter(part).inc();
+                let namespace = part.unwrap_or("every namespace");
+                tracing::warn!(%namespace, %error, resource = self.errors.resource, "watch failed; retrying with backoff");
             }
             Ok(event) => match &mut self.first {
                 Some(first) if !first[part].done => {
@@ -355,6 +389,7 @@ mod tests {
         senders: Vec<futures::channel::mpsc::UnboundedSender<Watched<ConfigMap>>>,
         merged: BoxStream<'static, Watched<ConfigMap>>,
         cache: Store<ConfigMap>,
+        errors: Family<WatchLabels, Counter>,
     }
 
     impl Harness {
@@ -367,13 +402,19 @@ mod tests {
                 senders.push(tx);
                 parts.push(rx.boxed());
             }
-            let merged = one_watch(&scope, parts, cache.clone())
+            let errors = Family::default();
+            let counted = WatchErrors {
+                family: errors.clone(),
+                resource: "configmaps",
+            };
+            let merged = one_watch(&scope, parts, cache.clone(), counted)
                 .reflect(writer)
                 .boxed();
             Harness {
                 senders,
                 merged,
                 cache,
+                errors,
             }
         }
 
@@ -515,6 +556,19 @@ mod tests {
         h.send(1, vec![Event::Delete(cm("b", "x", "1"))]);
         assert_eq!(h.drain(), ["apply x", "delete x"]);
         assert!(h.cached().is_empty());
+        let errors = |namespace: &str| {
+            h.errors
+                .get_or_create(&WatchLabels {
+                    resource: "configmaps".into(),
+                    namespace: namespace.into(),
+                })
+                .get()
+        };
+        assert_eq!(
+            (errors("a"), errors("b")),
+            (1, 0),
+            "counted against its namespace"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use super::context::Context;
 use super::effect::{Note, Reason};
 use super::record;
-use crate::api::Rollout;
+use crate::api::{Rollout, RolloutGate};
 use crate::metrics::PausedLabels;
 
 /// The annotation that sets one Rollout's threshold.
@@ -63,6 +63,25 @@ pub fn pause_of(rollout: &Rollout, first_seen: Timestamp) -> Option<Pause> {
     })
 }
 
+/// Each namespace's threshold, where its gates set one: the shortest of their `stuckAfter`.
+fn per_namespace(gates: &[std::sync::Arc<RolloutGate>]) -> HashMap<String, Duration> {
+    let mut shortest: HashMap<String, Duration> = HashMap::new();
+    for gate in gates
+        .iter()
+        .filter(|g| super::watch::unreadable(g).is_none())
+    {
+        let Some(after) = gate.spec.stuck_after.as_ref().map(|d| d.get()) else {
+            continue;
+        };
+        let namespace = gate.namespace().unwrap_or_default();
+        shortest
+            .entry(namespace)
+            .and_modify(|d| *d = (*d).min(after))
+            .or_insert(after);
+    }
+    shortest
+}
+
 /// `rollout`'s threshold, and what is wrong with its annotation if it cannot be read.
 fn threshold(rollout: &Rollout, default: Duration) -> (Duration, Option<String>) {
     let Some(text) = rollout.annotations().get(STUCK_AFTER) else {
@@ -93,6 +112,7 @@ impl Watch {
     /// Exports every paused Rollout's age and warns, once, about each past its threshold.
     pub async fn look(&mut self, ctx: &Context, rollouts: &[&Rollout], default: Duration) {
         let now = Timestamp::now();
+        let namespaces = per_namespace(&ctx.gates.state());
         let mut ages = Vec::new();
         let mut still = HashSet::new();
         let mut paused = HashSet::new();
@@ -108,6 +128,7 @@ impl Watch {
             ages.push((labels(&key, &pause), age));
             let warned = (key.0.clone(), key.1.clone(), pause.since);
             still.insert(warned.clone());
+            let default = namespaces.get(&key.0).copied().unwrap_or(default);
             let (after, problem) = threshold(rollout, default);
             if age >= after.as_secs_f64() && !self.warned.contains(&warned) {
                 let note = stuck(&pause, age, after, problem.as_deref());
@@ -257,6 +278,33 @@ mod tests {
             problem
                 .expect("named")
                 .contains("\"soon\" is not a duration")
+        );
+    }
+
+    #[test]
+    fn a_namespaces_gates_set_its_threshold_the_shortest_winning() {
+        let gate = |name: &str, ns: &str, after: Option<&str>| {
+            let mut spec = json!({"rollouts": {"name": "a"}, "podHealth": {}});
+            if let Some(after) = after {
+                spec["stuckAfter"] = json!(after);
+            }
+            let gate: RolloutGate = serde_json::from_value(json!({
+                "apiVersion": "tollgate.dev/v1alpha1", "kind": "RolloutGate",
+                "metadata": {"name": name, "namespace": ns}, "spec": spec,
+            }))
+            .expect("gate");
+            std::sync::Arc::new(gate)
+        };
+        let found = per_namespace(&[
+            gate("g1", "a", Some("30m")),
+            gate("g2", "a", Some("10m")),
+            gate("g3", "b", None),
+        ]);
+        assert_eq!(found.get("a"), Some(&Duration::from_secs(600)));
+        assert_eq!(
+            found.get("b"),
+            None,
+            "no gate says: the controller's default"
         );
     }
 

@@ -18,8 +18,11 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
 use super::observe;
-use super::scope::{Scope, one_watch, patient};
+use super::scope::{Scope, WatchErrors, one_watch, patient};
 use crate::api::{Rollout, RolloutGate, RolloutGateSpec, RolloutSelector};
+use crate::metrics::WatchLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 type Watched<K> = Result<Event<K>, watcher::Error>;
 
@@ -45,12 +48,17 @@ pub fn gates(
     scope: &Scope,
     cache: Store<RolloutGate>,
     writer: Writer<RolloutGate>,
+    errors: &Family<WatchLabels, Counter>,
 ) -> impl Stream<Item = Result<RolloutGate, watcher::Error>> + Send + 'static {
     let parts = scope.parts().into_iter().map(|namespace| {
         let events = watcher(gates_untyped(client, namespace), watcher::Config::default());
         readable(patient(events)).boxed()
     });
-    spec_changes(one_watch(scope, parts.collect(), cache).reflect(writer))
+    let errors = WatchErrors {
+        family: errors.clone(),
+        resource: "rolloutgates",
+    };
+    spec_changes(one_watch(scope, parts.collect(), cache, errors).reflect(writer))
 }
 
 /// The Rollouts in `scope`, as they change, after `cache` (the reader of `writer`) has taken
@@ -61,12 +69,17 @@ pub fn rollouts(
     scope: &Scope,
     cache: Store<DeserializeGuard<Rollout>>,
     writer: Writer<DeserializeGuard<Rollout>>,
+    errors: &Family<WatchLabels, Counter>,
 ) -> impl Stream<Item = Result<DeserializeGuard<Rollout>, watcher::Error>> + Send + 'static {
     let parts = scope.parts().into_iter().map(|namespace| {
         let api = scoped::<DeserializeGuard<Rollout>>(client, namespace);
         patient(watcher(api, watcher::Config::default()))
     });
-    one_watch(scope, parts.collect(), cache)
+    let errors = WatchErrors {
+        family: errors.clone(),
+        resource: "rollouts",
+    };
+    one_watch(scope, parts.collect(), cache, errors)
         .reflect(writer)
         .applied_objects()
 }

@@ -82,8 +82,65 @@ async fn installed_with_helm_defaults_two_pods_one_leader_gate_a_canary() {
         "every Event from the leader's pod {}: {by:?}",
         leader.name
     );
+    viewers_read_gates_and_only_tollgate_writes_their_status(&s.ns.name).await;
     s.finish().await;
     install.uninstall().await;
+}
+
+/// The API server's own answer to `kubectl auth can-i VERB RESOURCE` for `user` in `namespace`.
+async fn can_i(user: &str, namespace: &str, verb: &str, resource: &str) -> String {
+    let out = tokio::process::Command::new("kubectl")
+        .args([
+            "auth", "can-i", verb, resource, "-n", namespace, "--as", user,
+        ])
+        .output()
+        .await
+        .expect("kubectl auth can-i");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The chart aggregates gates into Kubernetes' `view` and `edit` roles: a viewer may read them
+/// (what `kubectl tollgate explain|list` needs) and write nothing; an editor may write gates,
+/// never their status.
+async fn viewers_read_gates_and_only_tollgate_writes_their_status(namespace: &str) {
+    for (user, role) in [("alice", "view"), ("bob", "edit")] {
+        tool(
+            "kubectl",
+            &[
+                "create",
+                "rolebinding",
+                user,
+                "-n",
+                namespace,
+                "--clusterrole",
+                role,
+                "--user",
+                user,
+            ],
+        )
+        .await;
+    }
+    // The aggregation controller fills the roles in a moment after the chart's roles appear.
+    wait_for("gates aggregated into view", STEP_TIMEOUT, || async {
+        match can_i("alice", namespace, "list", "rolloutgates.tollgate.dev")
+            .await
+            .as_str()
+        {
+            "yes" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    let answers = [
+        ("alice", "watch", "rolloutgates.tollgate.dev", "yes"),
+        ("alice", "create", "rolloutgates.tollgate.dev", "no"),
+        ("bob", "patch", "rolloutgates.tollgate.dev", "yes"),
+        ("bob", "patch", "rolloutgates.tollgate.dev/status", "no"),
+    ];
+    for (user, verb, resource, expected) in answers {
+        let said = can_i(user, namespace, verb, resource).await;
+        assert_eq!(said, expected, "can {user} {verb} {resource}?");
+    }
 }
 
 #[tokio::test]

@@ -234,14 +234,25 @@ async fn kubectl_tollgate_explains_a_held_and_an_aborted_canary_and_lists_them()
     s.finish().await;
 }
 
-/// A Rollout left paused, gated or not: a Warning Event once past `--stuck-after`, its age on
-/// `/metrics` meanwhile; one whose annotation allows longer is left alone.
+/// A Rollout left paused, gated or not: a Warning Event once past its namespace's threshold (a
+/// gate's `stuckAfter`, shorter than `--stuck-after`), its age on `/metrics` meanwhile; one
+/// whose annotation allows longer is left alone.
 #[tokio::test]
 async fn a_rollout_paused_too_long_is_warned_about_once_gated_or_not() {
     let mut s = Scenario::without_tollgate("story-stuck").await;
     let ns = s.ns.name.clone();
     s.tollgate =
-        Some(crate::support::controller::Tollgate::start_with(&ns, &["--stuck-after", "3s"]).await);
+        Some(crate::support::controller::Tollgate::start_with(&ns, &["--stuck-after", "1h"]).await);
+    // The namespace's threshold comes from a gate in it, whichever Rollouts that gate selects.
+    let mut gate = s.gate(
+        "unrelated",
+        json!([]),
+        json!({"podHealth": {}, "stuckAfter": "3s"}),
+    );
+    gate["spec"]
+        .as_object_mut()
+        .map(|spec| spec.remove("prometheus"));
+    s.apply_gate(gate).await;
     let mut patient = crate::support::canary_rollout("patient");
     patient["metadata"]["annotations"] = json!({"tollgate.dev/stuck-after": "1h"});
     s.ns.create_rollout(crate::support::canary_rollout("forgotten"))

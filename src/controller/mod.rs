@@ -108,8 +108,7 @@ pub async fn run(config: Config) -> Result<()> {
     let controller = Controller::for_stream(rollout_changes, rollouts.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles),
     );
-    tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
-    tokio::spawn(notifier::run(ctx.clone(), Default::default()));
+    background(&ctx, &rollouts);
     tokio::spawn(follow_leadership(ctx.clone(), rollouts.clone(), leadership));
     let ready = health.ready.clone();
     let synced = caches_synced(gates, rollouts.clone());
@@ -135,6 +134,12 @@ pub async fn run(config: Config) -> Result<()> {
     }
     server.abort();
     Ok(())
+}
+
+/// The tasks beside the reconciles: housekeeping of gate status, and notification delivery.
+fn background(ctx: &Arc<Context>, rollouts: &Store<DeserializeGuard<Rollout>>) {
+    tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
+    tokio::spawn(notifier::run(ctx.clone(), Default::default()));
 }
 
 /// Runs for leadership when asked to (see [`leader`]), once `caches_synced`; the sender stops

@@ -370,34 +370,26 @@ fn to_object(fields: &Fields) -> serde_json::Map<String, Value> {
 /// Publishes an Event on the Rollout and on the gate, and queues its notification (never
 /// waiting for it). Failures are logged, never fatal: Events are best-effort in Kubernetes.
 pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: Note) -> bool {
-    if !ctx.leadership.is_leading() {
-        return false;
-    }
     notifier::gated(ctx, Some(rollout), gate, &note);
     publish(ctx, note, &[rollout.object_ref(&()), gate.object_ref(&())]).await
 }
 
-/// An Event on a Rollout alone, whether or not a gate selects it (a pause left too long), and
-/// its notification to the default targets.
+/// An Event on a Rollout alone, gated or not (a pause left too long), notified to the defaults.
 pub async fn note_alone(ctx: &Context, rollout: &Rollout, note: Note) -> bool {
-    if !ctx.leadership.is_leading() {
-        return false;
-    }
     notifier::alone(ctx, rollout, &note);
     publish(ctx, note, &[rollout.object_ref(&())]).await
 }
 
-/// A notification given up on, said on `about` (its gate, or its Rollout). Never notified
-/// itself: a receiver that is down would only be told so again.
+/// A notification given up on, said on its gate or Rollout; never notified itself.
 pub async fn notify_failed(ctx: &Context, about: &ObjectReference, note: Note) -> bool {
-    if !ctx.leadership.is_leading() {
-        return false;
-    }
     publish(ctx, note, std::slice::from_ref(about)).await
 }
 
-/// Whether it was published about every object.
+/// Whether it was published about every object (never by an instance that does not lead).
 async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) -> bool {
+    if !ctx.leadership.is_leading() {
+        return false;
+    }
     let text = report::clip(&note.text, MAX_MESSAGE);
     let reason = note.reason.name();
     // kube's Recorder folds Events with the same (reason, action, object) into one series and

@@ -255,8 +255,13 @@ async fn deliver(ctx: &Context, sender: &Sender, target: &Target, job: &Job) {
         Delivery::Failed { attempts, error } => {
             ctx.metrics.notifications.count(kind, "failed");
             tracing::warn!(target = %target.name, kind, reason, attempts, %error, "notification failed; not tried again");
+            // Zero attempts: its URL or headers could not be read from their Secrets.
+            let tried = match attempts {
+                0 => String::new(),
+                n => format!(" after {n} attempt(s)"),
+            };
             let text = format!(
-                "could not notify target {} ({kind}) of {reason} after {attempts} attempt(s), and will not try again: {error}",
+                "could not notify target {} ({kind}) of {reason}{tried}, and will not try again: {error}",
                 target.name
             );
             record::notify_failed(ctx, &job.about, Note::new(Reason::NotifyFailed, text)).await;

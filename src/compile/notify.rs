@@ -310,4 +310,28 @@ mod tests {
         );
         assert!(p.wants("Stuck") && p.wants("Aborted"));
     }
+
+    proptest::proptest! {
+        /// Whatever a value holds, it stays one percent-encoded piece of the URL and decodes back.
+        #[test]
+        fn a_value_never_escapes_its_place_in_the_link(value in ".{0,40}") {
+            let link = Link::parse("https://d/{{ rollout }}?x=1").expect("parses");
+            let url = link.render(|_| Some(value.clone()));
+            let piece = &url["https://d/".len()..url.len() - "?x=1".len()];
+            proptest::prop_assert!(piece.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            let mut bytes = Vec::new();
+            let mut rest = piece.as_bytes();
+            while let Some((&b, tail)) = rest.split_first() {
+                if b == b'%' && tail.len() >= 2 {
+                    let hex = std::str::from_utf8(&tail[..2]).unwrap_or("00");
+                    bytes.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                    rest = &tail[2..];
+                } else {
+                    bytes.push(b);
+                    rest = tail;
+                }
+            }
+            proptest::prop_assert_eq!(String::from_utf8(bytes).unwrap_or_default(), value);
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod evidence;
 pub mod explain;
 pub mod metrics;
+pub mod notify;
 pub mod promql;
 pub mod server;
 

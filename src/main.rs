@@ -39,6 +39,11 @@ enum Command {
         /// Event, once per pause). A Rollout's `tollgate.dev/stuck-after` annotation overrides it.
         #[arg(long, env = "TOLLGATE_STUCK_AFTER", default_value = "1h", value_parser = stuck_after)]
         stuck_after: std::time::Duration,
+        /// The default notification targets, for gates without `spec.notify` and for Rollouts
+        /// paused too long: a Secret, `NAMESPACE/NAME`, whose keys `slack`, `teams` and
+        /// `webhook` hold incoming-webhook URLs (any of them). None when not given.
+        #[arg(long, env = "TOLLGATE_DEFAULT_NOTIFY_SECRET", value_parser = secret_name)]
+        default_notify_secret: Option<(String, String)>,
         /// Fault injection for tests: exit the moment a promote or abort is accepted, before it
         /// is recorded (the worst moment to crash).
         #[arg(long, hide = true)]
@@ -95,6 +100,21 @@ fn stuck_after(text: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `--default-notify-secret` that is not `NAMESPACE/NAME`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not NAMESPACE/NAME")]
+struct NotSecretName(String);
+
+/// `--default-notify-secret`: `NAMESPACE/NAME`.
+fn secret_name(text: &str) -> Result<(String, String), NotSecretName> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(NotSecretName(text.to_string())),
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -107,15 +127,7 @@ fn main() -> ExitCode {
         Command::Crd => tollgate::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Inspect(command) => return tollgate::explain::main(command, "tollgate"),
         Command::Check(command) => return tollgate::check::main(command, "tollgate"),
-        Command::Logmetrics(args) => {
-            return match tollgate_logmetrics::run(*args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tollgate logmetrics: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Command::Logmetrics(args) => return logmetrics(*args),
         Command::Run {
             listen,
             log_format,
@@ -124,6 +136,7 @@ fn main() -> ExitCode {
             max_concurrent_reconciles,
             crash_after_acting,
             stuck_after,
+            default_notify_secret,
             leader_elect,
             lease_name,
             lease_namespace,
@@ -149,6 +162,7 @@ fn main() -> ExitCode {
                 max_concurrent_reconciles,
                 crash_after_acting,
                 stuck_after,
+                default_notify: default_notify_secret,
             },
         ),
     };
@@ -161,7 +175,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// `check`: a gate file checked; exit 0 clean, 1 problems, 2 could not check.
+/// `logmetrics`: the sidecar, until its input ends.
+fn logmetrics(args: tollgate_logmetrics::LogmetricsArgs) -> ExitCode {
+    match tollgate_logmetrics::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate logmetrics: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(format: LogFormat, config: tollgate::controller::Config) -> tollgate::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
@@ -190,6 +214,15 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1));
         let b = super::unique("tollgate");
         assert!(a.starts_with("tollgate-") && a != b, "{a} {b}");
+    }
+
+    #[test]
+    fn the_default_notify_secret_is_namespace_slash_name() {
+        let ok = super::secret_name("tollgate-system/notify").expect("valid");
+        assert_eq!(ok, ("tollgate-system".to_string(), "notify".to_string()));
+        for bad in ["notify", "/notify", "ns/", "a/b/c"] {
+            assert!(super::secret_name(bad).is_err(), "{bad}");
+        }
     }
 
     /// Every subcommand's flags are consistent (clap checks names, defaults and env fallbacks).

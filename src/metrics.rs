@@ -4,6 +4,7 @@
 //! docs/observability.md.
 
 mod gating;
+mod notifications;
 mod process;
 
 use std::sync::{Arc, Weak};
@@ -88,6 +89,7 @@ pub struct Metrics {
     pub leader_election_errors: Counter,
     /// Failures of the list-watches that keep the caches, per watch (each backs off by itself).
     pub watch_errors: Family<WatchLabels, Counter>,
+    pub notifications: notifications::Notifications,
     /// Every paused Rollout in scope, gated or not, by how long it has been paused.
     rollout_paused: Family<PausedLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -113,6 +115,7 @@ impl Default for Metrics {
             leading: Family::default(),
             leader_election_errors: Counter::default(),
             watch_errors: Family::default(),
+            notifications: Default::default(),
             rollout_paused: Family::default(),
         };
         m.register();
@@ -163,6 +166,7 @@ impl Metrics {
             m.reconcile_errors.clone(),
         );
         m.register_actuation();
+        m.notifications.register(&mut m.registry);
         m.registry
             .register_collector(Box::new(gating::GatingCollector(m.gating.clone())));
         m.process

@@ -244,13 +244,15 @@ class Render:
     def args(self):
         return self.container().get("args", [])
 
-    def grants(self, kind, resource, verb):
-        """The roles of a kind that grant a verb on a core resource, as (namespace, name)."""
+    def grants(self, kind, resource, verb, named=False):
+        """The roles of a kind that grant a verb on a core resource, as (namespace, name): on
+        every object of it, or (named) on objects named by resourceNames only."""
         found = []
         for r in self.of(kind):
             for rule in r.get("rules", []):
                 if (resource in rule.get("resources", []) and verb in rule.get("verbs", [])
-                        and "" in rule.get("apiGroups", [])):
+                        and "" in rule.get("apiGroups", [])
+                        and bool(rule.get("resourceNames")) == named):
                     found.append((r["metadata"].get("namespace", ""), r["metadata"]["name"]))
         return found
 
@@ -363,6 +365,22 @@ def check_replicas(r, values):
              "a PodDisruptionBudget where none belongs, or none where one does")
 
 
+def check_notify(r, values):
+    secret = (values.get("notifications") or {}).get("defaultSecret") or ""
+    args = [a for a in r.args() if a.startswith("--default-notify-secret")]
+    named = r.grants("Role", "secrets", "get", named=True) + r.grants("ClusterRole", "secrets", "get", named=True)
+    if not secret:
+        r.expect(not args and not named, "no notifications.defaultSecret, but its flag or a named Secret grant")
+        return
+    r.expect(args == [f"--default-notify-secret={NAMESPACE}/{secret}"], f"--default-notify-secret args {args}")
+    r.expect(len(named) == 1 and named[0][0] == NAMESPACE, f"the default Secret granted as {named}")
+    for ns, name in named:
+        role = next(x for x in r.of("Role") if x["metadata"]["name"] == name)
+        names = [n for rule in role["rules"] for n in rule.get("resourceNames", [])]
+        r.expect(names == [secret], f"Role {name} names Secrets {names}, not [{secret}]")
+        r.expect(r.bound("Role", ns, name), f"Role {ns}/{name} (default notify Secret) is not bound")
+
+
 def check_optional(r, values):
     for key, kind in [("serviceMonitor", "ServiceMonitor"), ("podMonitor", "PodMonitor"),
                       ("prometheusRule", "PrometheusRule"), ("networkPolicy", "NetworkPolicy")]:
@@ -389,7 +407,7 @@ def check():
         with open(os.path.join(ci, name)) as f:
             values = yaml.safe_load(f) or {}
         r = Render(os.path.join(ci, name), chart)
-        for step in (check_common, check_scope, check_replicas, check_optional):
+        for step in (check_common, check_scope, check_replicas, check_notify, check_optional):
             step(r, values)
         for e in r.errors:
             print(f"  {name}: {e}", file=sys.stderr)

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::messages::*;
-use super::{Duration, RolloutGateStatus, Sequential};
+use super::{Duration, Notify, RolloutGateStatus, Sequential};
 
 /// Attaches evidence-based promotion to the Rollouts it selects, at the pauses it selects.
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -103,6 +103,10 @@ pub struct RolloutGateSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub checks: Vec<Check>,
+    /// Where decisions and holds are also sent (Slack, Teams, webhooks); see
+    /// docs/notifications.md. Without it, the controller's default targets, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
 }
 
 /// Exactly one of `name` or `selector`.

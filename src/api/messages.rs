@@ -22,3 +22,6 @@ pub const QUANTILE: &str = "quantile must be above 0 and below 1, e.g. 0.99";
 pub const HORIZON: &str = "horizon applies to method MannWhitney only";
 
 pub const ALL_DRY_RUN: &str = "every check is dryRun, so the gate could never promote: set mode: DryRun on the gate to try every check, or leave one check counting";
+pub const ONE_TARGET_KIND: &str = "set exactly one of slack, teams or webhook on a notify target";
+pub const UNIQUE_TARGETS: &str = "notify target names must be unique";
+pub const UNIQUE_ON: &str = "notify.on lists each reason once";

@@ -4,6 +4,7 @@
 mod duration;
 mod gate;
 mod messages;
+mod notify;
 mod rollout;
 mod sequential;
 mod status;
@@ -11,6 +12,7 @@ mod status;
 pub use duration::Duration;
 pub use gate::*;
 pub use messages::*;
+pub use notify::*;
 pub use rollout::*;
 pub use sequential::*;
 pub use status::*;

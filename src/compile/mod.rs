@@ -5,6 +5,7 @@
 //! [`SecretKeyRef`](crate::evidence::credentials::SecretKeyRef) and read by the evidence layer.
 
 mod check;
+pub mod notify;
 mod probe;
 mod sequential;
 
@@ -109,10 +110,11 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A digest of what in a gate's spec decides (FNV-1a over its JSON), stable across processes
 /// and versions: the status records it beside the counters judged under that spec. Fields that
-/// decide nothing (`stuckAfter`) are left out, so editing them never restarts a pause.
+/// decide nothing (`stuckAfter`, `notify`) are left out, so editing them never restarts a pause.
 pub fn digest(spec: &RolloutGateSpec) -> String {
     let deciding = RolloutGateSpec {
         stuck_after: None,
+        notify: None,
         ..spec.clone()
     };
     let bytes = serde_json::to_vec(&deciding).unwrap_or_default();
@@ -125,6 +127,10 @@ pub fn digest(spec: &RolloutGateSpec) -> String {
 /// Compiles a spec. The error names the field and says what is wrong.
 pub fn compile(spec: &RolloutGateSpec) -> Result<CompiledGate, CompileError> {
     let mut cadence = cadence(spec)?;
+    // Whom to tell is read again when there is something to say (`notify::plan`), so a gate whose
+    // other fields are invalid still tells its targets so; checked here so a broken notify makes
+    // the gate invalid at once, not silent at its first decision.
+    notify::plan(spec.notify.as_ref(), "")?;
     let mut checks = spec
         .checks
         .iter()

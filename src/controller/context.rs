@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::leader::Leadership;
+use super::notifier::Notifier;
 use super::tracker::Trackers;
 use super::watch::unreadable;
 use crate::api::{Rollout, RolloutGate};
@@ -35,6 +36,8 @@ pub struct Context {
     pub crash_after_acting: bool,
     /// How long a Rollout may stay paused before a Warning (see [`super::stuck`]).
     pub stuck_after: std::time::Duration,
+    /// The queue of notifications (see [`super::notifier`]).
+    pub notifier: Notifier,
     /// Each gate compiled, by uid, with the generation it was compiled from.
     compiled: Mutex<HashMap<String, Built>>,
     /// Per gate uid, the lock that orders its status writes (see [`super::record`]).
@@ -73,6 +76,7 @@ impl Context {
             leadership: Leadership::sole(),
             crash_after_acting: false,
             stuck_after: std::time::Duration::from_secs(3600),
+            notifier: Notifier::default(),
             compiled: Mutex::default(),
             writers: Mutex::default(),
             announced: Mutex::default(),

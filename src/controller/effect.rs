@@ -29,6 +29,8 @@ pub enum Reason {
     Stuck,
     /// An override annotation on the Rollout (see [`super::overrides`]).
     Override,
+    /// A notification that could not be delivered (see [`super::notifier`]).
+    NotifyFailed,
 }
 
 impl Reason {
@@ -46,6 +48,7 @@ impl Reason {
             Reason::GateChanged => "GateChanged",
             Reason::Stuck => "Stuck",
             Reason::Override => "Override",
+            Reason::NotifyFailed => "NotifyFailed",
         }
     }
 
@@ -61,6 +64,7 @@ impl Reason {
                 | Reason::SelfEndingPause
                 | Reason::Stuck
                 | Reason::Override
+                | Reason::NotifyFailed
         )
     }
 }

@@ -19,6 +19,7 @@ mod gather;
 mod gauges;
 mod housekeeping;
 pub mod leader;
+mod notifier;
 mod observe;
 mod overrides;
 mod pause;
@@ -68,6 +69,9 @@ pub struct Config {
     pub stuck_after: Duration,
     /// Run for leadership on this Lease; `None`: the only instance, always leading.
     pub leader: Option<leader::Params>,
+    /// The Secret (namespace, name) whose keys `slack`, `teams` and `webhook` are the default
+    /// notification targets (see [`notifier`]).
+    pub default_notify: Option<(String, String)>,
 }
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -104,7 +108,7 @@ pub async fn run(config: Config) -> Result<()> {
     let controller = Controller::for_stream(rollout_changes, rollouts.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles),
     );
-    tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
+    background(&ctx, &rollouts);
     tokio::spawn(follow_leadership(ctx.clone(), rollouts.clone(), leadership));
     let ready = health.ready.clone();
     let synced = caches_synced(gates, rollouts.clone());
@@ -130,6 +134,12 @@ pub async fn run(config: Config) -> Result<()> {
     }
     server.abort();
     Ok(())
+}
+
+/// The tasks beside the reconciles: housekeeping of gate status, and notification delivery.
+fn background(ctx: &Arc<Context>, rollouts: &Store<DeserializeGuard<Rollout>>) {
+    tokio::spawn(housekeeping::run(ctx.clone(), rollouts.clone()));
+    tokio::spawn(notifier::run(ctx.clone(), Default::default()));
 }
 
 /// Runs for leadership when asked to (see [`leader`]), once `caches_synced`; the sender stops
@@ -196,6 +206,10 @@ fn context(client: &Client, gates: &Store<RolloutGate>, config: &Config) -> Resu
     let mut context = Context::new(client.clone(), gates.clone(), &config.instance)?;
     context.crash_after_acting = config.crash_after_acting;
     context.stuck_after = config.stuck_after;
+    context.notifier.default = config
+        .default_notify
+        .as_ref()
+        .map(|(namespace, name)| crate::compile::notify::default_plan(namespace, name));
     if config.leader.is_some() {
         context.leadership = Leadership::elected();
     }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::actuate::FIELD_MANAGER;
 use super::context::Context;
 use super::effect::{Note, Reason};
+use super::notifier;
 use super::report::{self, MAX_MESSAGE};
 use crate::Result;
 use crate::api::{
@@ -228,12 +229,9 @@ pub async fn unreadable(ctx: &Context, gate: &RolloutGate, why: &str) -> Result<
         api.patch_status(&gate.name_any(), &params, &Patch::Merge(&body))
             .await?;
     }
-    publish(
-        ctx,
-        Note::new(Reason::InvalidGate, message),
-        &[gate.object_ref(&())],
-    )
-    .await;
+    let note = Note::new(Reason::InvalidGate, message);
+    notifier::gated(ctx, None, gate, &note);
+    publish(ctx, note, &[gate.object_ref(&())]).await;
     Ok(())
 }
 
@@ -369,25 +367,29 @@ fn to_object(fields: &Fields) -> serde_json::Map<String, Value> {
     }
 }
 
-/// Publishes an Event on the Rollout and on the gate. Failures are logged, never fatal: Events
-/// are best-effort in Kubernetes.
+/// Publishes an Event on the Rollout and on the gate, and queues its notification (never
+/// waiting for it). Failures are logged, never fatal: Events are best-effort in Kubernetes.
 pub async fn note(ctx: &Context, rollout: &Rollout, gate: &RolloutGate, note: Note) -> bool {
-    if !ctx.leadership.is_leading() {
-        return false;
-    }
+    notifier::gated(ctx, Some(rollout), gate, &note);
     publish(ctx, note, &[rollout.object_ref(&()), gate.object_ref(&())]).await
 }
 
-/// An Event on a Rollout alone, whether or not a gate selects it (a pause left too long).
+/// An Event on a Rollout alone, gated or not (a pause left too long), notified to the defaults.
 pub async fn note_alone(ctx: &Context, rollout: &Rollout, note: Note) -> bool {
-    if !ctx.leadership.is_leading() {
-        return false;
-    }
+    notifier::alone(ctx, rollout, &note);
     publish(ctx, note, &[rollout.object_ref(&())]).await
 }
 
-/// Whether it was published about every object.
+/// A notification given up on, said on its gate or Rollout; never notified itself.
+pub async fn notify_failed(ctx: &Context, about: &ObjectReference, note: Note) -> bool {
+    publish(ctx, note, std::slice::from_ref(about)).await
+}
+
+/// Whether it was published about every object (never by an instance that does not lead).
 async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) -> bool {
+    if !ctx.leadership.is_leading() {
+        return false;
+    }
     let text = report::clip(&note.text, MAX_MESSAGE);
     let reason = note.reason.name();
     // kube's Recorder folds Events with the same (reason, action, object) into one series and
@@ -415,7 +417,7 @@ async fn publish(ctx: &Context, note: Note, about: &[ObjectReference]) -> bool {
 }
 
 /// A process-local hash, for de-duplication (never persisted).
-fn fingerprint(value: impl std::hash::Hash) -> u64 {
+pub fn fingerprint(value: impl std::hash::Hash) -> u64 {
     use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut h);

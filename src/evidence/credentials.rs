@@ -129,6 +129,16 @@ pub async fn headers(
     Ok(out)
 }
 
+/// One key's value as text, read now (a notification target's URL). A secret: never logged.
+pub async fn value(
+    client: &Client,
+    namespace: &str,
+    wanted: &SecretKeyRef,
+) -> Result<String, SecretError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    text(&secrets, wanted).await
+}
+
 /// A key's value as text, trimmed (a trailing newline from `kubectl create secret` is no part
 /// of a token).
 async fn text(secrets: &Api<Secret>, wanted: &SecretKeyRef) -> Result<String, SecretError> {

@@ -116,9 +116,46 @@ fn broken(what: &str) -> Value {
             check["name"] = json!("pod-restarts");
             s["podHealth"] = json!({});
         }
+        "notify target with two kinds" => {
+            s["notify"] = notify(json!([{"name": "a", "slack": hook("a"), "teams": hook("a")}]));
+        }
+        "notify target with no kind" => s["notify"] = notify(json!([{"name": "a"}])),
+        "duplicate notify targets" => {
+            s["notify"] = notify(
+                json!([{"name": "a", "slack": hook("a")}, {"name": "a", "teams": hook("b")}]),
+            );
+        }
+        "too many notify targets" => {
+            let many: Vec<Value> = (0..9)
+                .map(|i| json!({"name": format!("t{i}"), "slack": hook("a")}))
+                .collect();
+            s["notify"] = notify(json!(many));
+        }
+        "no notify targets" => s["notify"] = notify(json!([])),
+        "a reason notify does not know" => {
+            s["notify"] = notify(json!([{"name": "a", "slack": hook("a")}]));
+            s["notify"]["on"] = json!(["Aborted", "NotifyFailed"]);
+        }
+        "a notify reason twice" => {
+            s["notify"] = notify(json!([{"name": "a", "slack": hook("a")}]));
+            s["notify"]["on"] = json!(["Aborted", "Aborted"]);
+        }
+        "a notify link that is no URL" => {
+            s["notify"] = notify(json!([{"name": "a", "slack": hook("a")}]));
+            s["notify"]["link"] = json!("argocd/{{ rollout }}");
+        }
         other => panic!("no such case {other}"),
     }
     strip_nulls(s)
+}
+
+fn notify(targets: Value) -> Value {
+    json!({"targets": targets})
+}
+
+/// A notification URL from the Secret `hooks`.
+fn hook(key: &str) -> Value {
+    json!({"url": {"name": "hooks", "key": key}})
 }
 
 fn probe() -> Value {
@@ -135,6 +172,12 @@ fn valid_without_metrics() -> Vec<Value> {
         json!({"rollouts": {"name": "a"}, "checks": [
             {"name": "judge", "webhook": {"url": "https://judge.example/gate", "timeout": "3s",
                 "headers": [{"name": "Authorization", "secret": {"name": "judge", "key": "token"}}]}}]}),
+        json!({"rollouts": {"name": "a"}, "podHealth": {}, "notify": {
+            "targets": [{"name": "ops", "slack": hook("slack")}, {"name": "sre", "teams": hook("teams")},
+                {"name": "audit", "webhook": {"url": hook("audit")["url"],
+                    "headers": [{"name": "X-Token", "secret": {"name": "hooks", "key": "token"}}]}}],
+            "on": ["Aborted", "Holding", "ConflictingGates"],
+            "link": "https://argocd.example/applications/{{ namespace }}/{{ rollout }}"}}),
         json!({"rollouts": {"name": "a"}, "probe": probe(), "checks": [
             {"name": "errors", "probe": {"metric": "errorRatio"}, "sequential": {}},
             {"name": "p99", "probe": {"metric": "latencyP99"},
@@ -261,6 +304,23 @@ async fn admission_accepts_a_sensible_gate_and_explains_rejections() {
             "a name the guard uses",
             "podHealth adds the checks pod-crashloop",
         ),
+        (
+            "notify target with two kinds",
+            "set exactly one of slack, teams or webhook on a notify target",
+        ),
+        (
+            "notify target with no kind",
+            "set exactly one of slack, teams or webhook on a notify target",
+        ),
+        (
+            "duplicate notify targets",
+            "notify target names must be unique",
+        ),
+        ("too many notify targets", "spec.notify.targets"),
+        ("no notify targets", "spec.notify.targets"),
+        ("a reason notify does not know", "spec.notify.on[1]"),
+        ("a notify reason twice", "notify.on lists each reason once"),
+        ("a notify link that is no URL", "spec.notify.link"),
     ];
     for (what, expected) in cases {
         let err = create(&ns, broken(what)).await.expect_err(what);

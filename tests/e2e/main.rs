@@ -15,6 +15,7 @@ mod gating;
 mod hubble;
 mod installed;
 mod leader;
+mod notify;
 mod observability;
 mod podhealth;
 mod probes;

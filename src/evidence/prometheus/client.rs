@@ -38,6 +38,12 @@ impl Reply {
     }
 }
 
+/// Why a source gave no answer, in words for the Error evidence that reports it (the source's
+/// own, clipped; never a credential).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unanswered(pub String);
+
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -72,14 +78,14 @@ impl Client {
         let query = [("query", promql), ("time", &format!("{at:.3}"))];
         match self.get("query", &query, timeout).await {
             Ok((status, body)) => parse(status, &body),
-            Err(why) => Reply::failed(why),
+            Err(Unanswered(why)) => Reply::failed(why),
         }
     }
 
     /// Whether any target the source scrapes describes `metric` (its `# HELP`/`# TYPE`), with
     /// or without samples: a counter defined and never incremented is known here. `Ok(false)`
     /// also for a source that keeps no metadata (VictoriaMetrics answers with none).
-    pub async fn describes(&self, metric: &str, timeout: Duration) -> Result<bool, String> {
+    pub async fn describes(&self, metric: &str, timeout: Duration) -> Result<bool, Unanswered> {
         let query = [("metric", metric), ("limit", "1")];
         let (status, body) = self.get("metadata", &query, timeout).await?;
         #[derive(Deserialize)]
@@ -92,11 +98,11 @@ impl Client {
             Ok(m) if m.status == "success" => Ok(m.data.contains_key(metric)),
             // Not served (a 404 from a proxy or a store without the endpoint): no metadata.
             _ if status == 404 => Ok(false),
-            _ => Err(format!(
+            _ => Err(Unanswered(format!(
                 "{}/api/v1/metadata answered HTTP {status}: {:?}",
                 self.base,
                 http::snippet(&body, 120)
-            )),
+            ))),
         }
     }
 
@@ -106,7 +112,7 @@ impl Client {
         path: &str,
         query: &[(&str, &str)],
         timeout: Duration,
-    ) -> Result<(u16, Vec<u8>), String> {
+    ) -> Result<(u16, Vec<u8>), Unanswered> {
         let mut request = self
             .http
             .get(format!("{}/api/v1/{path}", self.base))
@@ -118,16 +124,16 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("{} {}", self.base, http::describe(&e)))?;
+            .map_err(|e| Unanswered(format!("{} {}", self.base, http::describe(&e))))?;
         let status = response.status().as_u16();
         match http::read_limited(response, MAX_BODY).await {
             Ok(Some(body)) => Ok((status, body.to_vec())),
-            Ok(None) => Err(format!(
+            Ok(None) => Err(Unanswered(format!(
                 "{} answered with more than {} MiB; narrow the query to the series it judges",
                 self.base,
                 MAX_BODY >> 20
-            )),
-            Err(e) => Err(format!("{} {}", self.base, http::describe(&e))),
+            ))),
+            Err(e) => Err(Unanswered(format!("{} {}", self.base, http::describe(&e)))),
         }
     }
 }

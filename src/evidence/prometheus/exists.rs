@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Client;
+use super::client::Unanswered;
 use crate::evidence::template;
 use crate::promql::{self, MatchOp};
 
@@ -30,7 +31,7 @@ pub async fn unknown(
     denominator: &str,
     at: f64,
     timeout: Duration,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Unanswered> {
     let (Some(wanted), Some(given)) = (names(numerator), names(denominator)) else {
         return Ok(Vec::new());
     };
@@ -80,14 +81,19 @@ pub async fn missing(
     query: &str,
     at: f64,
     timeout: Duration,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Unanswered> {
     let wanted = names(query).unwrap_or_default();
     absent(client, wanted.iter(), at, timeout).await
 }
 
 /// Whether the source knows `name`: described by a target's metadata (defined, perhaps never
 /// incremented), or with a series now.
-async fn knows(client: &Client, name: &Name, at: f64, timeout: Duration) -> Result<bool, String> {
+async fn knows(
+    client: &Client,
+    name: &Name,
+    at: f64,
+    timeout: Duration,
+) -> Result<bool, Unanswered> {
     for family in name.families() {
         if client.describes(family, timeout).await? {
             return Ok(true);
@@ -95,7 +101,10 @@ async fn knows(client: &Client, name: &Name, at: f64, timeout: Duration) -> Resu
     }
     let count = format!("count({})", name.selector());
     let reply = client.query(&count, at, timeout).await;
-    reply.answer.map(|samples| !samples.is_empty())
+    reply
+        .answer
+        .map(|samples| !samples.is_empty())
+        .map_err(Unanswered)
 }
 
 /// Those of `names` the source knows neither by metadata nor by a series, each asked at most
@@ -105,7 +114,7 @@ async fn absent(
     names: impl Iterator<Item = &Name>,
     at: f64,
     timeout: Duration,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Unanswered> {
     let mut unknown = Vec::new();
     for name in names {
         let key = name.selector();

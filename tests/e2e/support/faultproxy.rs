@@ -113,20 +113,16 @@ impl Drop for FaultProxy {
 
 async fn answer(State(fault): State<Arc<Mutex<Fault>>>, request: Request) -> Response {
     let fault = fault.lock().map(|f| *f).unwrap_or(Fault::None);
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let request = Upstream::read(request).await;
     match fault {
-        Fault::None => forward(&path, None).await,
+        Fault::None => forward(&request, None).await,
         Fault::Slow(delay) => {
             tokio::time::sleep(delay).await;
-            forward(&path, None).await
+            forward(&request, None).await
         }
         Fault::Warnings => {
             let warning = "partial response: store gateway 10.0.0.7:10901 did not answer";
-            forward(&path, Some(warning)).await
+            forward(&request, Some(warning)).await
         }
         Fault::Html => (
             StatusCode::BAD_GATEWAY,
@@ -151,10 +147,48 @@ fn bytes_of(n: usize) -> axum::body::Bytes {
     axum::body::Bytes::from(vec![b' '; n])
 }
 
+/// What a client asked: a GET with its query string, or a POST with a form body (Argo's
+/// Prometheus provider posts its queries).
+struct Upstream {
+    method: reqwest::Method,
+    path: String,
+    content_type: Option<String>,
+    body: axum::body::Bytes,
+}
+
+impl Upstream {
+    async fn read(request: Request) -> Upstream {
+        let (parts, body) = request.into_parts();
+        Upstream {
+            method: reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+                .unwrap_or(reqwest::Method::GET),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            content_type: parts
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The request, sent on to the real Prometheus; with `warning`, added to its answer.
-async fn forward(path: &str, warning: Option<&str>) -> Response {
-    let url = format!("{}{path}", prom::url());
-    let reply = match reqwest::get(&url).await {
+async fn forward(request: &Upstream, warning: Option<&str>) -> Response {
+    let url = format!("{}{}", prom::url(), request.path);
+    let mut upstream = reqwest::Client::new()
+        .request(request.method.clone(), &url)
+        .body(request.body.clone());
+    if let Some(content_type) = &request.content_type {
+        upstream = upstream.header("content-type", content_type);
+    }
+    let reply = match upstream.send().await {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };

@@ -20,6 +20,8 @@ pub struct Behaviour {
     pub codes: BTreeMap<String, String>,
     /// Each request fails (500) with this probability instead, drawn at random.
     pub error_ratio: f64,
+    /// Per model: its share of the requests relative to the others' (1 when absent).
+    pub weights: BTreeMap<String, f64>,
 }
 
 impl Behaviour {
@@ -32,6 +34,7 @@ impl Behaviour {
                 .map(|m| (m.to_string(), code.to_string()))
                 .collect(),
             error_ratio: 0.0,
+            weights: BTreeMap::new(),
         }
     }
 
@@ -52,6 +55,17 @@ impl Behaviour {
     pub fn with(mut self, model: &str, code: &str) -> Behaviour {
         self.codes.insert(model.to_string(), code.to_string());
         self
+    }
+
+    /// `model` gets `weight` times the requests of a model of weight 1 (every model's default).
+    #[allow(dead_code)]
+    pub fn weighted(mut self, model: &str, weight: f64) -> Behaviour {
+        self.weights.insert(model.to_string(), weight);
+        self
+    }
+
+    fn weight(&self, model: &str) -> f64 {
+        self.weights.get(model).copied().unwrap_or(1.0)
     }
 }
 
@@ -113,8 +127,9 @@ impl Traffic {
 }
 
 fn emit(exporter: &Exporter, hash: &str, b: &Behaviour, rng: &mut Rng) {
-    let per_model = b.requests_per_tick / b.codes.len().max(1) as f64;
+    let total: f64 = b.codes.keys().map(|m| b.weight(m)).sum();
     for (model, code) in &b.codes {
+        let per_model = b.requests_per_tick * b.weight(model) / total.max(f64::MIN_POSITIVE);
         let add = |code: &str, n: f64| {
             let labels = [
                 ("rollouts_pod_template_hash", hash),

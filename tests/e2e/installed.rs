@@ -87,12 +87,15 @@ async fn installed_with_helm_defaults_two_pods_one_leader_gate_a_canary() {
     install.uninstall().await;
 }
 
-/// The API server's own answer to `kubectl auth can-i VERB RESOURCE` for `user` in `namespace`.
+/// The API server's own answer to `kubectl auth can-i VERB RESOURCE` for `user` in `namespace`;
+/// `RESOURCE/SUBRESOURCE` asks of the subresource (kubectl would read it as an object's name).
 async fn can_i(user: &str, namespace: &str, verb: &str, resource: &str) -> String {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
     let out = tokio::process::Command::new("kubectl")
         .args([
             "auth", "can-i", verb, resource, "-n", namespace, "--as", user,
         ])
+        .arg(format!("--subresource={subresource}"))
         .output()
         .await
         .expect("kubectl auth can-i");
@@ -136,6 +139,7 @@ async fn viewers_read_gates_and_only_tollgate_writes_their_status(namespace: &st
         ("alice", "create", "rolloutgates.tollgate.dev", "no"),
         ("bob", "patch", "rolloutgates.tollgate.dev", "yes"),
         ("bob", "patch", "rolloutgates.tollgate.dev/status", "no"),
+        ("alice", "patch", "rolloutgates.tollgate.dev/status", "no"),
     ];
     for (user, verb, resource, expected) in answers {
         let said = can_i(user, namespace, verb, resource).await;

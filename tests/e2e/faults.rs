@@ -148,24 +148,33 @@ async fn errors_by_code_over_a_total_never_promote_a_failing_canary() {
     s.canary_with_gate(NAME, Behaviour::all(MODELS, "500", 8.0), gate)
         .await;
     s.ns.bump_revision(NAME, "v2").await;
+    held_on_errors_saying(
+        &s,
+        &[
+            r#"numerator series {code="500"} pair with no denominator series"#,
+            "aggregate numerator and denominator by the same labels",
+        ],
+    )
+    .await;
+    s.finish().await;
+}
+
+/// Waits for the gate to hold on three source errors in a row whose message says each of
+/// `texts`, and checks the canary was never promoted meanwhile.
+async fn held_on_errors_saying(s: &Scenario, texts: &[&str]) {
     let held = s
-        .wait_entry(GATE, NAME, "a hold on the unpaired numerator", |e| {
+        .wait_entry(GATE, NAME, "a hold on source errors", |e| {
             e.phase == GatePhase::Holding && e.errors >= 3
         })
         .await;
     assert!(
-        held.message
-            .contains(r#"numerator series {code="500"} pair with no denominator series"#)
-            && held
-                .message
-                .contains("aggregate numerator and denominator by the same labels"),
+        texts.iter().all(|t| held.message.contains(t)),
         "{}",
         held.message
     );
     assert_eq!(held.pass_streak, 0);
     s.ns.assert_paused_at(NAME, 1).await;
     assert!(s.notes(NAME, "Promoted").await.is_empty());
-    s.finish().await;
 }
 
 /// A ratio whose numerator names a metric the source has never had (a typo, a rename): an empty
@@ -184,20 +193,14 @@ async fn a_numerator_on_a_metric_that_does_not_exist_never_reads_as_zero_errors(
     s.canary_with_gate(NAME, Behaviour::healthy(MODELS), gate)
         .await;
     s.ns.bump_revision(NAME, "v2").await;
-    let held = s
-        .wait_entry(GATE, NAME, "a hold on the unknown metric", |e| {
-            e.phase == GatePhase::Holding && e.errors >= 3
-        })
-        .await;
-    assert!(
-        held.message.contains("`tollgate_e2e_request_errors_totl`")
-            && held.message.contains("neither a series nor metadata"),
-        "{}",
-        held.message
-    );
-    assert_eq!(held.pass_streak, 0);
-    s.ns.assert_paused_at(NAME, 1).await;
-    assert!(s.notes(NAME, "Promoted").await.is_empty());
+    held_on_errors_saying(
+        &s,
+        &[
+            "`tollgate_e2e_request_errors_totl`",
+            "neither a series nor metadata",
+        ],
+    )
+    .await;
     s.finish().await;
 }
 

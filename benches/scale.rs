@@ -7,7 +7,9 @@
 //!
 //! Knobs: TOLLGATE_BENCH_ROLLOUTS (1000), TOLLGATE_BENCH_PER_GATE (10 Rollouts per gate; 1000
 //! puts them all under one gate, to see its status stay bounded), TOLLGATE_BENCH_WINDOW_SECONDS
-//! (90).
+//! (90), TOLLGATE_BENCH_EVIDENCE (`pass`: every check passes and the streaks grow; `hold`: the
+//! canaries have no series, so every Rollout holds on NoData, as a fleet stuck at its pauses).
+//! Gate status writes/s are read from the API server's own request counter.
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/support/mod.rs"]
@@ -26,6 +28,30 @@ use support::exporter::Exporter;
 use support::{TestNamespace, prom};
 
 const METRIC: &str = "tollgate_bench_error_ratio";
+
+/// Gate status writes the API server has served (PATCHes of `rolloutgates/status`).
+async fn status_writes(client: &kube::Client) -> f64 {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("API server metrics");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| {
+            l.contains(r#"resource="rolloutgates""#)
+                && l.contains(r#"subresource="status""#)
+                && l.contains(r#"verb="PATCH""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn holding() -> bool {
+    std::env::var("TOLLGATE_BENCH_EVIDENCE").is_ok_and(|e| e == "hold")
+}
 
 fn per_gate() -> usize {
     std::env::var("TOLLGATE_BENCH_PER_GATE")
@@ -243,7 +269,11 @@ async fn main() {
         .expect("list")
         .items
     {
-        if let Some(hash) = r.status_or_default().current_pod_hash {
+        if let Some(hash) = r
+            .status_or_default()
+            .current_pod_hash
+            .filter(|_| !holding())
+        {
             exporter.set(METRIC, &[("rollouts_pod_template_hash", &hash)], 0.01);
         }
     }
@@ -278,17 +308,24 @@ async fn main() {
     let argo = argo_pid();
     let (t0, a0) = (usage(pid), usage(argo));
     let m0 = metric_sum(&tollgate.metrics().await, "tollgate_evaluations_total{");
+    let w0 = status_writes(&ns.client).await;
     let clock = Instant::now();
     tokio::time::sleep(Duration::from_secs(window)).await;
     let secs = clock.elapsed().as_secs_f64();
     let (t1, a1) = (usage(pid), usage(argo));
     let m1 = metric_sum(&tollgate.metrics().await, "tollgate_evaluations_total{");
+    let w1 = status_writes(&ns.client).await;
     let cores = |a: (f64, f64, f64), b: (f64, f64, f64)| (b.0 - a.0) / secs;
     println!("\nsteady state, {n} gated Rollouts, interval 30s, measured over {secs:.0}s:");
     println!(
         "  evaluations/s            {:>8.1}   (expected {:.1})",
         (m1 - m0) / secs,
         n as f64 / 30.0
+    );
+    println!(
+        "  gate status writes/s     {:>8.1}   (evidence: {})",
+        (w1 - w0) / secs,
+        if holding() { "hold" } else { "pass" }
     );
     println!(
         "  tollgate CPU             {:>8.3} cores (target < 0.2)",
@@ -305,11 +342,21 @@ async fn main() {
     );
     println!("  tollgate / argo RSS      {:>8.2}x", t1.1 / a1.1.max(1.0));
     status_sizes(&gates_raw).await;
+    // Held on NoData, nothing would be promoted: the release measures nothing then.
+    if !holding() {
+        release(&gates_raw, &tollgate, &ns.name, n).await;
+    }
+    tollgate.stop().await;
+    target.remove();
+    ns.cleanup().await;
+}
 
+/// Releases the gates one after another and reports how long each promotion took.
+async fn release(gates_raw: &Api<DynamicObject>, tollgate: &Tollgate, namespace: &str, n: usize) {
     // Release the gates one after another, 100 ms apart (10 Rollouts each): every Rollout is
     // promoted at its next evaluation, while the rest stay under load.
     for g in 0..n.div_ceil(per_gate()) {
-        let obj: DynamicObject = serde_json::from_value(gate(g, &ns.name, 1)).expect("gate");
+        let obj: DynamicObject = serde_json::from_value(gate(g, namespace, 1)).expect("gate");
         gates_raw
             .patch(
                 &format!("g{g:03}"),
@@ -330,7 +377,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let log = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/e2e-logs/{}.log", ns.name));
+        .join(format!("target/e2e-logs/{namespace}.log"));
     let log = std::fs::read_to_string(log).unwrap_or_default();
     let send = percentiles(&log, "send_ms=");
     let accepted = percentiles(&log, "actuation_ms=");
@@ -343,7 +390,4 @@ async fn main() {
         "  decision -> patch accepted     p50 / p99 / max {:>7.1} / {:.1} / {:.1} ms (target p99 < 100 ms)",
         accepted.1, accepted.2, accepted.3
     );
-    tollgate.stop().await;
-    target.remove();
-    ns.cleanup().await;
 }

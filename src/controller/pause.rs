@@ -316,7 +316,7 @@ async fn act(
 
 async fn record_evaluation(
     at: &At<'_>,
-    tracker: &Tracker,
+    tracker: &mut Tracker,
     effect: &Effect,
     verdict: &Verdict,
     results: &[CheckResult],
@@ -340,7 +340,16 @@ async fn record_evaluation(
     let decided = effect.note.is_some() && effect.phase != GatePhase::Holding;
     let decision = decided.then_some((effect.phase, &effect.message));
     let fields = record::evaluated(at.gate, results, &name, decision);
-    record::entry(ctx, at.gate, &name, &entry, fields).await?;
+    // An evaluation that changes nothing a reader sees (a fleet held on the same missing data,
+    // say) is not written: a gate's status is one object, written one write at a time.
+    let seen = record::seen_as(&entry, &fields);
+    let unchanged = tracker
+        .written
+        .is_some_and(|(said, at)| said == seen && at.elapsed() < record::REWRITE_UNCHANGED);
+    if !unchanged || effect.note.is_some() {
+        record::entry(ctx, at.gate, &name, &entry, fields).await?;
+        tracker.written = Some((seen, Instant::now()));
+    }
     if let Some(note) = effect.note.clone() {
         record::note(ctx, at.rollout, at.gate, note).await;
     }
@@ -510,6 +519,84 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Runs the next evaluation of `rollout` to its end: due now, gathered, judged.
+    async fn evaluate_again(rollout: &Rollout, ctx: &Arc<Context>) {
+        let key = key(rollout);
+        if let Some(mut t) = ctx.trackers.get(&key) {
+            t.next_due = Instant::now();
+            ctx.trackers.put(key.clone(), t);
+        }
+        reconcile(rollout, ctx).await.expect("reconciled");
+        for _ in 0..200 {
+            let t = ctx.trackers.get(&key);
+            if t.and_then(|t| t.gathering.as_ref()?.results()).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        reconcile(rollout, ctx).await.expect("reconciled");
+    }
+
+    #[tokio::test]
+    async fn an_evaluation_that_changes_nothing_a_reader_sees_is_not_written() {
+        let rollout = fixtures::rollout(fixtures::paused("abc", 1, T0));
+        let spec = json!({"rollouts": {"name": "app"}, "interval": "1s", "podHealth": {}});
+        let (server, _, ctx) = evaluated(spec, &rollout, &rollout).await;
+        let server_without_pods = || {
+            server.put_at(
+                "/api/v1/namespaces/ns/pods",
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            )
+        };
+        // No pods at all from here on: every evaluation holds on the same missing data.
+        server_without_pods();
+        evaluate_again(&rollout, &ctx).await;
+        let held = writes(&server);
+        evaluate_again(&rollout, &ctx).await;
+        evaluate_again(&rollout, &ctx).await;
+        let t = ctx.trackers.get(&key(&rollout)).expect("tracked");
+        assert!(t.history.evaluations >= 4, "{:?}", t.history);
+        assert_eq!(writes(&server), held, "the same hold, said once");
+        assert_eq!(held.last().map(String::as_str), Some("gate:Holding"));
+    }
+
+    #[test]
+    fn what_a_reader_sees_leaves_out_the_counts_and_times_only() {
+        let fields = Fields::default();
+        let entry = GatedRollout {
+            phase: GatePhase::Holding,
+            evaluations: 3,
+            baked_seconds: 40,
+            message: "holding: no data".into(),
+            last_evaluation: Some(crate::api::EvaluationRecord {
+                time: "t1".into(),
+                ..Default::default()
+            }),
+            ..GatedRollout::default()
+        };
+        let later = GatedRollout {
+            evaluations: 4,
+            baked_seconds: 70,
+            last_evaluation: Some(crate::api::EvaluationRecord {
+                time: "t2".into(),
+                ..Default::default()
+            }),
+            ..entry.clone()
+        };
+        assert_eq!(
+            record::seen_as(&entry, &fields),
+            record::seen_as(&later, &fields)
+        );
+        let passing = GatedRollout {
+            pass_streak: 1,
+            ..later.clone()
+        };
+        assert_ne!(
+            record::seen_as(&later, &fields),
+            record::seen_as(&passing, &fields)
+        );
     }
 
     #[tokio::test]

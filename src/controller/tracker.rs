@@ -84,6 +84,9 @@ pub struct Tracker {
     /// The leadership term it belongs to (see [`super::leader::Leadership`]): a tracker of
     /// another term is never used, nor kept.
     pub term: u64,
+    /// What the last evaluation record written says, as a reader sees it, and when it was
+    /// written (see [`super::pause`]): an evaluation that changes none of it is not written.
+    pub written: Option<(u64, Instant)>,
 }
 
 /// Marks the policy of a pause judged under `tollgate.dev/hold` (see
@@ -128,16 +131,17 @@ impl Tracker {
             stale_streak: 0,
             evidence: Vec::new(),
             term: 0,
+            written: None,
         }
     }
 
-    /// The same pause as a hold is put on or lifted: failures and errors stand, passes start
-    /// over, and nothing decided under the other setting concludes it.
     /// The same tracker, under `pause`: the same policy at a newer generation of the gate.
     pub fn regenerated(self, pause: PauseKey) -> Tracker {
         Tracker { pause, ..self }
     }
 
+    /// The same pause as a hold is put on or lifted: failures and errors stand, passes start
+    /// over, and nothing decided under the other setting concludes it.
     pub fn rekeyed(self, pause: PauseKey) -> Tracker {
         let history = History {
             pass_streak: 0,

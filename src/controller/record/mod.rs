@@ -149,6 +149,26 @@ pub async fn entry(
     locked(ctx, gate, status, decision).await
 }
 
+/// What a reader of the gate's status sees of an evaluation's record and `fields`: everything
+/// but the count of evaluations, the bake time and the evaluation's time, which move at every
+/// evaluation (see [`REWRITE_UNCHANGED`]), and when the phase began, which moves only with the
+/// phase (read from a cache that may lag, it may look newer than it is).
+pub fn seen_as(entry: &GatedRollout, fields: &Fields) -> u64 {
+    let mut entry = entry.clone();
+    entry.evaluations = 0;
+    entry.baked_seconds = 0;
+    entry.since = None;
+    if let Some(last) = entry.last_evaluation.as_mut() {
+        last.time.clear();
+    }
+    let text = serde_json::to_string(&(entry, fields)).unwrap_or_default();
+    fingerprint(text)
+}
+
+/// How long an evaluation record that says nothing new goes unwritten: then it is written
+/// anyway, so its evaluation time shows the gate is still looking.
+pub const REWRITE_UNCHANGED: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Writes `fields` into the gate's status, if they change it.
 pub async fn fields(ctx: &Context, gate: &RolloutGate, fields: Fields) -> Result<()> {
     let decision = fields.decision.clone();

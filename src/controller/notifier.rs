@@ -4,7 +4,7 @@
 //! notification (counted and logged); a delivery that fails for good is a `NotifyFailed`
 //! Warning Event naming the target, never its URL. What is sent is in docs/notifications.md.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -23,8 +23,11 @@ use crate::notify::deliver::{Delivery, Policy, Sender};
 
 /// Notifications waiting to be sent, at most: past this, a burst is dropped, not buffered.
 const QUEUE: usize = 256;
-/// Notifications being delivered at once (each to all its targets).
-const IN_FLIGHT: usize = 8;
+/// Deliveries (a notification to one target) under way or waiting for their receiver, at most:
+/// past this, the queue fills and new notifications are dropped.
+const PENDING: usize = 1024;
+/// Deliveries to one receiver at once: one that hangs holds this many, and no one else's.
+const PER_RECEIVER: usize = 2;
 /// How many notifications are remembered as sent, for de-duplication.
 const REMEMBERED: usize = 4096;
 
@@ -131,8 +134,20 @@ pub fn gated(ctx: &Context, rollout: Option<&Rollout>, gate: &RolloutGate, note:
         },
     };
     let notice = notice(note, &namespace, Some(gate.name_any()), rollout, &plan);
-    let uid = gate.uid().unwrap_or_default();
-    offer(ctx, &plan, &uid, notice, gate.object_ref(&()))
+    let whose = whose(&gate.uid().unwrap_or_default(), rollout);
+    offer(ctx, &plan, &whose, notice, gate.object_ref(&()))
+}
+
+/// Who and which pause a notification is about: `uid`, and the pause's start, so a Rollout
+/// retried at the same revision and step (a pause of its own) is told of again.
+fn whose(uid: &str, rollout: Option<&Rollout>) -> String {
+    let started = rollout.and_then(|r| r.status.as_ref()).and_then(|s| {
+        s.pause_conditions
+            .iter()
+            .filter_map(|c| c.start_time.clone())
+            .min()
+    });
+    format!("{uid}@{}", started.unwrap_or_default())
 }
 
 /// Notifies of `note`, published about a Rollout alone (`Stuck`): to the default targets.
@@ -142,15 +157,21 @@ pub fn alone(ctx: &Context, rollout: &Rollout, note: &Note) -> Offered {
     };
     let namespace = rollout.namespace().unwrap_or_default();
     let notice = notice(note, &namespace, None, Some(rollout), &plan);
-    let uid = rollout.uid().unwrap_or_default();
-    offer(ctx, &plan, &uid, notice, rollout.object_ref(&()))
+    let whose = whose(&rollout.uid().unwrap_or_default(), Some(rollout));
+    offer(ctx, &plan, &whose, notice, rollout.object_ref(&()))
 }
 
-fn offer(ctx: &Context, plan: &Plan, uid: &str, notice: Notice, about: ObjectReference) -> Offered {
+fn offer(
+    ctx: &Context,
+    plan: &Plan,
+    whose: &str,
+    notice: Notice,
+    about: ObjectReference,
+) -> Offered {
     if !plan.wants(notice.reason) || !ctx.leadership.is_leading() {
         return Offered::Unwanted;
     }
-    let key = key(uid, &notice);
+    let key = key(whose, &notice);
     let job = Job {
         notice,
         targets: plan.targets.clone(),
@@ -195,21 +216,39 @@ fn notice(
     n
 }
 
-/// What makes two notifications one: where (gate or Rollout uid, Rollout, revision, step) and
+/// What makes two notifications one: where (see [`whose`], the Rollout, revision, step) and
 /// the reason; a decision is one per pause whatever its text (a promote retried after a 409
 /// says it again in other words), anything else is one per text, its figures left out (a hold
 /// announced again after a restart quotes newer values of the same evidence).
-fn key(uid: &str, n: &Notice) -> u64 {
+fn key(whose: &str, n: &Notice) -> u64 {
     let decision = matches!(n.reason, "Promoted" | "Aborted" | "DryRun");
-    let text: String = match decision {
+    let text = match decision {
         true => String::new(),
-        false => n.message.chars().filter(|c| !c.is_ascii_digit()).collect(),
+        false => without_figures(&n.message),
     };
-    record::fingerprint((uid, &n.rollout, &n.revision, n.step, n.reason, text))
+    record::fingerprint((whose, &n.rollout, &n.revision, n.step, n.reason, text))
 }
 
-/// Delivers what is queued until the controller stops: each notification to its targets, a few
-/// at once.
+/// `text` without its figures: numbers standing on their own (`0.12`, `312`, `4.5%`), not the
+/// digits of a name (`latency-p99`, `error-rate-5xx`, `gpt-4o`).
+fn without_figures(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_figure = false;
+    let mut previous = ' ';
+    for c in text.chars() {
+        let starts = c.is_ascii_digit() && !(previous.is_alphanumeric() || "_-".contains(previous));
+        in_figure = starts || (in_figure && (c.is_ascii_digit() || c == '.' || c == ','));
+        if !in_figure {
+            out.push(c);
+        }
+        previous = c;
+    }
+    out
+}
+
+/// Delivers what is queued until the controller stops: each notification to each of its
+/// targets on its own, a few at a time per receiver, so a receiver that hangs delays only what
+/// is sent to it.
 pub async fn run(ctx: Arc<Context>, policy: Policy) {
     let Some(mut jobs) = ctx.notifier.jobs.lock().ok().and_then(|mut j| j.take()) else {
         return;
@@ -221,18 +260,37 @@ pub async fn run(ctx: Arc<Context>, policy: Policy) {
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let pending = Arc::new(Semaphore::new(PENDING));
+    let mut lanes: HashMap<String, Arc<Semaphore>> = HashMap::new();
     while let Some(job) = jobs.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (ctx, sender) = (ctx.clone(), sender.clone());
-        tokio::spawn(async move {
-            let sends = job.targets.iter().map(|t| deliver(&ctx, &sender, t, &job));
-            futures::future::join_all(sends).await;
-            drop(slot);
-        });
+        let job = Arc::new(job);
+        for target in job.targets.clone() {
+            let Ok(slot) = pending.clone().acquire_owned().await else {
+                return;
+            };
+            let lane = lane(&mut lanes, &target);
+            let (ctx, sender, job) = (ctx.clone(), sender.clone(), job.clone());
+            tokio::spawn(async move {
+                let _turn = lane.acquire_owned().await;
+                deliver(&ctx, &sender, &target, &job).await;
+                drop(slot);
+            });
+        }
     }
+}
+
+/// The lane of `target`'s receiver (its URL's Secret key): deliveries to one receiver wait for
+/// each other, [`PER_RECEIVER`] at a time. Lanes nobody waits in are let go.
+fn lane(lanes: &mut HashMap<String, Arc<Semaphore>>, target: &Target) -> Arc<Semaphore> {
+    lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+    let receiver = format!(
+        "{}/{}/{}",
+        target.namespace, target.url.secret, target.url.key
+    );
+    lanes
+        .entry(receiver)
+        .or_insert_with(|| Arc::new(Semaphore::new(PER_RECEIVER)))
+        .clone()
 }
 
 async fn deliver(ctx: &Context, sender: &Sender, target: &Target, job: &Job) {
@@ -363,6 +421,20 @@ mod tests {
         );
     }
 
+    /// Checks are named by people: `latency-p50` and `latency-p99`, `error-rate-4xx` and
+    /// `error-rate-5xx`. A hold on the second is a new hold, yet every digit is left out of the key.
+    #[test]
+    fn holds_on_checks_whose_names_differ_only_in_digits_are_two_holds() {
+        let hold = |text: &str| Notice {
+            reason: "Holding",
+            message: text.into(),
+            ..aborted()
+        };
+        let p50 = hold("holding step 1: latency-p50: Error (prometheus unreachable)");
+        let p99 = hold("holding step 1: latency-p99: Error (prometheus unreachable)");
+        assert_ne!(key("u", &p50), key("u", &p99));
+    }
+
     /// A webhook receiver on loopback answering `status`, and what it was sent.
     async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
         let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
@@ -473,6 +545,101 @@ mod tests {
         assert_eq!(doc["link"], "https://argo/app/abc");
         let sent = r#"tollgate_notifications_total{kind="webhook",outcome="sent"} 1"#;
         assert!(ctx.metrics.render().lines().any(|l| l == sent));
+    }
+
+    /// Argo's `retry` of an aborted Rollout keeps its revision (pod-template hash) and comes back
+    /// to the same step: a new pause, decided again, aborted again. Its Event is published; its
+    /// notification is taken for the first abort's and never sent.
+    #[test]
+    fn figures_are_left_out_of_a_holds_key_and_names_are_not() {
+        assert_eq!(
+            without_figures("latency-p99: 0.12 > 0.05 on 312 samples (1,250); gpt-4o x137"),
+            "latency-p99:  >  on  samples (); gpt-4o x137"
+        );
+        assert_ne!(
+            without_figures("latency-p50 holds"),
+            without_figures("latency-p99 holds")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abort_after_a_retry_at_the_same_revision_and_step_is_notified_again() {
+        use crate::controller::fixtures;
+        let (ctx, _server, got) = notifying(200).await;
+        let count = || got.lock().map(|g| g.len()).unwrap_or(0);
+        settle(|| count() >= 1).await;
+        let gate = ctx.gates.state().into_iter().next().expect("the gate");
+        let retried = fixtures::rollout(fixtures::paused("abc", 1, "2026-01-01T02:00:00Z"));
+        record::note(
+            &ctx,
+            &retried,
+            &gate,
+            Note::new(Reason::Aborted, "aborted step 1: x"),
+        )
+        .await;
+        settle(|| count() >= 2).await;
+        assert_eq!(count(), 2, "one notification per abort");
+    }
+
+    /// Notifications to one gate's receiver that accepts connections and never answers take all
+    /// eight delivery slots for their whole timeout: another gate's notification, to a healthy
+    /// receiver, waits behind them (and, once 256 are waiting, is dropped).
+    #[tokio::test]
+    async fn a_hanging_receiver_does_not_hold_up_another_gates_notifications() {
+        use crate::controller::fixtures;
+        let hang = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let hang_url = format!("http://{}/hook/x", hang.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = hang.accept().await {
+                held.push(s);
+            }
+        });
+        let (ok_url, got) = receiver(200).await;
+        let server = fixtures::ApiServer::default();
+        let spec = |key: &str| {
+            serde_json::json!({"rollouts": {"name": "app"}, "podHealth": {},
+                "notify": {"targets": [{"name": "t", "webhook": {"url": {"name": "hooks", "key": key}}}]}})
+        };
+        let (slow, healthy) = (
+            fixtures::gate("slow", spec("slow")),
+            fixtures::gate("ok", spec("ok")),
+        );
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hooks", "namespace": "ns"},
+            "data": {"slow": k8s_openapi::ByteString(hang_url.into_bytes()),
+                     "ok": k8s_openapi::ByteString(ok_url.into_bytes())}}))
+            .expect("secret");
+        server.put(&secret);
+        let ctx = fixtures::context(&server, &[slow.clone(), healthy.clone()]);
+        let policy = Policy {
+            attempts: 1,
+            timeout: std::time::Duration::from_secs(30),
+            ..Policy::default()
+        };
+        tokio::spawn(run(ctx.clone(), policy));
+        for i in 0..8 {
+            let r = fixtures::rollout(fixtures::paused(
+                &format!("rev{i}"),
+                1,
+                "2026-01-01T00:00:00Z",
+            ));
+            record::note(&ctx, &r, &slow, Note::new(Reason::Aborted, "aborted")).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let r = fixtures::rollout(fixtures::paused("abc", 1, "2026-01-01T00:00:00Z"));
+        let asked = std::time::Instant::now();
+        record::note(&ctx, &r, &healthy, Note::new(Reason::Aborted, "aborted")).await;
+        settle(|| got.lock().map(|g| !g.is_empty()).unwrap_or(false)).await;
+        // Behind the hanging receiver it would wait out its 30 s timeout.
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(15),
+            "another gate's notification waited {:?} behind a hanging receiver",
+            asked.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -50,8 +50,10 @@ pub enum Failure {
     NotAUrl { secret: String, key: String },
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("answered {status}{snippet}")]
-    Status { status: u16, snippet: String },
+    /// The status only: a receiver's reply may echo the URL's token or a header from a Secret
+    /// in any form, and an Event is read by more people than the Secret.
+    #[error("answered {status}")]
+    Status { status: u16 },
     #[error("{0}")]
     Request(String),
 }
@@ -127,9 +129,8 @@ pub struct Sender {
     pub policy: Policy,
 }
 
-/// How much of a failed answer's body is read, and how much is quoted.
+/// How much of a failed answer's body is read (and dropped).
 const MAX_BODY: usize = 4096;
-const QUOTED: usize = 200;
 
 impl Sender {
     pub fn new(policy: Policy) -> Result<Sender, ClientError> {
@@ -223,34 +224,14 @@ impl Sender {
             return Ok(());
         }
         let asked = retry_after(resp.headers().get(RETRY_AFTER));
-        let quoted = match http::read_limited(resp, MAX_BODY).await {
-            Ok(Some(b)) if !b.is_empty() => {
-                format!(": {}", scrub(&http::snippet(&b, QUOTED), url))
-            }
-            _ => String::new(),
-        };
-        let failure = Failure::Status {
-            status,
-            snippet: quoted,
-        };
+        // Read (capped) and dropped, so the connection can be reused; never quoted.
+        let _ = http::read_limited(resp, MAX_BODY).await;
+        let failure = Failure::Status { status };
         match retryable(status) {
             true => Err(Next::Retry(failure, asked)),
             false => Err(Next::GiveUp(failure)),
         }
     }
-}
-
-/// `text` without `url`, its path or its query: a receiver that echoes the request line must
-/// not leak the token they carry.
-fn scrub(text: &str, url: &reqwest::Url) -> String {
-    let mut text = text.replace(url.as_str(), "<url>");
-    if url.path().len() > 1 {
-        text = text.replace(url.path(), "<url>");
-    }
-    if let Some(query) = url.query().filter(|q| !q.is_empty()) {
-        text = text.replace(query, "<url>");
-    }
-    text
 }
 
 /// The URL and headers, read from their Secrets now.
@@ -422,10 +403,7 @@ mod tests {
         assert_eq!(retries, 3);
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
         let said = error.to_string();
-        assert_eq!(
-            said, "answered 500: <url> busy",
-            "the URL echoed back is hidden too"
-        );
+        assert_eq!(said, "answered 500", "the reply is never quoted");
     }
 
     #[tokio::test]
@@ -449,6 +427,50 @@ mod tests {
             started.elapsed() >= Duration::from_secs(1),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    /// A receiver that refuses with the usual words of a refusal: the hook id it does not know
+    /// (the token segment of the URL, not the whole path) and the credential it did not accept.
+    /// Both end up in the `NotifyFailed` Event, readable by anyone who may read Events.
+    #[tokio::test]
+    async fn a_refusal_quoting_the_token_or_a_header_secret_does_not_carry_them() {
+        let app = axum::Router::new().route(
+            "/hooks/{token}",
+            axum::routing::post(
+                |axum::extract::Path(token): axum::extract::Path<String>,
+                 headers: axum::http::HeaderMap| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        format!("no hook {token}; credential {auth} refused"),
+                    )
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = reqwest::Url::parse(&format!("http://{addr}/hooks/T0KENs3cr3t")).expect("url");
+        let mut headers = HeaderMap::new();
+        let (n, v) = http::sensitive_header("Authorization", "Bearer hdr-s3cr3t").expect("header");
+        headers.insert(n, v);
+        let body = serde_json::json!({"text": "t"});
+        let d = fast().post(&url, &headers, &body, || true, || {}).await;
+        let Delivery::Failed { error, .. } = d else {
+            panic!("refused: {d:?}");
+        };
+        let said = error.to_string();
+        assert!(!said.contains("T0KENs3cr3t"), "the URL's token: {said}");
+        assert!(
+            !said.contains("hdr-s3cr3t"),
+            "a header from a Secret: {said}"
         );
     }
 

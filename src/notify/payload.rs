@@ -20,8 +20,8 @@ pub fn body(kind: Kind, notice: &Notice) -> Value {
 pub fn slack(n: &Notice) -> Value {
     let mut text = format!(
         "*{}*\n{}",
-        slack_escape(&n.summary()),
-        slack_escape(&n.message)
+        inert(&slack_escape(&n.summary())),
+        inert(&slack_escape(&n.message))
     );
     if let Some(link) = &n.link {
         text.push('\n');
@@ -35,6 +35,18 @@ fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// A zero-width space, invisible where it is put.
+const ZWSP: char = '\u{200B}';
+
+/// `text` unable to mention anyone or make a link of its own in a chat's markdown (Mattermost,
+/// Rocket.Chat, Teams' TextBlocks): a message quotes series labels and sources' words, which
+/// whoever writes them controls. An invisible space after each `@` breaks `@channel`, `@here`
+/// and `@user`, and one between `]` and `(` breaks `[text](url)`.
+fn inert(text: &str) -> String {
+    text.replace('@', &format!("@{ZWSP}"))
+        .replace("](", &format!("]{ZWSP}("))
 }
 
 /// A Teams Workflows ("Post to a channel when a webhook request is received") message: one
@@ -59,9 +71,9 @@ pub fn teams(n: &Notice) -> Value {
         "type": "AdaptiveCard",
         "version": "1.4",
         "body": [
-            {"type": "TextBlock", "text": n.summary(), "weight": "Bolder", "size": "Medium",
+            {"type": "TextBlock", "text": inert(&n.summary()), "weight": "Bolder", "size": "Medium",
              "color": color, "wrap": true},
-            {"type": "TextBlock", "text": n.message, "wrap": true},
+            {"type": "TextBlock", "text": inert(&n.message), "wrap": true},
             {"type": "FactSet", "facts": facts},
         ],
     });
@@ -142,7 +154,7 @@ pub(crate) mod tests {
         assert_eq!(
             text,
             "*shop/checkout step 1 (rev 6d4f9c): Aborted*\naborted step 1: error-rate: 0.12 \
-             &gt; 0.05 &lt;@U123&gt; &amp; more\nhttps://argocd.example/applications/shop/checkout?a=1&amp;b=2"
+             &gt; 0.05 &lt;@\u{200B}U123&gt; &amp; more\nhttps://argocd.example/applications/shop/checkout?a=1&amp;b=2"
         );
     }
 
@@ -159,7 +171,11 @@ pub(crate) mod tests {
             "shop/checkout step 1 (rev 6d4f9c): Aborted"
         );
         assert_eq!(card["body"][0]["color"], "Attention");
-        assert_eq!(card["body"][1]["text"], aborted().message);
+        assert_eq!(
+            card["body"][1]["text"],
+            aborted().message.replace('@', "@\u{200B}"),
+            "no mention"
+        );
         let facts = card["body"][2]["facts"].as_array().map(Vec::len);
         assert_eq!(facts, Some(6));
         assert_eq!(
@@ -174,6 +190,46 @@ pub(crate) mod tests {
             no_link["attachments"][0]["content"]
                 .get("actions")
                 .is_none()
+        );
+    }
+
+    /// A hold's text quotes series labels and sources' own words (attacker-controlled label
+    /// values). Mattermost and Rocket.Chat, which the Slack target is documented for, turn a
+    /// plain `@channel`/`@here`/`@all` into a channel-wide mention and `[x](url)` into a link.
+    #[test]
+    fn slack_text_cannot_mention_a_channel_or_make_a_link_on_mattermost() {
+        let n = Notice {
+            reason: "Holding",
+            message: r#"holding step 1: latency: {model="@channel [approve](https://evil.example)"}: Error (boom)"#.into(),
+            ..aborted()
+        };
+        let text = slack(&n)["text"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert!(!text.contains("@channel"), "a channel-wide mention: {text}");
+        assert!(
+            !text.contains("](https://evil.example)"),
+            "a link of its own: {text}"
+        );
+    }
+
+    /// Adaptive Card TextBlocks render markdown: a label value makes a labelled link.
+    #[test]
+    fn teams_text_cannot_make_a_link_of_its_own() {
+        let n = Notice {
+            reason: "Holding",
+            message: r#"holding step 1: latency: {model="[Approve the rollout](https://evil.example)"}: Error (boom)"#.into(),
+            ..aborted()
+        };
+        let card = &teams(&n)["attachments"][0]["content"];
+        let text = card["body"][1]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !text.contains("](https://evil.example)"),
+            "a link of its own: {text}"
         );
     }
 

@@ -69,14 +69,7 @@ impl Override {
 
 /// Who last set `key` among the annotations: the manager whose managed fields hold it.
 fn setter(fields: &[ManagedFieldsEntry], key: &str) -> String {
-    let field = format!("f:{key}");
-    let owns = |e: &&ManagedFieldsEntry| {
-        e.fields_v1
-            .as_ref()
-            .and_then(|f| f.0.get("f:metadata")?.get("f:annotations")?.get(&field))
-            .is_some()
-    };
-    let newest = fields.iter().filter(owns).max_by(|a, b| {
+    let newest = fields.iter().filter(|e| sets(e, key)).max_by(|a, b| {
         a.time
             .as_ref()
             .map(|t| t.0)
@@ -85,6 +78,25 @@ fn setter(fields: &[ManagedFieldsEntry], key: &str) -> String {
     newest
         .and_then(|e| e.manager.clone())
         .unwrap_or_else(|| "an unknown manager".to_string())
+}
+
+/// Whether `entry` manages the annotation `key`.
+fn sets(entry: &ManagedFieldsEntry, key: &str) -> bool {
+    let field = format!("f:{key}");
+    entry
+        .fields_v1
+        .as_ref()
+        .and_then(|f| f.0.get("f:metadata")?.get("f:annotations")?.get(&field))
+        .is_some()
+}
+
+/// `rollout`'s `managedFields` cut to the entries that set an override: the only ones tollgate
+/// reads, and otherwise most of a cached Rollout's size (every field Argo and a GitOps tool
+/// write, listed per manager).
+pub fn keep_only_who_overrides(rollout: &mut Rollout) {
+    if let Some(fields) = rollout.metadata.managed_fields.as_mut() {
+        fields.retain(|e| [SKIP, HOLD].iter().any(|key| sets(e, key)));
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +118,31 @@ mod tests {
         json!({"manager": manager, "operation": "Update", "time": time,
             "fieldsType": "FieldsV1",
             "fieldsV1": {"f:metadata": {"f:annotations": {format!("f:{key}"): {}}}}})
+    }
+
+    #[test]
+    fn only_the_entries_that_set_an_override_are_kept_and_still_name_who() {
+        let mut r = rollout(
+            json!({HOLD: "true"}),
+            json!([
+                managed("argocd-controller", "app", "2026-12-01T00:00:00Z"),
+                managed("rollouts-controller", "status", "2026-12-01T01:00:00Z"),
+                managed("kubectl-annotate", HOLD, "2026-12-02T04:00:00Z")
+            ]),
+        );
+        keep_only_who_overrides(&mut r);
+        let kept: Vec<_> = r
+            .managed_fields()
+            .iter()
+            .filter_map(|e| e.manager.clone())
+            .collect();
+        assert_eq!(kept, ["kubectl-annotate"]);
+        assert_eq!(
+            Override::of(&r).0,
+            Some(Override::Hold {
+                by: "kubectl-annotate".into()
+            })
+        );
     }
 
     #[test]

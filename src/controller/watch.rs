@@ -73,7 +73,12 @@ pub fn rollouts(
 ) -> impl Stream<Item = Result<DeserializeGuard<Rollout>, watcher::Error>> + Send + 'static {
     let parts = scope.parts().into_iter().map(|namespace| {
         let api = scoped::<DeserializeGuard<Rollout>>(client, namespace);
-        patient(watcher(api, watcher::Config::default()))
+        let events = watcher(api, watcher::Config::default()).modify(|guard| {
+            if let Ok(rollout) = guard.0.as_mut() {
+                slim(rollout);
+            }
+        });
+        patient(events)
     });
     let errors = WatchErrors {
         family: errors.clone(),
@@ -82,6 +87,16 @@ pub fn rollouts(
     one_watch(scope, parts.collect(), cache, errors)
         .reflect(writer)
         .applied_objects()
+}
+
+/// A Rollout as cached: without what nothing reads, most of its size — the managedFields but
+/// those naming who set an override, and the annotations but tollgate's own (a
+/// `kubectl.kubernetes.io/last-applied-configuration` is the whole manifest again).
+fn slim(rollout: &mut Rollout) {
+    super::overrides::keep_only_who_overrides(rollout);
+    if let Some(annotations) = rollout.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with("tollgate.dev/"));
+    }
 }
 
 /// The API scoped to one namespace, or every one.
@@ -372,6 +387,31 @@ pub fn affected(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_rollout_keeps_tollgates_annotations_and_who_set_an_override() {
+        let mut r: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "app", "namespace": "ns",
+                "annotations": {"tollgate.dev/hold": "true",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"a whole\": \"manifest\"}"},
+                "managedFields": [
+                    {"manager": "rollouts-controller", "fieldsType": "FieldsV1",
+                     "fieldsV1": {"f:status": {"f:phase": {}}}},
+                    {"manager": "kubectl-annotate", "fieldsType": "FieldsV1",
+                     "fieldsV1": {"f:metadata": {"f:annotations": {"f:tollgate.dev/hold": {}}}}}]},
+            "spec": {"strategy": {"canary": {"steps": [{"pause": {}}]}}},
+        }))
+        .expect("a Rollout");
+        slim(&mut r);
+        let annotations: Vec<&String> = r.annotations().keys().collect();
+        assert_eq!(annotations, ["tollgate.dev/hold"]);
+        assert_eq!(r.managed_fields().len(), 1);
+        assert!(matches!(
+            super::super::overrides::Override::of(&r).0,
+            Some(super::super::overrides::Override::Hold { by }) if by == "kubectl-annotate"
+        ));
+    }
 
     fn gate(uid: &str, generation: i64) -> RolloutGate {
         serde_json::from_value(serde_json::json!({

@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 
 use super::leader::Leadership;
 use super::notifier::Notifier;
+use super::record;
 use super::tracker::Trackers;
 use super::watch::unreadable;
 use crate::api::{Rollout, RolloutGate};
@@ -41,7 +42,7 @@ pub struct Context {
     /// Each gate compiled, by uid, with the generation it was compiled from.
     compiled: Mutex<HashMap<String, Built>>,
     /// Per gate uid, the lock that orders its status writes (see [`super::record`]).
-    writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    writers: Mutex<HashMap<String, Arc<record::Writer>>>,
     /// Per Rollout, what was last announced of it and at which pause (see [`Context::announce`]).
     announced: Mutex<HashMap<(String, String), (String, String)>>,
     /// Rollouts to reconcile now (their evidence is in); the controller reads the other end.
@@ -85,11 +86,19 @@ impl Context {
         })
     }
 
-    /// The lock that orders status writes to one gate.
-    pub fn writer(&self, gate: &RolloutGate) -> Arc<tokio::sync::Mutex<()>> {
-        let uid = gate.uid().unwrap_or_default();
+    /// What orders status writes to one gate, and gathers those waiting (see [`record::Writer`]).
+    pub fn writer(&self, gate: &RolloutGate) -> Arc<record::Writer> {
+        // A gate the API server served has a uid; one built by hand is told apart by its name,
+        // so two such gates never write each other's patches.
+        let key = gate.uid().unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                gate.namespace().unwrap_or_default(),
+                gate.name_any()
+            )
+        });
         let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-        writers.entry(uid).or_default().clone()
+        writers.entry(key).or_default().clone()
     }
 
     /// Whether `text` was already said of `rollout` at `pause` (see [`Context::mark`]).

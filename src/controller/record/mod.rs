@@ -1,10 +1,12 @@
 //! The one writer of gate status and Events. Entries are merge-patched per Rollout, so
 //! concurrent reconciles of different Rollouts never overwrite each other; writes to one gate go
-//! one at a time; an entry is bounded before it is written; a write that would change nothing is
-//! not sent.
+//! one at a time, those that queued meanwhile together (see [`batch`]); an entry is bounded
+//! before it is written; a write that would change nothing is not sent.
 
+mod batch;
 mod conditions;
 
+pub use batch::Writer;
 pub use conditions::*;
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::actuate::FIELD_MANAGER;
 use super::context::Context;
@@ -116,8 +118,8 @@ pub async fn unreadable(ctx: &Context, gate: &RolloutGate, why: &str) -> Result<
     let condition = condition(gate, ConditionType::Ready, false, UNREADABLE, &message);
     let body = json!({"status": {"conditions": [condition], "observedGeneration": gate.metadata.generation}});
     {
-        let lock = ctx.writer(gate);
-        let _turn = lock.lock().await;
+        let writer = ctx.writer(gate);
+        let _turn = writer.turn.lock().await;
         let params = PatchParams::apply(FIELD_MANAGER);
         api.patch_status(&gate.name_any(), &params, &Patch::Merge(&body))
             .await?;
@@ -138,14 +140,15 @@ pub async fn entry(
 ) -> Result<()> {
     let decision = fields.decision.clone();
     let fields = to_object(&fields);
-    let mut status = match bounded(gate, rollout, entry) {
-        Some(e) => json!({ "rollouts": { rollout: e } }),
+    let mut status = Map::new();
+    match bounded(gate, rollout, entry) {
+        Some(e) => {
+            status.insert("rollouts".into(), json!({ rollout: e }));
+        }
         None if decision.is_none() && !changes(gate, &fields) => return Ok(()),
-        None => json!({}),
-    };
-    if let Some(obj) = status.as_object_mut() {
-        obj.extend(fields);
+        None => {}
     }
+    status.extend(fields);
     locked(ctx, gate, status, decision).await
 }
 
@@ -176,18 +179,14 @@ pub async fn fields(ctx: &Context, gate: &RolloutGate, fields: Fields) -> Result
     if decision.is_none() && !changes(gate, &fields) {
         return Ok(());
     }
-    locked(ctx, gate, Value::Object(fields), decision).await
+    locked(ctx, gate, fields, decision).await
 }
 
 /// Clears a Rollout's intent: the patch it announced was never applied.
 pub async fn clear_intent(ctx: &Context, gate: &RolloutGate, rollout: &str) -> Result<()> {
-    locked(
-        ctx,
-        gate,
-        json!({"rollouts": {rollout: {"intent": null}}}),
-        None,
-    )
-    .await
+    let mut status = Map::new();
+    status.insert("rollouts".into(), json!({ rollout: {"intent": null} }));
+    locked(ctx, gate, status, None).await
 }
 
 /// Reads the gate afresh under its write lock and sends what `change` makes of it, if anything:
@@ -197,8 +196,8 @@ pub async fn rewrite(
     cached: &RolloutGate,
     change: impl FnOnce(&RolloutGate) -> Option<Value>,
 ) -> Result<()> {
-    let lock = ctx.writer(cached);
-    let _turn = lock.lock().await;
+    let writer = ctx.writer(cached);
+    let _turn = writer.turn.lock().await;
     let api: Api<RolloutGate> =
         Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let Some(gate) = api.get_opt(&cached.name_any()).await? else {
@@ -211,31 +210,94 @@ pub async fn rewrite(
 }
 
 /// One write at a time per gate: concurrent patches of one object conflict inside the API
-/// server, which retries each until it times out (504) once a gate has many Rollouts. A
+/// server, which retries each until it times out (504) once a gate has many Rollouts. Patches
+/// queued while another write is in flight go out together in the next (see [`batch`]). A
 /// `decision` leads `recentDecisions`, the rest read in the same turn (see [`recent`]).
 async fn locked(
     ctx: &Context,
     gate: &RolloutGate,
-    mut status: Value,
+    status: Map<String, Value>,
     decision: Option<DecisionRecord>,
 ) -> Result<()> {
-    let lock = ctx.writer(gate);
-    let _turn = lock.lock().await;
-    if let (Some(newest), Some(obj)) = (decision, status.as_object_mut()) {
-        let list = recent(ctx, gate, newest).await;
-        obj.insert("recentDecisions".into(), json!(list));
+    let writer = ctx.writer(gate);
+    // A write that took this patch but never finished (its task dropped) may not have sent it:
+    // it is queued once more. Merge patches say the same twice.
+    for _ in 0..2 {
+        let mut heard = writer.queue(status.clone(), decision.clone());
+        let turn = tokio::select! {
+            biased;
+            // Written in another writer's turn while this one waited for its own.
+            told = &mut heard => match told {
+                Ok(told) => return settled(ctx, gate, &writer, told, &status, &decision).await,
+                Err(_) => continue,
+            },
+            turn = writer.turn.lock() => turn,
+        };
+        for group in batch::groups(writer.take()) {
+            let result = write(ctx, gate, &group.status, &group.decisions).await;
+            group.tell(result);
+        }
+        drop(turn);
+        match heard.await {
+            Ok(told) => return settled(ctx, gate, &writer, told, &status, &decision).await,
+            Err(_) => continue,
+        }
+    }
+    alone(ctx, gate, &writer, &status, &decision).await
+}
+
+/// What a writer returns once told how the write holding its patch went.
+async fn settled(
+    ctx: &Context,
+    gate: &RolloutGate,
+    writer: &Writer,
+    told: batch::Told,
+    status: &Map<String, Value>,
+    decision: &Option<DecisionRecord>,
+) -> Result<()> {
+    match told {
+        batch::Told::Written => Ok(()),
+        batch::Told::Failed(e) => Err(e),
+        batch::Told::WriteAlone => alone(ctx, gate, writer, status, decision).await,
+    }
+}
+
+/// The patch written by itself, in this writer's own turn.
+async fn alone(
+    ctx: &Context,
+    gate: &RolloutGate,
+    writer: &Writer,
+    status: &Map<String, Value>,
+    decision: &Option<DecisionRecord>,
+) -> Result<()> {
+    let _turn = writer.turn.lock().await;
+    write(ctx, gate, status, decision.as_slice()).await
+}
+
+/// One status write of a merge patch and the decisions (oldest first) that lead
+/// `recentDecisions`.
+async fn write(
+    ctx: &Context,
+    gate: &RolloutGate,
+    status: &Map<String, Value>,
+    decisions: &[DecisionRecord],
+) -> Result<()> {
+    let mut status = status.clone();
+    if !decisions.is_empty() {
+        let list = recent(ctx, gate, decisions).await;
+        status.insert("recentDecisions".into(), json!(list));
     }
     send(ctx, gate, &json!({ "status": status })).await
 }
 
-/// `newest`, then the decisions the gate holds now. A merge patch replaces the whole list, so
-/// it is built from the gate as it is, not as cached: two Rollouts decided within the cache's
-/// lag would otherwise each write a list without the other. Read under the gate's write lock,
-/// the list holds every decision this instance wrote before.
+/// `newest` (oldest first), then the decisions the gate holds now. A merge patch replaces the
+/// whole list, so it is built from the gate as it is, not as cached: two Rollouts decided within
+/// the cache's lag would otherwise each write a list without the other. Read in the gate's
+/// turn, the list holds every decision this instance wrote before.
 async fn recent(
     ctx: &Context,
     cached: &RolloutGate,
-    newest: DecisionRecord,
+    newest: &[DecisionRecord],
 ) -> Vec<DecisionRecord> {
     let api: Api<RolloutGate> =
         Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
@@ -250,7 +312,10 @@ async fn recent(
         }
     };
     let earlier = fresh.map(|s| s.recent_decisions).unwrap_or_default();
-    std::iter::once(newest)
+    newest
+        .iter()
+        .rev()
+        .cloned()
         .chain(earlier)
         .take(RECENT_DECISIONS)
         .collect()
@@ -273,10 +338,10 @@ async fn send(ctx: &Context, gate: &RolloutGate, body: &Value) -> Result<()> {
     Ok(())
 }
 
-fn to_object(fields: &Fields) -> serde_json::Map<String, Value> {
+fn to_object(fields: &Fields) -> Map<String, Value> {
     match serde_json::to_value(fields) {
         Ok(Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
+        _ => Map::new(),
     }
 }
 
@@ -452,6 +517,45 @@ mod tests {
         assert_eq!(held["status"]["lastDecision"], "r6: promoted step 6");
         let none = Fields::default().decided("a", None);
         assert!(none.decision.is_none() && none.last_decision.is_none());
+    }
+
+    /// Ten Rollouts of one gate recorded at once: every entry lands, in fewer writes than ten
+    /// (the first goes alone; the rest queue behind it and go out together).
+    #[tokio::test]
+    async fn entries_recorded_at_once_go_out_together_and_all_land() {
+        use crate::controller::fixtures::{self, ApiServer};
+        let server = ApiServer::default();
+        let cached = fixtures::gate("g", json!({"rollouts": {"name": "a"}}));
+        let ctx = fixtures::context(&server, std::slice::from_ref(&cached));
+        let names: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+        let writes = names.iter().map(|name| {
+            let entry = GatedRollout {
+                phase: GatePhase::Evaluating,
+                message: format!("{name} looked"),
+                ..GatedRollout::default()
+            };
+            let (ctx, cached) = (&ctx, &cached);
+            async move { super::entry(ctx, cached, name, &entry, Fields::default()).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.expect("written");
+        }
+        let held = server
+            .get("/apis/tollgate.dev/v1alpha1/namespaces/ns/rolloutgates/g")
+            .expect("gate");
+        for name in &names {
+            assert_eq!(
+                held["status"]["rollouts"][name]["message"],
+                format!("{name} looked")
+            );
+        }
+        let patches = server.patches("/rolloutgates/g/status");
+        assert!(
+            patches.len() < names.len(),
+            "{} writes for {} entries",
+            patches.len(),
+            names.len()
+        );
     }
     use crate::api::EvaluationRecord;
 

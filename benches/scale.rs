@@ -12,6 +12,8 @@
 //! Gate status writes/s are read from the API server's own request counter.
 
 #[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
 
@@ -31,22 +33,11 @@ const METRIC: &str = "tollgate_bench_error_ratio";
 
 /// Gate status writes the API server has served (PATCHes of `rolloutgates/status`).
 async fn status_writes(client: &kube::Client) -> f64 {
-    let request = http::Request::get("/metrics")
-        .body(Vec::new())
-        .expect("request");
-    let text = client
-        .request_text(request)
+    common::apiserver_writes(client)
         .await
-        .expect("API server metrics");
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| {
-            l.contains(r#"resource="rolloutgates""#)
-                && l.contains(r#"subresource="status""#)
-                && l.contains(r#"verb="PATCH""#)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .get("rolloutgates/status")
+        .copied()
+        .unwrap_or(0.0)
 }
 
 fn holding() -> bool {
@@ -122,67 +113,6 @@ async fn wait_all(api: &Api<Rollout>, n: usize, what: &str, phase: &str) {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-}
-
-/// (user + system CPU seconds, RSS MiB, peak RSS MiB) of a process.
-fn usage(pid: u32) -> (f64, f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        ticks / clock_ticks(),
-        kib("VmRSS:") / 1024.0,
-        kib("VmHWM:") / 1024.0,
-    )
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn argo_pid() -> u32 {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/cluster/pids/60-argo-rollouts.pid");
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the Argo Rollouts controller's pid (is the stack up?)")
-}
-
-/// (count, p50, p99, max) of the numbers logged as `key<value>`.
-fn percentiles(log: &str, key: &str) -> (usize, f64, f64, f64) {
-    let mut values: Vec<f64> = log
-        .lines()
-        .filter_map(|l| l.split(key).nth(1)?.split_whitespace().next()?.parse().ok())
-        .collect();
-    values.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        let i = ((values.len() as f64 * p).ceil() as usize).saturating_sub(1);
-        values.get(i).copied().unwrap_or(f64::NAN)
-    };
-    (values.len(), at(0.5), at(0.99), at(1.0))
 }
 
 /// The largest gate object as the API server stores it, and how its entries are kept.
@@ -305,17 +235,16 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let argo = argo_pid();
-    let (t0, a0) = (usage(pid), usage(argo));
+    let argo = common::argo_pid();
+    let (t0, a0) = (common::usage(pid), common::usage(argo));
     let m0 = metric_sum(&tollgate.metrics().await, "tollgate_evaluations_total{");
     let w0 = status_writes(&ns.client).await;
     let clock = Instant::now();
     tokio::time::sleep(Duration::from_secs(window)).await;
     let secs = clock.elapsed().as_secs_f64();
-    let (t1, a1) = (usage(pid), usage(argo));
+    let (t1, a1) = (common::usage(pid), common::usage(argo));
     let m1 = metric_sum(&tollgate.metrics().await, "tollgate_evaluations_total{");
     let w1 = status_writes(&ns.client).await;
-    let cores = |a: (f64, f64, f64), b: (f64, f64, f64)| (b.0 - a.0) / secs;
     println!("\nsteady state, {n} gated Rollouts, interval 30s, measured over {secs:.0}s:");
     println!(
         "  evaluations/s            {:>8.1}   (expected {:.1})",
@@ -329,18 +258,24 @@ async fn main() {
     );
     println!(
         "  tollgate CPU             {:>8.3} cores (target < 0.2)",
-        cores(t0, t1)
+        t0.cores_until(&t1, secs)
     );
     println!(
         "  tollgate RSS             {:>8.1} MiB   (peak {:.1} MiB; target < 64)",
-        t1.1, t1.2
+        t1.rss_mib, t1.peak_rss_mib
     );
-    println!("  argo-rollouts CPU        {:>8.3} cores", cores(a0, a1));
+    println!(
+        "  argo-rollouts CPU        {:>8.3} cores",
+        a0.cores_until(&a1, secs)
+    );
     println!(
         "  argo-rollouts RSS        {:>8.1} MiB   (peak {:.1} MiB)",
-        a1.1, a1.2
+        a1.rss_mib, a1.peak_rss_mib
     );
-    println!("  tollgate / argo RSS      {:>8.2}x", t1.1 / a1.1.max(1.0));
+    println!(
+        "  tollgate / argo RSS      {:>8.2}x",
+        t1.rss_mib / a1.rss_mib.max(1.0)
+    );
     status_sizes(&gates_raw).await;
     // Held on NoData, nothing would be promoted: the release measures nothing then.
     if !holding() {
@@ -379,15 +314,18 @@ async fn release(gates_raw: &Api<DynamicObject>, tollgate: &Tollgate, namespace:
     let log = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("target/e2e-logs/{namespace}.log"));
     let log = std::fs::read_to_string(log).unwrap_or_default();
-    let send = percentiles(&log, "send_ms=");
-    let accepted = percentiles(&log, "actuation_ms=");
-    println!("\ngates released 100 ms apart, {} promotions:", accepted.0);
+    let send = common::percentiles(common::logged(&log, "send_ms="));
+    let accepted = common::percentiles(common::logged(&log, "actuation_ms="));
+    println!(
+        "\ngates released 100 ms apart, {} promotions:",
+        accepted.count
+    );
     println!(
         "  decision -> request sent       p50 / p99 / max {:>7.3} / {:.3} / {:.3} ms",
-        send.1, send.2, send.3
+        send.p50, send.p99, send.max
     );
     println!(
         "  decision -> patch accepted     p50 / p99 / max {:>7.1} / {:.1} / {:.1} ms (target p99 < 100 ms)",
-        accepted.1, accepted.2, accepted.3
+        accepted.p50, accepted.p99, accepted.max
     );
 }
